@@ -1,0 +1,191 @@
+"""Evaluation data: decoded once into memory as uint8, fed to models as [0, 1] floats.
+
+Sources: an image folder in the ImageNet val layout (class folders; sorted order = class
+index), CIFAR-10 as an image folder (e.g. ``../shared/data/cifar10/test``), or CIFAR-10 in
+torchvision's download format (a folder holding ``cifar-10-batches-py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from tqdm.auto import tqdm
+
+from ..errors import LayercritError
+
+SPLIT_NAMES = {"train", "val", "test"}
+CIFAR10_DIR = "cifar-10-batches-py"
+
+
+@dataclass
+class EvalData:
+    """A fixed evaluation set: the same images for every layer and trial."""
+
+    images: torch.Tensor  # uint8 [N, 3, H, W] (or float in [0, 1])
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+    fingerprint: str
+    source: str = "tensors"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @classmethod
+    def from_tensors(cls, images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None,
+                     source: str = "tensors") -> "EvalData":
+        """Wrap in-memory images (uint8, or float in [0, 1]) and integer labels."""
+        labels = labels.to(torch.int64)
+        if classes is None:
+            classes = [str(i) for i in range(int(labels.max()) + 1)]
+        return cls(images, labels, list(classes), fingerprint_tensors(images, labels, classes), source)
+
+    def subset(self, samples: int, seed: int) -> "EvalData":
+        """The same draw :func:`load_data` makes: ``samples`` items chosen with ``seed``."""
+        idx = torch.tensor(draw_indices(len(self), samples, seed))
+        return EvalData.from_tensors(self.images[idx], self.labels[idx], self.classes, self.source)
+
+    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images as float in [0, 1] on ``device``, labels on ``device``)."""
+        for start in range(0, len(self), batch_size):
+            x = self.images[start:start + batch_size].to(device)
+            x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+            yield x, self.labels[start:start + batch_size].to(device)
+
+
+def draw_indices(total: int, samples: int, seed: int) -> list[int]:
+    """``samples`` of ``total`` indices drawn with ``seed``, in ascending order."""
+    if samples < 1:
+        raise LayercritError(f"--samples must be at least 1, got {samples}")
+    if samples > total:
+        raise LayercritError(f"--samples {samples} is more than the {total} images available: "
+                             f"use --samples {total} or fewer")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:samples]
+    return sorted(order.tolist())
+
+
+def fingerprint_tensors(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(f"{images.dtype}|{tuple(images.shape)}|{'/'.join(classes)}|".encode())
+    h.update(images.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(labels.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def eval_sizes(input_size: int) -> tuple[int, int]:
+    """(resize, crop): the study's Resize 256 / CenterCrop 224, scaled to the model's resolution.
+
+    Small-image models (CIFAR-size, <= 64 px) get no crop margin: 32x32 CIFAR stays untouched.
+    """
+    if input_size <= 64:
+        return input_size, input_size
+    return round(input_size * 256 / 224), input_size
+
+
+class _Decoded(Dataset):
+    """Decodes (path, label) pairs; failures are returned, not raised, so they can be reported cleanly."""
+
+    def __init__(self, items, transform):
+        self.items, self.transform = items, transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        item, label = self.items[i]
+        try:
+            img = item if not isinstance(item, str) else _open_rgb(item)
+            return self.transform(img), label, None
+        except Exception as e:  # unreadable or corrupt image
+            return None, label, f"{item}: {type(e).__name__}"
+
+
+def _open_rgb(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
+    """Return ([(path or PIL image, label)], class names, description)."""
+    if (root / CIFAR10_DIR).is_dir() or root.name == CIFAR10_DIR:
+        from torchvision.datasets import CIFAR10
+
+        base = root.parent if root.name == CIFAR10_DIR else root
+        try:
+            ds = CIFAR10(str(base), train=split == "train", download=False)
+        except Exception as e:
+            raise LayercritError(f"CIFAR-10 files in {base} are unreadable ({type(e).__name__}): download them again") from None
+        return [(ds[i][0], ds.targets[i]) for i in range(len(ds))], list(ds.classes), f"cifar10:{base}:{split}"
+    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not subdirs:
+        raise LayercritError(f"data folder {root} holds no class folders: give a folder with one subfolder per class")
+    if set(subdirs) <= SPLIT_NAMES:
+        pick = split if split in subdirs else subdirs[-1]
+        raise LayercritError(f"data folder {root} holds split folders ({', '.join(subdirs)}), not classes: "
+                             f"pass {root / pick}")
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    class_to_idx = {c: i for i, c in enumerate(subdirs)}
+    items = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not items:
+        raise LayercritError(f"data folder {root} holds no images ({', '.join(IMG_EXTENSIONS)}): check the path")
+    return items, subdirs, f"folder:{root}"
+
+
+def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = None, seed: int = 0,
+              split: str = "test", resize: int | None = None, crop: int | None = None,
+              num_workers: int | None = None, progress: bool = True) -> EvalData:
+    """Draw ``samples`` images with ``seed`` (all if None) and decode them once.
+
+    Transform: Resize(resize) -> CenterCrop(crop) -> [0, 1] tensor, the study's
+    Resize 256 / CenterCrop 224 by default for 224 px models (see :func:`eval_sizes`).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise LayercritError(f"data folder not found: {root}: check --data")
+    items, classes, description = _list_items(root, split)
+    if samples is not None:
+        items = [items[i] for i in draw_indices(len(items), samples, seed)]
+    default_resize, default_crop = eval_sizes(input_size)
+    transform = transforms.Compose([transforms.Resize(resize or default_resize),
+                                    transforms.CenterCrop(crop or default_crop),
+                                    transforms.PILToTensor()])
+    if num_workers is None:
+        num_workers = 0 if len(items) < 256 else min(4, os.cpu_count() or 1)
+    loader = DataLoader(_Decoded(items, transform), batch_size=64, num_workers=num_workers,
+                        collate_fn=lambda batch: batch)
+    images, labels = [], []
+    for batch in tqdm(loader, desc="decoding images", unit="batch", disable=not progress, leave=False):
+        for img, label, err in batch:
+            if err is not None:
+                raise LayercritError(f"unreadable image {err}: remove or replace it")
+            images.append(img)
+            labels.append(label)
+    images_t = torch.stack(images)
+    labels_t = torch.tensor(labels, dtype=torch.int64)
+    data = EvalData(images_t, labels_t, classes, "", f"{description}|resize={resize or default_resize}|crop={crop or default_crop}")
+    data.fingerprint = fingerprint_tensors(images_t, labels_t, classes)
+    return data
+
+
+def download_cifar10(root: str | Path) -> Path:
+    """Download CIFAR-10 in torchvision's format into ``root`` (needs internet)."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(str(root), train=False, download=True)
+    except Exception as e:
+        raise LayercritError(f"could not download CIFAR-10 into {root} ({type(e).__name__}): "
+                             "connect to the internet, or copy cifar-10-batches-py there by hand") from None
+    return Path(root)

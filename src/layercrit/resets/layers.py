@@ -1,0 +1,79 @@
+"""Which layers to reset: discovered generically, in the order the forward pass runs them."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..errors import LayercritError
+
+# --types vocabulary -> module classes.
+LAYER_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
+    "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
+    "linear": (nn.Linear,),
+    "norm": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm),
+    "embedding": (nn.Embedding,),
+}
+DEFAULT_TYPES = ("conv", "linear")  # the study's 54 layers of a ResNet-50
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int  # position in forward-execution order among the selected types
+    name: str  # module name inside the unwrapped network, e.g. "layer1.0.conv1"
+    kind: str  # "conv", "linear", ...
+    module_type: str  # e.g. "Conv2d"
+
+
+def _kind_of(module: nn.Module, types: tuple[str, ...]) -> str | None:
+    for t in types:
+        if isinstance(module, LAYER_TYPES[t]) and any(True for _ in module.parameters(recurse=False)):
+            return t
+    return None
+
+
+def discover_layers(network: nn.Module, input_size: int, *, types=DEFAULT_TYPES,
+                    patterns: list[str] | None = None, in_channels: int = 3) -> list[Layer]:
+    """Layers of the chosen ``types`` with parameters, in forward-execution order.
+
+    One forward pass on a dummy input records the call order with hooks (modules the
+    forward pass never runs are left out). ``patterns`` are fnmatch globs over module
+    names; a pattern starting with ``!`` excludes. Each pattern must match something.
+    """
+    unknown = [t for t in types if t not in LAYER_TYPES]
+    if unknown:
+        raise LayercritError(f"unknown layer type {', '.join(unknown)}: use {', '.join(LAYER_TYPES)}")
+    candidates = {m: (name, kind) for name, m in network.named_modules()
+                  if (kind := _kind_of(m, tuple(types)))}
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, _args: order.append(mod)) for m in candidates]
+    try:
+        was_training = network.training
+        network.eval()
+        p = next(network.parameters())
+        with torch.no_grad():
+            network(torch.zeros(1, in_channels, input_size, input_size, device=p.device, dtype=p.dtype))
+        network.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    seen: dict[nn.Module, None] = dict.fromkeys(order)  # first call wins; keeps order
+    names = [candidates[m] for m in seen]
+    names = _select(names, patterns or [])
+    return [Layer(i, n, k, type(network.get_submodule(n)).__name__) for i, (n, k) in enumerate(names)]
+
+
+def _select(names: list[tuple[str, str]], patterns: list[str]) -> list[tuple[str, str]]:
+    includes = [p for p in patterns if not p.startswith("!")]
+    excludes = [p[1:] for p in patterns if p.startswith("!")]
+    for p in includes + excludes:
+        if not any(fnmatch.fnmatchcase(n, p) for n, _ in names):
+            raise LayercritError(f"layer pattern '{p}' matches no layer: list layers with `layercrit layers --model ...`")
+    if includes:
+        names = [(n, k) for n, k in names if any(fnmatch.fnmatchcase(n, p) for p in includes)]
+    names = [(n, k) for n, k in names if not any(fnmatch.fnmatchcase(n, p) for p in excludes)]
+    if not names:
+        raise LayercritError("the layer patterns leave no layer to measure: loosen --layers")
+    return names

@@ -1,0 +1,133 @@
+"""Reset strategies: what a layer's parameters are replaced with.
+
+- ``random``: re-randomization (the study). Trial t takes the layer's parameters from a fresh
+  instance of the architecture built with a seed derived only from (seed, t), so a given
+  (seed, trial, layer) draw is identical whatever else runs, in whatever order or process.
+- ``zero``: all parameters of the layer set to 0 (deterministic).
+- ``init:<checkpoint>``: re-initialization to the weights at the start of training (Zhang et al.).
+- ``interpolate:<alpha>[:<checkpoint>]``: (1 - alpha) * trained + alpha * initial, where
+  "initial" is the checkpoint if given, else the trial's random draw (Chatterji et al.).
+
+Only the layer's own parameters change; its buffers and every other layer stay trained.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from ..errors import LayercritError
+from ..models.checkpoint import load_into, load_state_dict
+from ..models.factory import build_seeded
+
+RESET_KINDS = ("random", "zero", "init:<checkpoint>", "interpolate:<alpha>[:<checkpoint>]")
+
+
+def reset_seed(seed: int, trial: int) -> int:
+    """The RNG seed of trial ``trial``'s fresh instance.
+
+    Hash-derived (63 bits) so that it never coincides with a small ``--init-seed`` used to
+    build ``arch:`` models: a reset must never redraw the model's own initialization.
+    """
+    digest = hashlib.sha256(f"layercrit/reset/seed={seed}/trial={trial}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class Reset:
+    """Base class. ``values(layer, trial)`` gives the layer's new parameters by name."""
+
+    name: str
+    stochastic: bool = False  # do trials differ?
+
+    def values(self, network: nn.Module, layer: str, trial: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class RandomReset(Reset):
+    stochastic = True
+
+    def __init__(self, factory: Callable[[], nn.Module], seed: int):
+        self.name, self.factory, self.seed = "random", factory, seed
+        self._trial, self._fresh = None, None  # one fresh instance at a time
+
+    def fresh(self, trial: int) -> nn.Module:
+        if self._trial != trial:
+            self._fresh, self._trial = build_seeded(self.factory, reset_seed(self.seed, trial)), trial
+        return self._fresh
+
+    def values(self, network, layer, trial):
+        return dict(self.fresh(trial).get_submodule(layer).named_parameters(recurse=False))
+
+
+class ZeroReset(Reset):
+    name = "zero"
+
+    def values(self, network, layer, trial):
+        return {k: torch.zeros_like(p) for k, p in network.get_submodule(layer).named_parameters(recurse=False)}
+
+
+class InitReset(Reset):
+    def __init__(self, name: str, initial: nn.Module):
+        self.name, self.initial = name, initial
+
+    def values(self, network, layer, trial):
+        return dict(self.initial.get_submodule(layer).named_parameters(recurse=False))
+
+
+class InterpolateReset(Reset):
+    def __init__(self, name: str, alpha: float, target: Reset):
+        self.name, self.alpha, self.target = name, alpha, target
+        self.stochastic = target.stochastic
+
+    def values(self, network, layer, trial):
+        trained = dict(network.get_submodule(layer).named_parameters(recurse=False))
+        target = self.target.values(network, layer, trial)
+        return {k: torch.lerp(trained[k].detach(), target[k].to(trained[k]), self.alpha) for k in trained}
+
+
+def parse_reset(spec: str, *, factory: Callable[[], nn.Module], seed: int,
+                trust_pickle: bool = False) -> Reset:
+    """Turn a ``--reset`` string into a :class:`Reset`."""
+    kind, _, arg = spec.partition(":")
+    if kind == "random" and not arg:
+        return RandomReset(factory, seed)
+    if kind == "zero" and not arg:
+        return ZeroReset()
+    if kind == "init" and arg:
+        return InitReset(spec, _initial(factory, arg, trust_pickle))
+    if kind == "interpolate" and arg:
+        alpha_s, _, path = arg.partition(":")
+        try:
+            alpha = float(alpha_s)
+        except ValueError:
+            alpha = -1.0
+        if not 0.0 <= alpha <= 1.0:
+            raise LayercritError(f"--reset {spec}: alpha must be a number in [0, 1], e.g. interpolate:0.5")
+        target = InitReset(f"init:{path}", _initial(factory, path, trust_pickle)) if path else RandomReset(factory, seed)
+        return InterpolateReset(f"interpolate:{alpha:g}" + (f":{path}" if path else ""), alpha, target)
+    raise LayercritError(f"unknown reset '{spec}': use one of {', '.join(RESET_KINDS)}")
+
+
+def _initial(factory, path: str, trust_pickle: bool) -> nn.Module:
+    net = factory()
+    load_into(net, load_state_dict(path, trust_pickle=trust_pickle), path)
+    return net.eval()
+
+
+@contextlib.contextmanager
+def layer_reset(network: nn.Module, layer: str, values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily put ``values`` into ``layer``'s parameters; restore the trained ones after."""
+    params = dict(network.get_submodule(layer).named_parameters(recurse=False))
+    saved = {k: p.detach().clone() for k, p in params.items()}
+    try:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(values[k])
+        yield
+    finally:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(saved[k])

@@ -1,0 +1,49 @@
+"""Export a results database as a tidy table or in the original study's raw-results layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LayercritError
+from .sqlite import ResultStore
+
+# The original study's raw-results columns, in order (METHOD.md, last section).
+PAPER_COLUMNS = ["top1_acc", "top5_acc", "loss", "batch_acc", "layer", "pred_cos_sim", "pred_l1_err",
+                 "pred_l2_err", "pred_ce_loss", "trial", "recovered_acc", "model_id"]
+WRAPPER_PREFIX = "model."  # the study names layers inside its normalization wrapper
+
+
+def to_paper_layout(tidy: pd.DataFrame, reset: str = "random") -> pd.DataFrame:
+    """Rows of one reset kind, renamed and typed exactly as the study's CSV."""
+    df = tidy[tidy["reset"] == reset].copy()
+    df["layer"] = WRAPPER_PREFIX + df["layer"]
+    df["trial"] = df["trial"].astype(float)
+    df["batch_acc"] = np.nan
+    return df[PAPER_COLUMNS].reset_index(drop=True)
+
+
+def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str = "random") -> pd.DataFrame:
+    """Write the database's results to ``out`` (.csv or .parquet); returns the written table."""
+    out = Path(out)
+    if out.suffix not in (".csv", ".parquet"):
+        raise LayercritError(f"--out {out}: use a .csv or .parquet file name")
+    if layout not in ("tidy", "paper"):
+        raise LayercritError(f"--layout {layout}: use tidy or paper")
+    if not out.parent.is_dir():
+        raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
+    with ResultStore(db, create=False) as store:
+        tidy = store.results()
+    if tidy.empty:
+        raise LayercritError(f"{db} holds no results yet: run `layercrit measure` first")
+    table = to_paper_layout(tidy, reset) if layout == "paper" else tidy
+    if table.empty:
+        raise LayercritError(f"{db} holds no '{reset}' rows for the paper layout: pick one with --reset")
+    tmp = out.with_name(out.name + ".partial")  # never leave a half-written export behind
+    if out.suffix == ".csv":
+        table.to_csv(tmp, index=False)
+    else:
+        table.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    return table

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny CNN with its factory, tiny generated data, paths to ../shared/data."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from layercrit import EvalData
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CIFAR_TEST = SHARED_DATA / "cifar10" / "test"
+IMAGENET_VAL = SHARED_DATA / "imagenet-sample" / "val"
+
+
+def need(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (the shared data lies beside the project in ../shared/data)")
+    return path
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(123)
+    return TinyCNN(), TinyCNN
+
+
+@pytest.fixture
+def tiny_data():
+    g = torch.Generator().manual_seed(7)
+    images = torch.randint(0, 256, (48, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 4, (48,), generator=g)
+    return EvalData.from_tensors(images, labels, ["a", "b", "c", "d"])
+
+
+def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "layercrit.cli", *args], capture_output=True, text=True,
+                          env=env, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"layercrit {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
