@@ -51,8 +51,27 @@ def tiny_data():
     return EvalData.from_tensors(images, labels, ["a", "b", "c", "d"])
 
 
-def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed CLI in a subprocess, as a user would."""
+def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI's ``main`` in this process (fast); stdout/stderr captured as a user would see them."""
+    import contextlib
+    import io
+
+    from layercrit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    proc = subprocess.CompletedProcess(["layercrit", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"layercrit {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def run_cli_process(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess, exactly as a user would (slower: imports torch each time)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "layercrit.cli", *args], capture_output=True, text=True,
                           env=env, **kwargs)

@@ -64,7 +64,7 @@ def measure(model: ModelBundle | nn.Module, data: EvalData | str, *, layers: Seq
             types: Sequence[str] = DEFAULT_TYPES, reset: str | Sequence[str] = "random", trials: int = 3,
             samples: int | None = 10000, seed: int = 0, batch_size: int = 128, device: str = "cpu",
             store: ResultStore | str | None = None, model_id: str | None = None, category: str | None = None,
-            factory: Callable[[], nn.Module] | None = None, input_size: int | None = None,
+            factory: Callable[[], nn.Module] | None = None, input_size: int | None = None, split: str = "test",
             trust_pickle: bool = False, progress: bool = True) -> pd.DataFrame:
     """Measure layer criticality; return a tidy DataFrame (one row per layer x reset x trial).
 
@@ -87,7 +87,7 @@ def measure(model: ModelBundle | nn.Module, data: EvalData | str, *, layers: Seq
     else:
         if size < 1:
             raise LayercritError("input_size= is needed to load data for a plain nn.Module")
-        data = load_data(data, input_size=size, samples=samples, seed=seed, progress=progress)
+        data = load_data(data, input_size=size, samples=samples, seed=seed, split=split, progress=progress)
     net = bundle.model.eval().to(device_t)
     found = discover_layers(bundle.network, data.images.shape[-1], types=tuple(types), patterns=list(layers or []))
     resets = [parse_reset(r, factory=bundle.factory, seed=seed, trust_pickle=trust_pickle)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,12 +35,15 @@ def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
         except Exception as e:  # safetensors raises several types for bad headers
             raise LayercritError(f"{path} is not a readable .safetensors file ({e}): re-export it") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the refusal below says enough
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not trust_pickle:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            what = f"it holds {found.group(1)}" if found else "it holds non-tensor objects"
             raise LayercritError(
-                f"{path} needs arbitrary unpickling, refused for safety ({first[:160]}): convert it to "
+                f"{path} needs arbitrary unpickling ({what}), refused for safety: convert it to "
                 ".safetensors, or pass --trust-pickle if you trust its source"
             ) from None
         obj = torch.load(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,55 @@
+"""Argument helpers shared by command modules: model specs and layer selection."""
+from __future__ import annotations
+
+import argparse
+
+MODEL_EPILOG = """\
+model specs:
+  arch:<name>                    freshly initialized registered architecture (seeded by --init-seed)
+                                 or any timm model name, e.g. arch:cifar_resnet50, arch:resnet50
+  timm:<name>                    timm model with pretrained weights (needs internet the first time)
+  torchvision:<name>[:<weights>] torchvision model, e.g. torchvision:resnet50:IMAGENET1K_V1
+  file:<path> --arch <name>      .safetensors or state-dict checkpoint of that architecture
+"""
+
+
+def samples_arg(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of images (or 'all')") from None
+
+
+def floats_arg(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, metavar="SPEC", help="model spec (see below)")
+    g.add_argument("--arch", help="architecture of a file: checkpoint (layercrit name, timm name or torchvision/<name>)")
+    g.add_argument("--num-classes", type=int, help="class count where data and the architecture's default differ")
+    g.add_argument("--init-seed", type=int, default=0, help="seed that initializes arch: models (default 0)")
+    g.add_argument("--mean", type=floats_arg, help="override input normalization mean, e.g. 0.5,0.5,0.5")
+    g.add_argument("--std", type=floats_arg, help="override input normalization std")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
+    g.add_argument("--types", default="conv,linear", help="layer kinds: conv,linear,norm,embedding (default conv,linear)")
+    g.add_argument("--layers", nargs="+", metavar="PATTERN",
+                   help="glob patterns over module names; a leading ! excludes, e.g. 'layer4.*' '!*.downsample.*'")
+
+
+def create_from_args(args):
+    from ..models import create_model
+
+    return create_model(args.model, arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
+                        name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std)
+
+
+def layer_types(args) -> tuple[str, ...]:
+    return tuple(t.strip() for t in args.types.split(",") if t.strip())

@@ -1,0 +1,110 @@
+"""measure, export, layers, archs, download-cifar10."""
+from __future__ import annotations
+
+import argparse
+
+from .common import MODEL_EPILOG, add_model_args, create_from_args, layer_types, samples_arg
+
+MEASURE_EPILOG = MODEL_EPILOG + """\
+resets:
+  random                         the study's re-randomization from a fresh seeded instance (default)
+  zero                           all parameters of the layer set to 0
+  init:<checkpoint>              the layer's weights at the start of training
+  interpolate:<alpha>[:<ckpt>]   (1-alpha) * trained + alpha * initial (the checkpoint, else a random draw)
+example:
+  layercrit measure --model arch:cifar_resnet50 --data ../shared/data/cifar10/test \\
+      --samples 1000 --trials 3 --db study.db
+"""
+
+
+def register(sub) -> None:
+    m = sub.add_parser("measure", help="measure layer criticality of one model into a results database",
+                       epilog=MEASURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(m)
+    g = m.add_argument_group("data")
+    g.add_argument("--data", required=True, metavar="DIR",
+                   help="image folder (class subfolders, sorted = class index) or a folder with cifar-10-batches-py")
+    g.add_argument("--samples", type=samples_arg, default=10000,
+                   help="images drawn once with --seed (default 10000; 'all')")
+    g.add_argument("--split", default="test", choices=["train", "test"], help="split of torchvision-format CIFAR-10")
+    g.add_argument("--input-size", type=int, help="override the model's input resolution")
+    g = m.add_argument_group("measurement")
+    g.add_argument("--db", required=True, help="SQLite results database (created or resumed)")
+    g.add_argument("--name", help="model id in the database (default: from the spec)")
+    g.add_argument("--category", help="model category, e.g. standard, adversarial, augmentation")
+    g.add_argument("--reset", action="append", metavar="R", help="reset kind, repeatable (default random)")
+    g.add_argument("--trials", type=int, default=3, help="trials of stochastic resets (default 3)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the image draw and the reset draws (default 0)")
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(func=run_measure)
+
+    e = sub.add_parser("export", help="export a results database as CSV or Parquet")
+    e.add_argument("--db", required=True)
+    e.add_argument("--out", required=True, help="output file: .csv or .parquet")
+    e.add_argument("--layout", default="tidy", choices=["tidy", "paper"],
+                   help="tidy: all columns; paper: exactly the original study's raw-results columns")
+    e.add_argument("--reset", default="random", help="with --layout paper: which reset's rows (default random)")
+    e.set_defaults(func=run_export)
+
+    lay = sub.add_parser("layers", help="list a model's layers in forward order (what measure would reset)",
+                         epilog=MODEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(lay)
+    lay.add_argument("--input-size", type=int, help="override the model's input resolution")
+    lay.set_defaults(func=run_layers)
+
+    sub.add_parser("archs", help="list layercrit's registered architectures").set_defaults(func=run_archs)
+
+    d = sub.add_parser("download-cifar10", help="download CIFAR-10 in torchvision's format (needs internet)")
+    d.add_argument("root", help="folder to download into")
+    d.set_defaults(func=run_download_cifar10)
+
+
+def run_measure(args) -> int:
+    from ..engine import measure, resolve_device
+
+    resolve_device(args.device)  # fail before any loading
+    bundle = create_from_args(args)
+    table = measure(bundle, args.data, layers=args.layers, types=layer_types(args), reset=args.reset or ["random"],
+                    trials=args.trials, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
+                    device=args.device, store=args.db, category=args.category, input_size=args.input_size,
+                    split=args.split, trust_pickle=args.trust_pickle, progress=not args.no_progress)
+    summary = table.groupby("reset")["criticality"].mean()
+    print(f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
+          + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))
+    return 0
+
+
+def run_export(args) -> int:
+    from ..store import export
+
+    table = export(args.db, args.out, layout=args.layout, reset=args.reset)
+    print(f"wrote {len(table)} rows to {args.out} ({args.layout} layout)")
+    return 0
+
+
+def run_layers(args) -> int:
+    from ..resets import discover_layers
+
+    bundle = create_from_args(args)
+    for layer in discover_layers(bundle.network, args.input_size or bundle.input_size, types=layer_types(args),
+                                 patterns=args.layers):
+        print(f"{layer.index:4d}  {layer.module_type:<10s} {layer.name}")
+    return 0
+
+
+def run_archs(args) -> int:
+    from ..models import get_arch, list_archs
+
+    for name in list_archs():
+        a = get_arch(name)
+        print(f"{name:<22s} {a.num_classes:5d} classes  {a.input_size:4d} px")
+    return 0
+
+
+def run_download_cifar10(args) -> int:
+    from ..data import download_cifar10
+
+    print(f"CIFAR-10 is in {download_cifar10(args.root)}")
+    return 0

@@ -1,0 +1,83 @@
+"""Real data from ../shared/data: CIFAR-10 test images, one ImageNet val image per class."""
+import pandas as pd
+import pytest
+import torchvision
+
+import layercrit as lc
+from conftest import CIFAR_TEST, IMAGENET_VAL, need, run_cli
+from layercrit.store import PAPER_COLUMNS
+
+
+def _torchvision_resnet50_layers():
+    net = torchvision.models.resnet50()
+    return [n for n, m in net.named_modules() if type(m).__name__ in ("Conv2d", "Linear")]
+
+
+def test_cifar_subset_through_cli_and_paper_export(tmp_path):
+    data = need(CIFAR_TEST)
+    db = tmp_path / "cifar.db"
+    proc = run_cli("measure", "--model", "arch:cifar_resnet50", "--data", str(data), "--samples", "64",
+                   "--trials", "2", "--layers", "conv1", "layer3.0.*", "fc", "--db", str(db), "--no-progress",
+                   "--category", "random-init")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "paper.csv"
+    assert run_cli("export", "--db", str(db), "--out", str(out), "--layout", "paper").returncode == 0
+    paper = pd.read_csv(out)
+    assert list(paper.columns) == PAPER_COLUMNS
+    assert len(paper) == 6 * 2
+    assert set(paper.layer) == {"model.conv1", "model.layer3.0.conv1", "model.layer3.0.conv2", "model.layer3.0.conv3",
+                                "model.layer3.0.downsample.0", "model.fc"}
+    assert sorted(paper.trial.unique()) == [0.0, 1.0]
+    assert paper.batch_acc.isna().all() and (paper.model_id == "cifar_resnet50").all()
+    assert paper.top1_acc.between(0, 100).all() and paper.pred_cos_sim.between(0, 1).all()
+    tidy_out = tmp_path / "tidy.parquet"
+    assert run_cli("export", "--db", str(db), "--out", str(tidy_out)).returncode == 0
+    tidy = pd.read_parquet(tidy_out)
+    assert len(tidy) == 12 and (tidy.category == "random-init").all()
+    assert (tidy.criticality == 100 * (1 - tidy.pred_cos_sim)).all()
+    assert (tidy.n_samples == 64).all()
+
+
+def test_untrained_timm_resnet50_on_imagenet_sample_has_the_studys_54_layers(tmp_path):
+    data_dir = need(IMAGENET_VAL)
+    bundle = lc.create_model("arch:resnet50")  # timm's resnet50, freshly initialized
+    assert bundle.num_classes == 1000 and bundle.input_size == 224
+    layers = lc.discover_layers(bundle.network, 224)
+    assert [layer.name for layer in layers] == _torchvision_resnet50_layers()
+    assert len(layers) == 54
+    assert sum(layer.module_type == "Conv2d" for layer in layers) == 53
+    data = lc.load_data(data_dir, input_size=224, samples=16, seed=0, progress=False)
+    assert data.images.shape == (16, 3, 224, 224) and data.num_classes == 1000
+    df = lc.measure(bundle, data, layers=["conv1", "fc"], trials=1, samples=16, progress=False, batch_size=8)
+    assert df.layer.tolist() == ["conv1", "fc"]
+    assert df.criticality.between(0, 100).all()
+
+
+def test_study_transform_and_sample_draw(tmp_path):
+    data_dir = need(IMAGENET_VAL)
+    a = lc.load_data(data_dir, input_size=224, samples=8, seed=1, progress=False)
+    b = lc.load_data(data_dir, input_size=224, samples=8, seed=1, progress=False)
+    c = lc.load_data(data_dir, input_size=224, samples=8, seed=2, progress=False)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert "resize=256|crop=224" in a.source
+    # the draw is a subset of the same draw made on in-memory data
+    assert a.labels.tolist() == sorted(a.labels.tolist())  # ImageNet val layout: one image per class, sorted
+
+
+def test_vit_tiny_layer_discovery_is_generic():
+    bundle = lc.create_model("arch:vit_tiny_patch16_224")
+    names = [layer.name for layer in lc.discover_layers(bundle.network, 224)]
+    assert names[0] == "patch_embed.proj" and names[-1] == "head"
+    assert names[1:5] == ["blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
+    assert len(names) == 1 + 12 * 4 + 1
+    norms = lc.discover_layers(bundle.network, 224, types=("norm",))
+    assert norms[0].name == "blocks.0.norm1" and norms[-1].name == "norm"
+
+
+def test_vit_tiny_measures_on_imagenet_sample():
+    data_dir = need(IMAGENET_VAL)
+    bundle = lc.create_model("arch:vit_tiny_patch16_224")
+    df = lc.measure(bundle, str(data_dir), layers=["blocks.11.mlp.fc2", "head"], trials=1, samples=8,
+                    progress=False)
+    assert len(df) == 2 and df.criticality.between(0, 100).all()
+    assert (df.criticality > 0).all()

@@ -1,0 +1,85 @@
+"""An interrupted measurement resumes: every (layer, trial) exactly once, same numbers."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+import layercrit as lc
+from layercrit.store import METRICS
+
+
+def _noise_folder(root, n_per_class=16, classes=10):
+    g = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(n_per_class):
+            arr = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g).numpy()
+            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def _rows(db):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", "layercrit.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _interrupt_after(proc, db, rows, sig):
+    deadline = time.time() + 300
+    while _rows(db) < rows:
+        assert proc.poll() is None, f"run ended before it could be interrupted: {proc.communicate()}"
+        assert time.time() < deadline, "measurement made no progress"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    return proc.communicate(timeout=60)
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    data = _noise_folder(tmp_path / "data")
+    db = tmp_path / "resumed.db"
+    args = ["measure", "--model", "arch:cifar_resnet50", "--data", str(data), "--samples", "120", "--trials", "2",
+            "--seed", "3", "--batch-size", "40", "--db", str(db), "--no-progress"]
+
+    first = _start(args)
+    _, err = _interrupt_after(first, db, 5, signal.SIGINT)
+    assert first.returncode == 130
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    second = _start(args)
+    _interrupt_after(second, db, _rows(db) + 10, signal.SIGKILL)  # hard kill: no chance to clean up
+    assert second.returncode == -signal.SIGKILL
+    partial = _rows(db)
+    assert 15 <= partial < 108
+    third = _start(args)
+    out, err = third.communicate(timeout=600)
+    assert third.returncode == 0, err
+
+    con = sqlite3.connect(db)
+    keys = con.execute("SELECT layer, reset, trial, count(*) FROM results GROUP BY layer, reset, trial").fetchall()
+    assert len(keys) == 54 * 2 and all(k[3] == 1 for k in keys)
+    assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    assert con.execute("SELECT finished FROM runs").fetchone()[0] is not None
+
+    # the same measurement uninterrupted, in this process: identical numbers
+    bundle = lc.create_model("arch:cifar_resnet50")
+    clean = lc.measure(bundle, str(data), samples=120, trials=2, seed=3, batch_size=40, progress=False)
+    with lc.ResultStore(db) as store:
+        resumed = store.results()
+    merged = resumed.merge(clean, on=["layer", "reset", "trial"], suffixes=("", "_clean"))
+    assert len(merged) == 108
+    for m in METRICS:
+        np.testing.assert_allclose(merged[m], merged[m + "_clean"], rtol=0, atol=1e-9, err_msg=m)
