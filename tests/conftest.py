@@ -37,6 +37,12 @@ class TinyCNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Each test gets its own cache folder: nothing is written to the user's ~/.cache."""
+    monkeypatch.setenv("LAYERCRIT_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def tiny_model():
     torch.manual_seed(123)

@@ -40,9 +40,9 @@ def test_zero_reset_of_classifier_gives_uniform_softmax(tiny_model, tiny_data):
 def test_metrics_of_identical_predictions():
     logits = torch.randn(10, 6)
     labels = torch.arange(10) % 6
-    m = ResetMetrics(base_top1=50.0)
+    m = ResetMetrics()
     m.update(logits, logits, labels)
-    r = m.result()
+    r = m.result(base_top1=50.0, population=10)
     assert r["criticality"] == pytest.approx(0, abs=1e-9)
     assert r["pred_l1_err"] == pytest.approx(0, abs=1e-12)
     assert r["pred_kl_div"] == pytest.approx(0, abs=1e-12)
@@ -54,14 +54,18 @@ def test_metrics_of_identical_predictions():
 def test_batched_metrics_equal_one_batch():
     torch.manual_seed(0)
     a, b, y = torch.randn(37, 5), torch.randn(37, 5), torch.randint(0, 5, (37,))
-    whole, parts = ResetMetrics(40.0), ResetMetrics(40.0)
+    whole, parts = ResetMetrics(), ResetMetrics()
     whole.update(a, b, y)
     for s in range(0, 37, 8):
         parts.update(a[s:s + 8], b[s:s + 8], y[s:s + 8])
-    for k, v in whole.result().items():
-        assert parts.result()[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
-    cos = F.cosine_similarity(a.double().softmax(1), b.double().softmax(1)).mean().item()
-    assert whole.result()["pred_cos_sim"] == pytest.approx(cos, abs=1e-12)
+    for k, v in whole.result(40.0, 100).items():
+        assert parts.result(40.0, 100)[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
+    cos = F.cosine_similarity(a.double().softmax(1), b.double().softmax(1))
+    assert whole.result(40.0, 100)["pred_cos_sim"] == pytest.approx(cos.mean().item(), abs=1e-12)
+    # confidence half-width: normal approximation with finite-population correction
+    expected = 100 * 1.959963984540054 * cos.std().item() / math.sqrt(37) * math.sqrt((100 - 37) / 99)
+    assert whole.criticality_ci(100) == pytest.approx(expected, rel=1e-9)
+    assert whole.criticality_ci(37) == 0.0  # every image seen: the value is exact
 
 
 def _measure(model, factory, data, layers, trials=3):

@@ -60,8 +60,28 @@ def test_study_transform_and_sample_draw(tmp_path):
     c = lc.load_data(data_dir, input_size=224, samples=8, seed=2, progress=False)
     assert a.fingerprint == b.fingerprint != c.fingerprint
     assert "resize=256|crop=224" in a.source
-    # the draw is a subset of the same draw made on in-memory data
-    assert a.labels.tolist() == sorted(a.labels.tolist())  # ImageNet val layout: one image per class, sorted
+    # one image per class in sorted class folders: label == file index, so the labels are the draw itself,
+    # in its shuffled order (prefixes are random subsamples)
+    from layercrit.data.datasets import draw_indices
+
+    assert a.labels.tolist() == draw_indices(1000, 8, 1)
+    assert a.labels.tolist() != sorted(a.labels.tolist())
+
+
+def test_decoded_images_are_cached_across_runs(tmp_path):
+    data_dir = need(IMAGENET_VAL)
+    from layercrit.paths import cache_dir
+
+    first = lc.load_data(data_dir, input_size=224, samples=4, seed=0, progress=False)
+    files = list(cache_dir("data").glob("*.safetensors"))
+    assert len(files) == 1
+    again = lc.load_data(data_dir, input_size=224, samples=4, seed=0, progress=False)
+    fresh = lc.load_data(data_dir, input_size=224, samples=4, seed=0, progress=False, cache=False)
+    assert again.fingerprint == first.fingerprint == fresh.fingerprint
+    assert (again.images == fresh.images).all() and (again.labels == fresh.labels).all()
+    assert again.classes == fresh.classes
+    lc.load_data(data_dir, input_size=160, samples=4, seed=0, progress=False)  # another transform: another entry
+    assert len(list(cache_dir("data").glob("*.safetensors"))) == 2
 
 
 def test_vit_tiny_layer_discovery_is_generic():

@@ -38,6 +38,17 @@ def register(sub) -> None:
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = m.add_argument_group("speed")
+    g.add_argument("--engine", default="cached", choices=["cached", "naive"],
+                   help="cached: run the model once per batch and recompute only what a reset changes (default); "
+                        "naive: a full forward pass per reset, as the original study")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="compute precision (default fp32; bf16/fp16 are for GPUs, see docs/engine.md)")
+    g.add_argument("--target-ci", type=float, metavar="PP",
+                   help="adaptive sampling: stop a (layer, trial) once the 95%% confidence half-width of its "
+                        "criticality is at most PP percentage points (default off: every image, the study's method)")
+    g.add_argument("--no-data-cache", action="store_true",
+                   help="do not keep decoded images in $LAYERCRIT_CACHE/data for later runs")
     m.set_defaults(func=run_measure)
 
     e = sub.add_parser("export", help="export a results database as CSV or Parquet")
@@ -69,7 +80,8 @@ def run_measure(args) -> int:
     table = measure(bundle, args.data, layers=args.layers, types=layer_types(args), reset=args.reset or ["random"],
                     trials=args.trials, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
                     device=args.device, store=args.db, category=args.category, input_size=args.input_size,
-                    split=args.split, trust_pickle=args.trust_pickle, progress=not args.no_progress)
+                    split=args.split, engine=args.engine, precision=args.precision, target_ci=args.target_ci,
+                    data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle, progress=not args.no_progress)
     summary = table.groupby("reset")["criticality"].mean()
     print(f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
           + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))

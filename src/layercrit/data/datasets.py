@@ -7,6 +7,8 @@ torchvision's download format (a folder holding ``cifar-10-batches-py``).
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,9 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from ..errors import LayercritError
+from ..paths import cache_dir
+
+log = logging.getLogger("layercrit")
 
 SPLIT_NAMES = {"train", "val", "test"}
 CIFAR10_DIR = "cifar-10-batches-py"
@@ -54,23 +59,34 @@ class EvalData:
         idx = torch.tensor(draw_indices(len(self), samples, seed))
         return EvalData.from_tensors(self.images[idx], self.labels[idx], self.classes, self.source)
 
-    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (images as float in [0, 1] on ``device``, labels on ``device``)."""
+    def batches(self, batch_size: int, device: torch.device | str = "cpu",
+                pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images as float in [0, 1] on ``device``, labels on ``device``).
+
+        With ``pin_memory`` (CUDA) the uint8 batch is copied from page-locked memory
+        asynchronously and converted on the device.
+        """
+        images = self.images.pin_memory() if pin_memory else self.images
         for start in range(0, len(self), batch_size):
-            x = self.images[start:start + batch_size].to(device)
+            x = images[start:start + batch_size].to(device, non_blocking=pin_memory)
             x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
             yield x, self.labels[start:start + batch_size].to(device)
 
 
-def draw_indices(total: int, samples: int, seed: int) -> list[int]:
-    """``samples`` of ``total`` indices drawn with ``seed``, in ascending order."""
+def draw_indices(total: int, samples: int | None, seed: int) -> list[int]:
+    """``samples`` of ``total`` indices (all if None) in a random order fixed by ``seed``.
+
+    The order stays shuffled so that every prefix is itself a random subsample: adaptive
+    sampling (``--target-ci``) evaluates prefixes.
+    """
+    samples = total if samples is None else samples
     if samples < 1:
         raise LayercritError(f"--samples must be at least 1, got {samples}")
     if samples > total:
         raise LayercritError(f"--samples {samples} is more than the {total} images available: "
                              f"use --samples {total} or fewer")
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:samples]
-    return sorted(order.tolist())
+    return order.tolist()
 
 
 def fingerprint_tensors(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> str:
@@ -145,8 +161,12 @@ def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
 
 def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = None, seed: int = 0,
               split: str = "test", resize: int | None = None, crop: int | None = None,
-              num_workers: int | None = None, progress: bool = True) -> EvalData:
+              num_workers: int | None = None, progress: bool = True, cache: bool = True) -> EvalData:
     """Draw ``samples`` images with ``seed`` (all if None) and decode them once.
+
+    Decoded images are kept in the cache folder (``$LAYERCRIT_CACHE/data``) keyed by the
+    files, the draw and the transform, so a later run on the same data skips decoding
+    (``cache=False`` turns this off).
 
     Transform: Resize(resize) -> CenterCrop(crop) -> [0, 1] tensor, the study's
     Resize 256 / CenterCrop 224 by default for 224 px models (see :func:`eval_sizes`).
@@ -155,12 +175,14 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     if not root.is_dir():
         raise LayercritError(f"data folder not found: {root}: check --data")
     items, classes, description = _list_items(root, split)
-    if samples is not None:
-        items = [items[i] for i in draw_indices(len(items), samples, seed)]
+    items = [items[i] for i in draw_indices(len(items), samples, seed)]
     default_resize, default_crop = eval_sizes(input_size)
-    transform = transforms.Compose([transforms.Resize(resize or default_resize),
-                                    transforms.CenterCrop(crop or default_crop),
-                                    transforms.PILToTensor()])
+    resize, crop = resize or default_resize, crop or default_crop
+    description = f"{description}|resize={resize}|crop={crop}"
+    key = _cache_key(items, classes, resize, crop) if cache else None
+    if key is not None and (cached := _read_cache(key)) is not None:
+        return cached
+    transform = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.PILToTensor()])
     if num_workers is None:
         num_workers = 0 if len(items) < 256 else min(4, os.cpu_count() or 1)
     loader = DataLoader(_Decoded(items, transform), batch_size=64, num_workers=num_workers,
@@ -174,9 +196,52 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
             labels.append(label)
     images_t = torch.stack(images)
     labels_t = torch.tensor(labels, dtype=torch.int64)
-    data = EvalData(images_t, labels_t, classes, "", f"{description}|resize={resize or default_resize}|crop={crop or default_crop}")
-    data.fingerprint = fingerprint_tensors(images_t, labels_t, classes)
+    data = EvalData(images_t, labels_t, classes, fingerprint_tensors(images_t, labels_t, classes), description)
+    if key is not None:
+        _write_cache(key, data)
     return data
+
+
+def _cache_key(items, classes, resize: int, crop: int) -> str | None:
+    """Identifies decoded data by its files (path, size, mtime), order, classes and transform."""
+    if not items or not isinstance(items[0][0], str):
+        return None  # in-memory sources (torchvision CIFAR-10) decode fast anyway
+    h = hashlib.sha256(f"v1|{resize}|{crop}|{'/'.join(classes)}".encode())
+    for path, label in items:
+        st = os.stat(path)
+        h.update(f"|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{label}".encode())
+    return h.hexdigest()
+
+
+def _read_cache(key: str) -> EvalData | None:
+    from safetensors import safe_open
+
+    path = cache_dir("data", f"{key}.safetensors")
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            images, labels = f.get_tensor("images"), f.get_tensor("labels")
+        classes = json.loads(meta["classes"])
+    except Exception:  # a damaged cache file is just decoded again
+        return None
+    return EvalData(images, labels, classes, meta["fingerprint"], meta["source"])
+
+
+def _write_cache(key: str, data: EvalData) -> None:
+    from safetensors.torch import save_file
+
+    folder = cache_dir("data")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{key}.{os.getpid()}.partial"
+        save_file({"images": data.images.contiguous(), "labels": data.labels.contiguous()}, str(tmp),
+                  metadata={"classes": json.dumps(data.classes), "fingerprint": data.fingerprint,
+                            "source": data.source})
+        tmp.replace(folder / f"{key}.safetensors")
+    except OSError as e:  # a read-only or full cache only costs speed
+        log.warning(f"could not cache decoded images in {folder} ({e.strerror}); they are decoded again next time")
 
 
 def download_cifar10(root: str | Path) -> Path:

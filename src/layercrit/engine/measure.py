@@ -1,12 +1,23 @@
-"""``measure()``: the study's measurement loop, with results committed row by row.
+"""``measure()``: the study's measurement loop, with results committed as they complete.
 
-For each reset kind, trial and layer (in forward order): put the reset parameters into that
-one layer, evaluate the same images, compare with the unmodified model, restore the layer.
+Each (reset kind, trial, layer) is a *unit*: put the reset parameters into that one layer,
+evaluate the images, compare with the unmodified model, restore the layer. Units are
+evaluated batch by batch, all units on one batch before the next, so that
+
+- the cached engine (``engine="cached"``) runs the unmodified model once per batch and
+  recomputes, per unit, only the part of the graph below the reset layer (see graph.py);
+- adaptive sampling (``target_ci``) can stop a unit as soon as its criticality is known
+  well enough, each unit using a prefix of the (shuffled) evaluation set;
+- progress is saved after every batch (running float64 sums per unit) and a unit's row is
+  committed when it completes, so an interrupted run resumes with identical numbers.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import platform
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -17,19 +28,31 @@ from tqdm.auto import tqdm
 from ..data import EvalData, load_data
 from ..errors import LayercritError
 from ..models import ModelBundle, NormalizedModel
-from ..resets import DEFAULT_TYPES, Layer, discover_layers, layer_reset, parse_reset
+from ..resets import DEFAULT_TYPES, Layer, Reset, discover_layers, layer_reset, parse_reset
 from ..store import RESULT_COLUMNS, ResultStore
+from .graph import no_inplace_modules, try_cached_graph
 from .metrics import BaselineMetrics, ResetMetrics
+
+log = logging.getLogger("layercrit")
+
+ENGINES = ("cached", "naive")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIN_ADAPTIVE_SAMPLES = 100  # never stop a unit on fewer images: tiny samples misjudge the variance
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LayercritError(f"unknown device {name}: use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LayercritError(f"device {name} is not available here (no CUDA GPU): use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise LayercritError(f"device {name} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise LayercritError(f"device {name} is not available here (no Apple GPU): use --device cpu")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise LayercritError(f"unknown device {name}: use cpu, cuda or mps")
+        raise LayercritError(f"unknown device {name}: use cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -55,9 +78,17 @@ def _as_bundle(model, factory) -> ModelBundle:
                        type(wrapped.model).__name__)
 
 
-@torch.inference_mode()
-def _logits(model: nn.Module, data: EvalData, batch_size: int, device: torch.device) -> torch.Tensor:
-    return torch.cat([model(x).float().cpu() for x, _ in data.batches(batch_size, device)])
+@dataclass
+class _Unit:
+    reset: Reset
+    trial: int
+    layer: Layer
+    metrics: ResetMetrics = field(default_factory=ResetMetrics)
+    values: dict | None = None  # the layer's reset parameters, drawn once
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.layer.name, self.reset.name, self.trial
 
 
 def measure(model: ModelBundle | nn.Module, data: EvalData | str, *, layers: Sequence[str] | None = None,
@@ -65,21 +96,35 @@ def measure(model: ModelBundle | nn.Module, data: EvalData | str, *, layers: Seq
             samples: int | None = 10000, seed: int = 0, batch_size: int = 128, device: str = "cpu",
             store: ResultStore | str | None = None, model_id: str | None = None, category: str | None = None,
             factory: Callable[[], nn.Module] | None = None, input_size: int | None = None, split: str = "test",
-            trust_pickle: bool = False, progress: bool = True) -> pd.DataFrame:
+            engine: str = "cached", precision: str = "fp32", target_ci: float | None = None,
+            channels_last: bool = True, data_cache: bool = True, trust_pickle: bool = False,
+            progress: bool = True) -> pd.DataFrame:
     """Measure layer criticality; return a tidy DataFrame (one row per layer x reset x trial).
 
     ``model`` is a :class:`ModelBundle` (from :func:`layercrit.create_model`) or an ``nn.Module``
     with ``factory`` (a callable building a freshly initialized instance of the same
     architecture). ``data`` is an :class:`EvalData` or a data folder. With ``store`` (a path
-    or :class:`ResultStore`) every row is committed as it completes, and a rerun resumes.
+    or :class:`ResultStore`) progress is saved as it happens, and a rerun resumes.
+
+    ``engine``: "cached" (recompute only what a reset changes; the default) or "naive" (a full
+    forward pass per unit, as the original study). ``target_ci``: stop a unit once the 95 %
+    confidence half-width of its criticality is at most this many percentage points
+    (default None: every image, the study's method). ``precision``: fp32, bf16 or fp16.
     """
     bundle = _as_bundle(model, factory)
     model_id = model_id or bundle.model_id
+    category = category or bundle.category
     device_t = resolve_device(device)
     if trials < 1:
         raise LayercritError(f"--trials must be at least 1, got {trials}")
     if batch_size < 1:
         raise LayercritError(f"--batch-size must be at least 1, got {batch_size}")
+    if engine not in ENGINES:
+        raise LayercritError(f"unknown engine '{engine}': use {' or '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise LayercritError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
+    if target_ci is not None and not target_ci > 0:
+        raise LayercritError(f"--target-ci must be a positive number of percentage points, got {target_ci}")
     size = input_size or bundle.input_size
     if isinstance(data, EvalData):
         if samples is not None and samples != len(data):
@@ -87,59 +132,57 @@ def measure(model: ModelBundle | nn.Module, data: EvalData | str, *, layers: Seq
     else:
         if size < 1:
             raise LayercritError("input_size= is needed to load data for a plain nn.Module")
-        data = load_data(data, input_size=size, samples=samples, seed=seed, split=split, progress=progress)
+        data = load_data(data, input_size=size, samples=samples, seed=seed, split=split, progress=progress,
+                         cache=data_cache)
     net = bundle.model.eval().to(device_t)
     found = discover_layers(bundle.network, data.images.shape[-1], types=tuple(types), patterns=list(layers or []))
     resets = [parse_reset(r, factory=bundle.factory, seed=seed, trust_pickle=trust_pickle)
               for r in ([reset] if isinstance(reset, str) else list(reset))]
-
-    base_logits = _logits(net, data, batch_size, device_t)
-    if base_logits.shape[1] != data.num_classes:
-        raise LayercritError(f"the model has {base_logits.shape[1]} outputs but the data has {data.num_classes} "
+    with torch.inference_mode():
+        probe = net(data.images[:1].to(device_t).float().div(255) if data.images.dtype == torch.uint8
+                    else data.images[:1].to(device_t).float())
+    if probe.shape[1] != data.num_classes:
+        raise LayercritError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
                              f"classes: pass --num-classes {data.num_classes} (or use matching data)")
-    base = BaselineMetrics()
-    base.update(base_logits, data.labels)
-    base_metrics = base.result()
 
-    units = [(r, t, layer) for r in resets for t in (range(trials) if r.stochastic else [0]) for layer in found]
+    units = [_Unit(r, t, layer) for r in resets for t in (range(trials) if r.stochastic else [0]) for layer in found]
     identity = {"weights_sha256": bundle.checksum(), "data_fingerprint": data.fingerprint, "seed": seed,
-                "arch": bundle.arch, "normalize": _normalization(bundle.model)}
+                "arch": bundle.arch, "normalize": _normalization(bundle.model), "precision": precision,
+                "target_ci": target_ci}
     config = {**identity, "model_spec": bundle.spec, "num_classes": data.num_classes, "samples": len(data),
               "data_source": data.source, "trials": trials, "resets": [r.name for r in resets],
-              "types": list(types), "layers": list(layers or []), "batch_size": batch_size, "device": str(device_t)}
-    own_store = isinstance(store, (str, bytes)) or hasattr(store, "__fspath__")
+              "types": list(types), "layers": list(layers or []), "batch_size": batch_size, "device": str(device_t),
+              "engine": engine}
+    own_store = isinstance(store, str) or hasattr(store, "__fspath__")
     db = ResultStore(store) if own_store else store
     try:
-        done: set = set()
-        run_id = None
+        run_id, done, partial = None, set(), {}
         if db is not None:
             run_id = db.open_run(model_id, spec=bundle.spec, category=category, weights_sha256=identity["weights_sha256"],
                                  data_fingerprint=data.fingerprint, identity=identity, config=config,
                                  versions=package_versions())
-            db.set_baseline(run_id, base_metrics, len(data))
-            done = db.done_keys(run_id)
-        rows = []
-        todo = [u for u in units if (u[2].name, u[0].name, u[1]) not in done]
-        bar = tqdm(todo, desc=f"{model_id}", unit="layer", disable=not progress, dynamic_ncols=True)
-        for r, trial, layer in bar:
-            row = _measure_one(net, bundle.network, data, base_logits, base_metrics["top1_acc"], r, trial, layer,
-                               batch_size, device_t)
-            bar.set_postfix_str(f"{layer.name} {r.name} t{trial}: {row['criticality']:.1f}%")
-            if db is not None:
-                db.add_result(run_id, row)
-            rows.append(row)
+            done, partial = db.done_keys(run_id), db.partial_states(run_id)
+        todo = [u for u in units if u.key not in done]
+        for u in todo:
+            state = partial.get(u.key)
+            if state is not None and state["n"] % batch_size == 0:  # resumable only on the same batch grid
+                u.metrics = ResetMetrics.from_state(state)
+        rows, base = _run(net, bundle.network, data, todo, batch_size=batch_size, device=device_t,
+                          engine=engine, precision=precision, target_ci=target_ci, channels_last=channels_last,
+                          db=db, run_id=run_id, model_id=model_id, progress=progress)
         if db is not None:
+            db.set_baseline(run_id, base, len(data))
             db.finish_run(run_id)
-            wanted = {(layer.name, r.name, t) for r, t, layer in units}
             table = db.results([model_id])
-            keep = [(a, b, c) in wanted for a, b, c in zip(table["layer"], table["reset"], table["trial"])]
+            wanted = {u.key for u in units}
+            keep = [k in wanted for k in zip(table["layer"], table["reset"], table["trial"])]
             return table[keep].reset_index(drop=True)
     finally:
         if own_store and db is not None:
             db.close()
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     table.insert(0, "model_id", model_id)
-    table["base_top1_acc"] = base_metrics["top1_acc"]
+    table["base_top1_acc"] = base["top1_acc"]
     return table
 
 
@@ -149,15 +192,62 @@ def _normalization(model: NormalizedModel) -> list | None:
     return [[round(v, 6) for v in model.mean.flatten().tolist()], [round(v, 6) for v in model.std.flatten().tolist()]]
 
 
-def _measure_one(net: nn.Module, network: nn.Module, data: EvalData, base_logits: torch.Tensor, base_top1: float,
-                 reset, trial: int, layer: Layer, batch_size: int, device: torch.device) -> dict:
+def _run(net, network, data: EvalData, units: list[_Unit], *, batch_size, device, engine, precision, target_ci,
+         channels_last, db, run_id, model_id, progress) -> tuple[list[dict], dict]:
+    """Evaluate every unit batch by batch; returns the finished rows and the baseline metrics."""
+    n_total = len(data)
+    conv = channels_last and any(isinstance(m, nn.Conv2d) for m in network.modules())
+    if conv:
+        net.to(memory_format=torch.channels_last)
+    graph = None
+    if engine == "cached" and units:
+        graph = try_cached_graph(net, sorted({"model." + u.layer.name for u in units}))
+    for u in units:  # draw every reset once, up front: the same draw for every batch
+        u.values = {k: v.detach().to(device) for k, v in u.reset.values(network, u.layer.name, u.trial).items()}
+    autocast = (torch.autocast(device.type, dtype=PRECISIONS[precision]) if PRECISIONS[precision] is not None
+                else contextlib.nullcontext())
+    base = BaselineMetrics()
+    base_correct_by_n = {0: 0.0}  # images seen -> unmodified top-1 hits, for each unit's own recovered_acc
+    rows: list[dict] = []
+    active = [u for u in units if u.metrics.n < n_total]
+    bar = tqdm(total=sum(n_total - u.metrics.n for u in active), desc=model_id, unit="img", unit_scale=True,
+               disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
-    metrics = ResetMetrics(base_top1)
-    with layer_reset(network, layer.name, reset.values(network, layer.name, trial)), torch.inference_mode():
+    with no_inplace_modules(net), torch.inference_mode(), autocast:
         offset = 0
-        for x, y in data.batches(batch_size, device):
-            logits = net(x).float().cpu()
-            metrics.update(logits, base_logits[offset:offset + len(y)], y.cpu())
+        for x, y in data.batches(batch_size, device, pin_memory=device.type == "cuda"):
+            if conv:
+                x = x.contiguous(memory_format=torch.channels_last)
+            batch_units = [u for u in active if u.metrics.n == offset]
+            base_logits = (graph.run_base(x) if graph is not None and batch_units else net(x)).float()
+            base.update(base_logits.cpu(), y.cpu())
             offset += len(y)
-    return {"layer": layer.name, "layer_index": layer.index, "layer_type": layer.module_type, "reset": reset.name,
-            "trial": trial, **metrics.result(), "n_samples": len(data), "seconds": time.perf_counter() - start}
+            base_correct_by_n[offset] = base.sums["top1_acc"]
+            finished, saved = [], []
+            for u in batch_units:
+                with layer_reset(network, u.layer.name, u.values):
+                    logits = graph.run_reset("model." + u.layer.name) if graph is not None else net(x)
+                u.metrics.update(logits.float().cpu(), base_logits.cpu(), y.cpu())
+                bar.update(len(y))
+                n = u.metrics.n
+                if n == n_total or (target_ci is not None and n >= min(MIN_ADAPTIVE_SAMPLES, n_total)
+                                    and u.metrics.criticality_ci(n_total) <= target_ci):
+                    base_top1 = 100 * base_correct_by_n[n] / n
+                    row = {"layer": u.layer.name, "layer_index": u.layer.index, "layer_type": u.layer.module_type,
+                           "reset": u.reset.name, "trial": u.trial, **u.metrics.result(base_top1, n_total),
+                           "n_samples": n, "seconds": time.perf_counter() - start}
+                    finished.append(row)
+                    bar.update(n_total - n)
+                    bar.set_postfix_str(f"{u.layer.name} {u.reset.name} t{u.trial}: {row['criticality']:.1f}%")
+                else:
+                    saved.append((u.key, u.metrics.state()))
+            if finished:
+                done_keys = {(r["layer"], r["reset"], r["trial"]) for r in finished}
+                active = [u for u in active if u.key not in done_keys]
+            if db is not None and (finished or saved):
+                db.save_progress(run_id, saved, finished)
+            rows.extend(finished)
+    bar.close()
+    if graph is not None:
+        log.debug(f"cached engine kept {graph.cache_bytes / 2**20:.1f} MiB of activations per batch")
+    return rows, base.result()

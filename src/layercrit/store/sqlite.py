@@ -6,6 +6,8 @@ Tables
   start/end times, and the unmodified model's own metrics.
 - ``results``: one row per (run, layer, reset, trial), committed as soon as it is measured,
   so an interrupted run resumes by skipping the keys already present.
+- ``partial``: the running float64 sums of (layer, reset, trial) units still in progress,
+  saved after every batch, so a resumed run continues mid-way with exactly the same numbers.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pandas as pd
 from ..errors import LayercritError
 
 METRICS = ("top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_l1_err", "pred_l2_err", "pred_ce_loss",
-           "pred_kl_div", "pred_agreement", "recovered_acc", "criticality")
+           "pred_kl_div", "pred_agreement", "recovered_acc", "criticality", "criticality_ci")
 RESULT_COLUMNS = ("layer", "layer_index", "layer_type", "reset", "trial", *METRICS, "n_samples", "seconds")
 BASELINE_METRICS = ("top1_acc", "top5_acc", "loss")
 
@@ -50,6 +52,15 @@ CREATE TABLE IF NOT EXISTS results (
     n_samples INTEGER NOT NULL,
     seconds REAL,
     created TEXT NOT NULL,
+    PRIMARY KEY (run_id, layer, reset, trial)
+);
+CREATE TABLE IF NOT EXISTS partial (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    layer TEXT NOT NULL,
+    reset TEXT NOT NULL,
+    trial INTEGER NOT NULL,
+    n_samples INTEGER NOT NULL,
+    state TEXT NOT NULL,
     PRIMARY KEY (run_id, layer, reset, trial)
 );
 """
@@ -119,10 +130,24 @@ class ResultStore:
 
     def add_result(self, run_id: int, row: dict) -> None:
         """Insert one (layer, reset, trial) row and commit it at once."""
+        self.save_progress(run_id, [], [row])
+
+    def save_progress(self, run_id: int, partial: list[tuple[tuple[str, str, int], dict]], finished: list[dict]) -> None:
+        """In one transaction: update running sums of units in progress, insert finished rows."""
         cols = ("run_id", *RESULT_COLUMNS, "created")
-        values = (run_id, *[row[c] for c in RESULT_COLUMNS], _now())
+        now = _now()
         with self.conn:
-            self.conn.execute(f"INSERT INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO partial (run_id, layer, reset, trial, n_samples, state) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, *key, state["n"], json.dumps(state)) for key, state in partial])
+            self.conn.executemany(f"INSERT INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                  [(run_id, *[row[c] for c in RESULT_COLUMNS], now) for row in finished])
+            self.conn.executemany("DELETE FROM partial WHERE run_id = ? AND layer = ? AND reset = ? AND trial = ?",
+                                  [(run_id, r["layer"], r["reset"], r["trial"]) for r in finished])
+
+    def partial_states(self, run_id: int) -> dict[tuple[str, str, int], dict]:
+        rows = self.conn.execute("SELECT layer, reset, trial, state FROM partial WHERE run_id = ?", (run_id,))
+        return {(layer, reset, int(trial)): json.loads(state) for layer, reset, trial, state in rows}
 
     def finish_run(self, run_id: int) -> None:
         with self.conn:

@@ -1,0 +1,210 @@
+"""Cached-prefix execution: recompute only the part of the graph a layer reset changes.
+
+The model is traced once with ``torch.fx``. Resetting layer L changes the values of the
+nodes that depend on L (its "affected" set, L included) and nothing upstream. Per batch we
+run the unmodified graph once and keep the values that affected sets read from outside
+themselves (their "frontier": the input of L, residual/skip inputs, ...). A reset of L then
+evaluates only its affected nodes, in graph order, reading the frontier from that cache.
+
+Memory: only frontier values are kept, for the current batch only, so the cache holds at
+most one batch's worth of those activations (``cache_bytes`` after :meth:`run_base`);
+``--batch-size`` bounds it. Values nothing needs are dropped as soon as the base pass is
+past their last use.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import operator
+from typing import Iterator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+log = logging.getLogger("layercrit")
+
+# In-place operators would overwrite cached values; they are rewritten to their
+# out-of-place twins (identical arithmetic).
+_INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+                      operator.itruediv: operator.truediv}
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that respects timm's "do not trace" modules and functions where timm is present."""
+
+    def __init__(self):
+        try:
+            from timm.models._features_fx import get_notrace_functions, get_notrace_modules
+
+            self._leaf_types = tuple(get_notrace_modules())
+            autowrap = tuple(get_notrace_functions())
+        except Exception:  # timm absent or its private helpers moved: plain fx
+            self._leaf_types, autowrap = (), ()
+        super().__init__(autowrap_functions=autowrap)
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, self._leaf_types) or super().is_leaf_module(m, qualname)
+
+
+@contextlib.contextmanager
+def no_inplace_modules(model: nn.Module) -> Iterator[None]:
+    """Temporarily switch modules such as ``ReLU(inplace=True)`` to out-of-place (same results)."""
+    switched = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m in switched:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.inplace = True
+
+
+def _make_out_of_place(graph: fx.Graph) -> None:
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target in _INPLACE_FUNCTIONS:
+            node.target = _INPLACE_FUNCTIONS[node.target]
+        elif node.op == "call_method" and node.target.endswith("_") and not node.target.endswith("__"):
+            if hasattr(torch.Tensor, node.target[:-1]):
+                node.target = node.target[:-1]
+        if "inplace" in node.kwargs and node.kwargs["inplace"]:
+            node.kwargs = {**node.kwargs, "inplace": False}
+
+
+class CachedGraph:
+    """A traced model that can re-evaluate just the part of the graph below one layer."""
+
+    def __init__(self, model: nn.Module, layer_paths: list[str]):
+        """``layer_paths``: module paths inside ``model`` (e.g. ``model.layer1.0.conv1``)."""
+        graph = _Tracer().trace(model)
+        _make_out_of_place(graph)
+        self.gm = fx.GraphModule(model, graph)
+        self.nodes = list(self.gm.graph.nodes)
+        self.order = {n: i for i, n in enumerate(self.nodes)}
+        self.output = next(n for n in self.nodes if n.op == "output")
+        self.affected: dict[str, list[fx.Node]] = {}
+        self._frees: dict[str, list[list[fx.Node]]] = {}
+        frontier: set[fx.Node] = set()
+        for path in layer_paths:
+            nodes = self._affected(path)
+            if nodes is None:
+                raise ValueError(f"layer {path} does not appear in the traced graph")
+            self.affected[path] = nodes
+            self._frees[path] = self._free_plan(nodes)
+            inside = set(nodes)
+            for n in nodes:
+                frontier.update(a for a in n.all_input_nodes if a not in inside)
+        self.frontier = frontier
+        # last use of each node in the base pass, so values no one needs can be dropped early
+        self._last_use = {}
+        for n in self.nodes:
+            for a in n.all_input_nodes:
+                self._last_use[a] = n
+        self.cache: dict[fx.Node, object] = {}
+
+    @staticmethod
+    def _free_plan(nodes: list[fx.Node]) -> list[list[fx.Node]]:
+        """For each node of an affected set, the set's values no later node of the set reads.
+
+        Freeing them at once lets the allocator reuse their memory (fresh allocations of large
+        activations are slow on CPUs) and bounds the recomputation's working memory.
+        """
+        inside = set(nodes)
+        last: dict[fx.Node, fx.Node] = {}
+        for n in nodes:
+            for a in n.all_input_nodes:
+                if a in inside:
+                    last[a] = n
+        plan: dict[fx.Node, list[fx.Node]] = {n: [] for n in nodes}
+        for value, user in last.items():
+            plan[user].append(value)
+        return [plan[n] for n in nodes]
+
+    def _affected(self, path: str) -> list[fx.Node] | None:
+        """Nodes whose value depends on ``path``'s parameters, in graph order."""
+        seeds = [n for n in self.nodes
+                 if (n.op == "call_module" and (n.target == path or path.startswith(n.target + ".")))
+                 or (n.op == "get_attr" and n.target.startswith(path + "."))]
+        if not seeds:
+            return None
+        seen = set(seeds)
+        stack = list(seeds)
+        while stack:
+            for user in stack.pop().users:
+                if user not in seen:
+                    seen.add(user)
+                    stack.append(user)
+        return sorted(seen, key=self.order.__getitem__)
+
+    def _call(self, node: fx.Node, env) -> object:
+        args = fx.node.map_arg(node.args, env)
+        kwargs = fx.node.map_arg(node.kwargs, env)
+        if node.op == "call_module":
+            return self.gm.get_submodule(node.target)(*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        if node.op == "get_attr":
+            obj = self.gm
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            return obj
+        if node.op == "output":
+            return args[0]
+        raise RuntimeError(f"unexpected fx node {node.op}")
+
+    def run_base(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluate the unmodified model, keeping the frontier values for :meth:`run_reset`."""
+        values: dict[fx.Node, object] = {}
+        self.cache = {}
+        result = None
+        for node in self.nodes:
+            if node.op == "placeholder":
+                values[node] = x
+            else:
+                values[node] = self._call(node, values.__getitem__)
+            if node in self.frontier:
+                self.cache[node] = values[node]
+            if node is self.output:
+                result = values[node]
+            for a in node.all_input_nodes:  # free what no later node reads
+                if self._last_use.get(a) is node:
+                    values.pop(a, None)
+        return result
+
+    def run_reset(self, path: str) -> torch.Tensor:
+        """Evaluate the output with ``path``'s current (reset) parameters, from the cache."""
+        values: dict[fx.Node, object] = {}
+
+        def lookup(n: fx.Node):
+            return values[n] if n in values else self.cache[n]
+
+        for node, frees in zip(self.affected[path], self._frees[path]):
+            values[node] = self._call(node, lookup)
+            for f in frees:
+                if f is not self.output:
+                    del values[f]
+        return values[self.output]
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(_nbytes(v) for v in self.cache.values())
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def try_cached_graph(model: nn.Module, layer_paths: list[str]) -> CachedGraph | None:
+    """A :class:`CachedGraph`, or None (with a one-line warning) where the model cannot be traced."""
+    try:
+        return CachedGraph(model, layer_paths)
+    except Exception as e:
+        log.warning(f"cannot trace {type(model).__name__} for the cached engine "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); using --engine naive")
+        return None
