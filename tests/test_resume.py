@@ -24,10 +24,13 @@ def _noise_folder(root, n_per_class=16, classes=10):
     return root
 
 
-def _rows(db):
+def _progress(db):
+    """Images measured so far, over all units (finished rows and running sums)."""
     con = sqlite3.connect(db)
     try:
-        return con.execute("SELECT count(*) FROM results").fetchone()[0]
+        done = con.execute("SELECT coalesce(sum(n_samples), 0) FROM results").fetchone()[0]
+        running = con.execute("SELECT coalesce(sum(n_samples), 0) FROM partial").fetchone()[0]
+        return done + running
     except sqlite3.OperationalError:
         return 0
     finally:
@@ -39,9 +42,9 @@ def _start(args):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _interrupt_after(proc, db, rows, sig):
+def _interrupt_after(proc, db, images, sig):
     deadline = time.time() + 300
-    while _rows(db) < rows:
+    while _progress(db) < images:
         assert proc.poll() is None, f"run ended before it could be interrupted: {proc.communicate()}"
         assert time.time() < deadline, "measurement made no progress"
         time.sleep(0.05)
@@ -52,18 +55,18 @@ def _interrupt_after(proc, db, rows, sig):
 def test_interrupted_run_resumes_exactly(tmp_path):
     data = _noise_folder(tmp_path / "data")
     db = tmp_path / "resumed.db"
-    args = ["measure", "--model", "arch:cifar_resnet50", "--data", str(data), "--samples", "120", "--trials", "2",
-            "--seed", "3", "--batch-size", "40", "--db", str(db), "--no-progress"]
+    args = ["measure", "--model", "arch:cifar_resnet50", "--data", str(data), "--samples", "160", "--trials", "2",
+            "--seed", "3", "--batch-size", "20", "--db", str(db), "--no-progress"]
+    units = 54 * 2
 
-    first = _start(args)
-    _, err = _interrupt_after(first, db, 5, signal.SIGINT)
+    first = _start(args)  # progress is saved after every batch of 20 images, for all 108 units
+    _, err = _interrupt_after(first, db, units * 20, signal.SIGINT)
     assert first.returncode == 130
     assert "rerun the same command to resume" in err and "Traceback" not in err
     second = _start(args)
-    _interrupt_after(second, db, _rows(db) + 10, signal.SIGKILL)  # hard kill: no chance to clean up
+    _interrupt_after(second, db, _progress(db) + units * 20, signal.SIGKILL)  # hard kill: no chance to clean up
     assert second.returncode == -signal.SIGKILL
-    partial = _rows(db)
-    assert 15 <= partial < 108
+    assert units * 40 <= _progress(db) < units * 160
     third = _start(args)
     out, err = third.communicate(timeout=600)
     assert third.returncode == 0, err
@@ -73,10 +76,12 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     assert len(keys) == 54 * 2 and all(k[3] == 1 for k in keys)
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
     assert con.execute("SELECT finished FROM runs").fetchone()[0] is not None
+    assert con.execute("SELECT count(*) FROM partial").fetchone()[0] == 0
+    assert {n for (n,) in con.execute("SELECT DISTINCT n_samples FROM results")} == {160}
 
     # the same measurement uninterrupted, in this process: identical numbers
     bundle = lc.create_model("arch:cifar_resnet50")
-    clean = lc.measure(bundle, str(data), samples=120, trials=2, seed=3, batch_size=40, progress=False)
+    clean = lc.measure(bundle, str(data), samples=160, trials=2, seed=3, batch_size=20, progress=False)
     with lc.ResultStore(db) as store:
         resumed = store.results()
     merged = resumed.merge(clean, on=["layer", "reset", "trial"], suffixes=("", "_clean"))

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 from ..errors import LayercritError
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["measure"]
+COMMAND_MODULES = ["measure", "zoo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +28,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (so redirected stderr is honoured)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def _setup_logging() -> None:
+    """Warnings from the library (e.g. the engine's fallback) as one line each on stderr."""
+    log = logging.getLogger("layercrit")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("layercrit: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging()
     try:
         return args.func(args)
     except LayercritError as e:
         print(f"layercrit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `layercrit zoo list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("layercrit: interrupted: finished rows are saved; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -10,6 +10,8 @@ model specs:
   timm:<name>                    timm model with pretrained weights (needs internet the first time)
   torchvision:<name>[:<weights>] torchvision model, e.g. torchvision:resnet50:IMAGENET1K_V1
   file:<path> --arch <name>      .safetensors or state-dict checkpoint of that architecture
+  zoo:<id> [--checkpoint PATH]   a ResNet-50 of the study's zoo (see `layercrit zoo list`); downloaded into
+                                 the cache on first use, or read from PATH
 """
 
 
@@ -37,6 +39,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-seed", type=int, default=0, help="seed that initializes arch: models (default 0)")
     g.add_argument("--mean", type=floats_arg, help="override input normalization mean, e.g. 0.5,0.5,0.5")
     g.add_argument("--std", type=floats_arg, help="override input normalization std")
+    g.add_argument("--checkpoint", metavar="PATH",
+                   help="zoo: models: a checkpoint file downloaded by hand (BACKBONE,HEAD for split models)")
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
     g.add_argument("--types", default="conv,linear", help="layer kinds: conv,linear,norm,embedding (default conv,linear)")
@@ -48,7 +52,8 @@ def create_from_args(args):
     from ..models import create_model
 
     return create_model(args.model, arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
-                        name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std)
+                        name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std,
+                        checkpoint=args.checkpoint)
 
 
 def layer_types(args) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """``create_model(spec)``: one entry point from a model spec string to a measurable model.
 
 Specs: ``arch:<name>`` (fresh, seeded), ``timm:<name>`` (pretrained), ``torchvision:<name>[:<weights>]``
-(pretrained), ``file:<path>`` with ``arch=`` (a .safetensors or state-dict checkpoint).
+(pretrained), ``file:<path>`` with ``arch=`` (a .safetensors or state-dict checkpoint), ``zoo:<id>`` (a model of
+the study's zoo, see ``layercrit.zoo``; ``checkpoint=`` points at a file downloaded by hand).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .checkpoint import load_into, load_state_dict, weights_checksum
 from .registry import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, get_arch
 from .wrapper import NormalizedModel
 
-SPEC_KINDS = ("arch", "timm", "torchvision", "file")
+SPEC_KINDS = ("arch", "timm", "torchvision", "file", "zoo")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ModelBundle:
     num_classes: int
     input_size: int
     model_id: str
+    category: str | None = None  # e.g. the zoo registry's category; None where unknown
 
     @property
     def network(self) -> nn.Module:
@@ -53,14 +55,19 @@ def _factory(arch: ArchSpec, num_classes: int) -> Callable[[], nn.Module]:
 
 def create_model(spec: str, *, arch: str | None = None, num_classes: int | None = None,
                  init_seed: int = 0, name: str | None = None, trust_pickle: bool = False,
-                 mean=None, std=None) -> ModelBundle:
+                 mean=None, std=None, checkpoint: str | None = None) -> ModelBundle:
     """Resolve a model spec into a :class:`ModelBundle` (eval mode, on the CPU)."""
     kind, _, rest = spec.partition(":")
     if kind not in SPEC_KINDS or not rest:
         raise LayercritError(
-            f"unknown model spec '{spec}': use arch:<name>, timm:<name>, torchvision:<name>[:<weights>] "
-            "or file:<path> with --arch"
+            f"unknown model spec '{spec}': use arch:<name>, timm:<name>, torchvision:<name>[:<weights>], "
+            "file:<path> with --arch, or zoo:<id>"
         )
+    if checkpoint is not None and kind != "zoo":
+        raise LayercritError(f"--checkpoint applies to zoo:<id> models; for {spec} use file:<path> --arch <name>")
+    if kind == "zoo":
+        return _zoo(rest, spec, num_classes=num_classes, name=name, trust_pickle=trust_pickle, mean=mean, std=std,
+                    checkpoint=checkpoint)
     if kind == "arch":
         a = get_arch(rest)
         nc = num_classes or a.num_classes
@@ -90,6 +97,25 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
     std = a.std if std is None else tuple(std)
     model = NormalizedModel(net, mean, std).eval()
     return ModelBundle(model, _factory(a, nc), spec, a.name, nc, a.input_size, name or default_id)
+
+
+def _zoo(model_id: str, spec: str, *, num_classes, name, trust_pickle, mean, std, checkpoint) -> ModelBundle:
+    from ..zoo import get_zoo_model
+    from ..zoo.load import load_zoo_network
+
+    entry = get_zoo_model(model_id)
+    if num_classes not in (None, entry.num_classes):  # before any download
+        raise LayercritError(f"zoo:{model_id} has {entry.num_classes} classes; "
+                             f"--num-classes {num_classes} does not fit")
+    net, entry, _ = load_zoo_network(model_id, checkpoint, trust_pickle=trust_pickle)
+    a = get_arch(entry.arch)  # the random reset draws from this architecture's own initializer
+    if mean is None and std is None and not entry.normalized:
+        mean_std = (None, None)  # the network takes raw [0, 1] input
+    else:
+        mean_std = (a.mean if mean is None else tuple(mean), a.std if std is None else tuple(std))
+    model = NormalizedModel(net, *mean_std).eval()
+    return ModelBundle(model, _factory(a, entry.num_classes), spec, a.name, entry.num_classes, a.input_size,
+                       name or entry.id, entry.category)
 
 
 def _download(kind: str, what: str, fn):

@@ -1,0 +1,113 @@
+"""Building a zoo model: file(s) -> layout converter -> strict load into the registered architecture."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch.nn as nn
+
+from ..errors import LayercritError
+from ..models.factory import build_seeded
+from ..models.registry import get_arch
+from .fetch import expected_paths, fetch_model, pretrained_state
+from .layouts import get_layout, read_checkpoint
+from .registry import ZooModel, get_zoo_model
+
+# Buffers a checkpoint may lack without changing an eval-mode forward pass (older PyTorch files).
+IGNORABLE_MISSING = ("num_batches_tracked",)
+
+
+@dataclass
+class LoadReport:
+    files: list[str]  # what was read (paths, or the timm / torchvision source)
+    loaded: int  # tensors loaded into the network
+    dropped: list[str] = field(default_factory=list)  # documented ignorable keys the layout dropped
+    absent: list[str] = field(default_factory=list)  # ignorable buffers the file lacks (kept as initialized)
+
+
+def load_zoo_network(model_id: str, checkpoint: str | Path | Sequence[str | Path] | None = None, *,
+                     trust_pickle: bool = False, download: bool = True,
+                     progress: bool = True) -> tuple[nn.Module, ZooModel, LoadReport]:
+    """The trained network of zoo model ``model_id`` (unwrapped, eval mode), its entry and what was loaded.
+
+    ``checkpoint``: a file, or a folder holding the files under their cache names, or (backbone + head
+    models) two files as a list or ``"BACKBONE,HEAD"``. Without it, the cache is used (downloading
+    what is missing when ``download``).
+    """
+    entry = get_zoo_model(model_id)
+    layout = get_layout(entry.layout)
+    if checkpoint is not None:
+        paths = checkpoint_paths(entry, checkpoint, len(layout.roles))
+    elif entry.files:
+        cached = expected_paths(entry)
+        if not download and not all(p.is_file() for p in cached.values()):
+            missing = next(p for p in cached.values() if not p.is_file())
+            raise LayercritError(f"{entry.id} is not in the cache ({missing}): run `layercrit zoo fetch {entry.id}`")
+        paths = list(fetch_model(entry, progress=progress).values())
+    else:
+        paths = []
+    if paths:
+        if len(paths) != len(layout.roles):
+            raise LayercritError(f"zoo model {entry.id} needs {len(layout.roles)} files ({', '.join(layout.roles)}), "
+                                 f"got {len(paths)}")
+        objs = [read_checkpoint(p, safe_globals=layout.safe_globals, trust_pickle=trust_pickle) for p in paths]
+        files = [str(p) for p in paths]
+    else:  # timm / torchvision weights through those libraries
+        objs = [pretrained_state(entry, s, progress=progress) for s in entry.sources]
+        files = [s.describe() for s in entry.sources]
+    state, dropped = layout.convert(*objs)
+
+    arch = get_arch(entry.arch)
+    net = build_seeded(lambda: arch.build(num_classes=entry.num_classes), 0)
+    absent = strict_load(net, state, entry, " + ".join(files))
+    return net.eval(), entry, LoadReport(files, len(state), dropped, absent)
+
+
+def checkpoint_paths(entry: ZooModel, checkpoint, count: int) -> list[Path]:
+    if isinstance(checkpoint, (list, tuple)):
+        paths = [Path(p) for p in checkpoint]
+    else:
+        text = str(checkpoint)
+        path = Path(text)
+        if path.is_dir():
+            if not entry.files:
+                raise LayercritError(f"--checkpoint for {entry.id} must be a file (a state dict of "
+                                     f"{entry.source_text}), not a folder")
+            paths = [path / s.filename for s in entry.files]
+        elif "," in text and not path.exists():
+            paths = [Path(p) for p in text.split(",")]
+        else:
+            paths = [path]
+    if len(paths) != count:
+        roles = ", ".join(get_layout(entry.layout).roles)
+        raise LayercritError(f"zoo model {entry.id} needs {count} checkpoint files ({roles}, in that order; "
+                             "--checkpoint takes them comma-separated), or a folder holding "
+                             + " and ".join(s.filename or "?" for s in entry.files))
+    for p in paths:
+        if not p.is_file():
+            raise LayercritError(f"checkpoint not found: {p}: check the path")
+    return paths
+
+
+def strict_load(net: nn.Module, state: dict, entry: ZooModel, source: str) -> list[str]:
+    """Load ``state`` into ``net``; any missing, unexpected or misshapen key is an error naming them.
+
+    Returns the ignorable buffers (``num_batches_tracked``) the file lacks.
+    """
+    expected = net.state_dict()
+    absent = [k for k in expected if k not in state and k.endswith(IGNORABLE_MISSING)]
+    missing = [k for k in expected if k not in state and not k.endswith(IGNORABLE_MISSING)]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or misshapen:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{label} {len(keys)}: {shown}")
+        raise LayercritError(f"{source} does not fit zoo model {entry.id} ({entry.layout} layout; {'; '.join(parts)}): "
+                             f"check that it is the file of {entry.source_text}")
+    net.load_state_dict(state, strict=False)  # strictness checked above, with ignorable buffers allowed
+    return absent
