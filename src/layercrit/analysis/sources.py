@@ -1,0 +1,102 @@
+"""Read measurements from results databases and from the original study's raw-results CSV.
+
+Both become one long frame (``ROW_COLUMNS``: one row per model, layer and trial, criticality
+in percent) plus one row per model describing its run (``RUN_COLUMNS``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LayercritError
+from ..store.sqlite import ResultStore
+from .layers import strip_prefix
+
+ROW_COLUMNS = ["model_id", "layer", "layer_index", "trial", "criticality", "top1_acc", "recovered_acc", "source"]
+RUN_COLUMNS = ["model_id", "category", "accuracy", "source", "spec", "samples", "seed", "trials", "started",
+               "finished", "config"]
+# What the report needs of the study's CSV (its full layout: store.export.PAPER_COLUMNS).
+PAPER_REQUIRED = ("model_id", "layer", "trial", "pred_cos_sim", "top1_acc", "recovered_acc")
+
+
+@dataclass
+class Source:
+    rows: pd.DataFrame  # ROW_COLUMNS
+    runs: pd.DataFrame  # RUN_COLUMNS; config is a dict
+
+
+def read_database(path: str | Path, reset: str = "random") -> Source:
+    """The ``reset`` rows of a layercrit results database, and its runs."""
+    with ResultStore(path, create=False) as store:
+        tidy = store.results()
+        runs = store.runs()
+    if tidy.empty:
+        raise LayercritError(f"{path} holds no results yet: run `layercrit measure` first")
+    kinds = sorted(tidy["reset"].unique())
+    if reset not in kinds:
+        raise LayercritError(f"{path} holds no '{reset}' resets (it has {', '.join(kinds)}): choose one with --reset")
+    tidy = tidy[tidy["reset"] == reset]
+    rows = tidy.assign(source=str(path))[ROW_COLUMNS].reset_index(drop=True)
+    runs = runs[runs["model_id"].isin(rows["model_id"].unique())]
+    configs = [json.loads(c) if isinstance(c, str) else {} for c in runs["config"]]
+    versions = [json.loads(v) if isinstance(v, str) else {} for v in runs["versions"]]
+    table = pd.DataFrame({
+        "model_id": runs["model_id"].to_numpy(),
+        "category": runs["category"].to_numpy(),
+        # a measured model's accuracy is its own unmodified top-1 on the evaluation subset
+        "accuracy": pd.to_numeric(runs["base_top1_acc"]).to_numpy(),
+        "source": str(path),
+        "spec": runs["model_spec"].to_numpy(),
+        "samples": [c.get("samples") for c in configs],
+        "seed": [c.get("seed") for c in configs],
+        "trials": [c.get("trials") for c in configs],
+        "started": runs["started"].to_numpy(),
+        "finished": runs["finished"].to_numpy(),
+        "config": [{**c, "versions": v} for c, v in zip(configs, versions)],
+    })
+    return Source(rows, table[RUN_COLUMNS])
+
+
+def read_paper_csv(path: str | Path) -> Source:
+    """Rows of a raw-results CSV in the original study's layout (re-randomization resets)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LayercritError(f"raw-results CSV not found: {path}: check --paper-csv")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise LayercritError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}): check --paper-csv") from None
+    missing = [c for c in PAPER_REQUIRED if c not in df.columns]
+    if missing:
+        raise LayercritError(f"{path} lacks the raw-results column(s) {', '.join(missing)} "
+                             "(the original study's layout, see METHOD.md): check --paper-csv")
+    if df.empty:
+        raise LayercritError(f"{path} holds no rows: check --paper-csv")
+    numeric = {}
+    for col in ("trial", "pred_cos_sim", "top1_acc", "recovered_acc"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().any() and col in ("trial", "pred_cos_sim"):
+            raise LayercritError(f"{path}: column {col} has empty or non-numeric values: check the file")
+        numeric[col] = values
+    rows = pd.DataFrame({
+        "model_id": df["model_id"].astype(str),
+        "layer": df["layer"].astype(str).map(strip_prefix),
+        "layer_index": np.nan,  # the CSV records no forward order; layers.layer_order derives it
+        "trial": numeric["trial"].astype(int),
+        "criticality": 100.0 * (1.0 - numeric["pred_cos_sim"]),
+        "top1_acc": numeric["top1_acc"],
+        "recovered_acc": numeric["recovered_acc"],
+        "source": str(path),
+    })
+    counts = rows.groupby("model_id", sort=False).agg(trials=("trial", "nunique"), n=("layer", "size"))
+    runs = pd.DataFrame({
+        "model_id": counts.index, "category": None, "accuracy": np.nan, "source": str(path),
+        "spec": "raw-results CSV", "samples": None, "seed": None, "trials": counts["trials"].to_numpy(),
+        "started": None, "finished": None,
+        "config": [{"file": str(path), "layout": "original study raw results", "rows": int(n)} for n in counts["n"]],
+    })
+    return Source(rows[ROW_COLUMNS], runs[RUN_COLUMNS])

@@ -1,0 +1,208 @@
+"""A study: the measurements of many models from databases and CSVs, with metadata and a baseline."""
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LayercritError
+from . import tables
+from .layers import layer_frame
+from . import metadata as _metadata
+from .sources import Source, read_database, read_paper_csv
+from .stats import DEFAULT_WITHOUT, correlation_table, correlations
+
+UNCATEGORIZED = "uncategorized"
+BASELINE_CATEGORY = "baseline"
+# The study's groups in the order its figures show them; other categories follow alphabetically.
+STUDY_CATEGORIES = ("baseline", "adversarial training", "augmentation", "self-supervised (linear probe)",
+                    "improved training recipe")
+
+
+class ReportWarning(UserWarning):
+    """Something the report works around (missing metadata, ...) but the user should know."""
+
+
+@dataclass
+class Study:
+    """Measurements (``rows``: one per model, layer, trial) with everything the report derives from them.
+
+    ``models`` is in display order (grouped by category, the baseline's category first and the
+    baseline first) and carries the merged metadata; ``layers`` is in network order.
+    """
+    rows: pd.DataFrame
+    runs: pd.DataFrame
+    models: pd.DataFrame
+    layers: pd.DataFrame
+    baseline: str
+    reset: str = "random"
+    without: tuple[str, ...] = DEFAULT_WITHOUT
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self.models["model_id"])
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layers["layer"])
+
+    @cached_property
+    def layer_stats(self) -> pd.DataFrame:
+        """Per (model, layer): criticality mean/std over trials, top-1, recovered accuracy, label, stage."""
+        return tables.layer_table(self.rows).merge(self.layers[["layer", "label", "stage", "position"]], on="layer")
+
+    @cached_property
+    def model_stats(self) -> pd.DataFrame:
+        return tables.model_table(self.layer_stats, self.models)
+
+    @cached_property
+    def category_stats(self) -> pd.DataFrame:
+        return tables.category_table(self.model_stats)
+
+    @cached_property
+    def stage_stats(self) -> pd.DataFrame:
+        return tables.stage_table(self.layer_stats, self.model_ids)
+
+    @cached_property
+    def category_stage_stats(self) -> pd.DataFrame:
+        return tables.category_stage_table(self.stage_stats, self.models)
+
+    def matrix(self, value: str = "criticality") -> pd.DataFrame:
+        """Models x layers of a layer_stats column (criticality, criticality_std, top1_acc, recovered_acc)."""
+        return tables.criticality_matrix(self.layer_stats, self.model_ids, self.layer_names, value)
+
+    def delta(self) -> pd.DataFrame:
+        return tables.delta_matrix(self.matrix(), self.baseline)
+
+    def correlations(self) -> dict:
+        return correlations(self.model_stats, self.without)
+
+    def correlation_table(self) -> pd.DataFrame:
+        return correlation_table(self.model_stats, self.without)
+
+
+def load_study(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] = (), *, reset: str = "random",
+               baseline: str | None = None, metadata: str | Path | pd.DataFrame | None = None,
+               without: Sequence[str] = DEFAULT_WITHOUT) -> Study:
+    """Read results databases and/or raw-results CSVs in the original study's layout into a :class:`Study`.
+
+    Metadata precedence: zoo registry < the databases' own (category, measured top-1) <
+    ``metadata`` (a CSV path or a frame with columns model_id, category, accuracy, epsilon,
+    norm, display_name). Problems worked around are in ``study.warnings`` (and issued as
+    :class:`ReportWarning`); choices made for the user (the baseline) in ``study.notes``.
+    """
+    dbs, paper_csvs = list(dbs), list(paper_csvs)
+    if not dbs and not paper_csvs:
+        raise LayercritError("no results given: pass at least one --db STUDY.db or --paper-csv FILE")
+    if paper_csvs and reset != "random":
+        raise LayercritError(f"a raw-results CSV holds the study's random resets only, not '{reset}': "
+                             "leave out --reset, or report the CSV separately")
+    user_meta = None
+    if metadata is not None:
+        user_meta = metadata if isinstance(metadata, pd.DataFrame) else _metadata.read_metadata_csv(metadata)
+    sources = [read_database(p, reset) for p in dbs] + [read_paper_csv(p) for p in paper_csvs]
+    _check_unique_models(sources)
+    rows = pd.concat([s.rows for s in sources], ignore_index=True)
+    runs = pd.concat([s.runs for s in sources], ignore_index=True)
+
+    found: list[str] = []  # warnings for the user
+    study_meta = runs[["model_id", "category", "accuracy"]]
+    meta = _metadata.merge_metadata(_metadata.registry_metadata(), study_meta, user_meta).set_index("model_id")
+    models = meta.reindex(list(dict.fromkeys(rows["model_id"]))).rename_axis("model_id").reset_index()
+    models["source"] = models["model_id"].map(runs.set_index("model_id")["source"])
+    _fill_gaps(models, found)
+    if user_meta is not None:
+        unknown = set(user_meta["model_id"]) - set(models["model_id"])
+        if unknown:
+            found.append(f"--metadata lists model id(s) without results: {_few(unknown)}; check the ids")
+
+    notes: list[str] = []
+    chosen = _choose_baseline(models, baseline, notes)
+    models = _display_order(models, chosen)
+    for message in found:
+        warnings.warn(message, ReportWarning, stacklevel=2)
+    return Study(rows=rows, runs=runs, models=models, layers=layer_frame(rows), baseline=chosen, reset=reset,
+                 without=tuple(without), warnings=found, notes=notes)
+
+
+def _check_unique_models(sources: list[Source]) -> None:
+    where: dict[str, str] = {}
+    for s in sources:
+        for model_id, origin in zip(s.runs["model_id"], s.runs["source"]):
+            if model_id in where:
+                raise LayercritError(f"model id '{model_id}' is in both {where[model_id]} and {origin}: "
+                                     "report them separately, or rename one (layercrit measure --name)")
+            where[model_id] = origin
+
+
+def _fill_gaps(models: pd.DataFrame, found: list[str]) -> None:
+    missing = models["category"].isna()
+    if missing.any():
+        found.append(f"no category for {_few(models.loc[missing, 'model_id'])}: shown as '{UNCATEGORIZED}'; "
+                     "give one with --metadata FILE.csv (columns model_id, category, accuracy, epsilon, norm, "
+                     "display_name)")
+        models.loc[missing, "category"] = UNCATEGORIZED
+    no_acc = models["accuracy"].isna()
+    if no_acc.any():
+        found.append(f"no accuracy for {_few(models.loc[no_acc, 'model_id'])}: left out of the accuracy "
+                     "correlation and scatter; give one with --metadata FILE.csv")
+    models["display_name"] = models["display_name"].where(models["display_name"].notna(), models["model_id"])
+
+
+def _choose_baseline(models: pd.DataFrame, baseline: str | None, notes: list[str]) -> str:
+    ids = list(models["model_id"])
+    if baseline is not None:
+        if baseline not in ids:
+            raise LayercritError(f"--baseline {baseline} is not among the reported models ({_few(ids)}): "
+                                 "choose one of them")
+        return baseline
+    named = [m for m, c in zip(ids, models["category"]) if c == BASELINE_CATEGORY]
+    if len(named) == 1:
+        notes.append(f"baseline: {named[0]} (the only model of category '{BASELINE_CATEGORY}'; choose another "
+                     "with --baseline)")
+        return named[0]
+    why = "no model has" if not named else f"{len(named)} models have"
+    notes.append(f"baseline: {ids[0]}, the first model, since {why} category '{BASELINE_CATEGORY}'; "
+                 "choose one with --baseline")
+    return ids[0]
+
+
+def _display_order(models: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    base_category = models.loc[models["model_id"] == baseline, "category"].iloc[0]
+
+    def category_rank(c: str):
+        if c == base_category:
+            return (0, 0, "")
+        if c in STUDY_CATEGORIES:
+            return (1, STUDY_CATEGORIES.index(c), "")
+        return (3, 0, "") if c == UNCATEGORIZED else (2, 0, c)
+
+    keys = [(category_rank(c), m != baseline, n or "", _eps(e), _natural(d))
+            for m, c, n, e, d in zip(models["model_id"], models["category"], models["norm"], models["epsilon"],
+                                     models["display_name"])]
+    order = sorted(range(len(models)), key=keys.__getitem__)
+    return models.iloc[order].reset_index(drop=True)
+
+
+def _eps(value) -> float:
+    return float(value) if pd.notna(value) else np.inf
+
+
+def _natural(text: str) -> tuple:
+    """'eps3' before 'eps10': compare digit runs as numbers."""
+    return tuple((0, float(t), "") if t[:1].isdigit() else (1, 0.0, t.lower())
+                 for t in re.findall(r"\d+(?:\.\d+)?|\D+", str(text)))
+
+
+def _few(ids, limit: int = 5) -> str:
+    ids = sorted(ids)
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")

@@ -1,0 +1,53 @@
+"""report: the study's figures, statistics and interactive page from databases and/or the study's CSV."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+REPORT_EPILOG = """\
+writes into --out:
+  heatmap.png/.pdf   models (grouped by category, baseline first) x layers, criticality 0-100 %
+  delta.png/.pdf     the same minus the baseline; std.png/.pdf: std over trials
+  accuracy_vs_criticality.png/.pdf, epsilon.png/.pdf, stages.csv/.md, summary.json
+  index.html         a self-contained interactive page (opens from disk, no network)
+metadata (--metadata FILE.csv): columns model_id, category, accuracy, epsilon, norm, display_name;
+  it wins over a database's own category / measured top-1, which win over the zoo registry.
+example:
+  layercrit report --db study.db --paper-csv raw_results.csv --baseline tv_resnet50 --out report/
+"""
+
+
+def register(sub) -> None:
+    r = sub.add_parser("report", help="figures, statistics and an interactive page from results",
+                       epilog=REPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--db", nargs="+", action="extend", default=[], metavar="STUDY.db",
+                   help="results database(s) of layercrit measure (repeatable)")
+    r.add_argument("--paper-csv", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="raw-results CSV(s) in the original study's layout (repeatable)")
+    r.add_argument("--baseline", metavar="MODEL_ID",
+                   help="model the delta figure compares with (default: the one model of category 'baseline')")
+    r.add_argument("--metadata", metavar="FILE.csv", help="model categories, accuracies, epsilons (see below)")
+    r.add_argument("--reset", default="random", help="which reset kind's rows of the databases (default random)")
+    r.add_argument("--without", nargs="+", default=["adversarial training"], metavar="CATEGORY",
+                   help="also correlate without each of these categories (default: 'adversarial training')")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files in it replaced)")
+    r.set_defaults(func=run_report)
+
+
+def run_report(args) -> int:
+    from ..analysis import ReportWarning, load_study
+    from ..report import write_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)  # printed below as one line each instead
+        study = load_study(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
+                           metadata=args.metadata, without=args.without)
+    for message in study.warnings:
+        print(f"layercrit: warning: {message}", file=sys.stderr)
+    for note in study.notes:
+        print(f"layercrit: {note}")
+    write_report(study, args.out)
+    print(f"wrote the report on {len(study.model_ids)} models x {len(study.layer_names)} layers to {args.out} "
+          f"(open {args.out.rstrip('/')}/index.html)")
+    return 0

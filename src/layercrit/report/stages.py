@@ -1,0 +1,53 @@
+"""stages.csv and stages.md: mean criticality per network stage, per model and per category."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..analysis import Study
+
+
+def stages_frame(study: Study) -> pd.DataFrame:
+    """Rows ``kind`` = model (one per model) then category; columns name, category, n_models, stages..."""
+    models = study.stage_stats.copy()
+    category = study.models.set_index("model_id")["category"]
+    models.insert(0, "n_models", 1)
+    models.insert(0, "category", category.reindex(models.index).to_numpy())
+    models.insert(0, "name", models.index)
+    models.insert(0, "kind", "model")
+    cats = study.category_stage_stats.copy()
+    counts = category.value_counts()
+    cats.insert(0, "n_models", counts.reindex(cats.index).to_numpy())
+    cats.insert(0, "category", cats.index)
+    cats.insert(0, "name", cats.index)
+    cats.insert(0, "kind", "category")
+    return pd.concat([models, cats], ignore_index=True)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """A GitHub markdown table; numbers right-aligned, NaN as an en dash."""
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "–" if pd.isna(v) else format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def stages_markdown(study: Study) -> str:
+    frame = stages_frame(study)
+    stage_cols = [c for c in frame.columns if c not in ("kind", "name", "category", "n_models")]
+    models = frame[frame["kind"] == "model"][["name", "category", *stage_cols]].rename(columns={"name": "model"})
+    display = study.models.set_index("model_id")["display_name"]
+    models["model"] = models["model"].map(display)  # readable here; stages.csv keeps the ids for joining
+    cats = frame[frame["kind"] == "category"][["name", "n_models", *stage_cols]].rename(columns={"name": "category"})
+    return "\n".join([
+        f"# Mean criticality per network stage [%] (reset: {study.reset})", "",
+        "Mean over the stage's layers of the layer criticality (itself the mean over trials); a category's "
+        "value is the mean over its models.", "",
+        "## Categories", "", markdown_table(cats), "",
+        "## Models", "", markdown_table(models), "",
+    ])
