@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import CIFAR_TEST, need, run_cli, run_cli_process
-from layercrit.models import create_model, save_safetensors
+from layercrit.models import create_model
 
 
 def _image_folder(root, classes=("a", "b"), per_class=3, size=32, bad=None):

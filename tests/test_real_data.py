@@ -1,6 +1,5 @@
 """Real data from ../shared/data: CIFAR-10 test images, one ImageNet val image per class."""
 import pandas as pd
-import pytest
 import torchvision
 
 import layercrit as lc

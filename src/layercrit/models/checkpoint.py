@@ -10,6 +10,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -19,11 +20,15 @@ from ..errors import LayercritError
 # Keys under which training scripts commonly nest the weights.
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 # Buffers a checkpoint may lack without changing an eval-mode forward pass.
-_IGNORABLE_MISSING = ("num_batches_tracked",)
+IGNORABLE_MISSING = ("num_batches_tracked",)
 
 
-def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file or a state-dict checkpoint into a flat name -> tensor dict."""
+def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, safe_globals=()) -> Any:
+    """Read a file as it is: a ``.safetensors`` file as a dict, else ``torch.load(weights_only=True)``.
+
+    ``safe_globals`` allows exactly those extra classes, for this one load only. A file that needs
+    anything else is refused, unless ``trust_pickle`` (an explicit opt-in for trusted files).
+    """
     path = Path(path)
     if not path.is_file():
         raise LayercritError(f"checkpoint not found: {path}: check the path")
@@ -33,11 +38,11 @@ def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises several types for bad headers
-            raise LayercritError(f"{path} is not a readable .safetensors file ({e}): re-export it") from None
+            raise LayercritError(f"{path} is not a readable .safetensors file ({e}): re-export or download it again") from None
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols; the refusal below says enough
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(safe_globals)):
+            warnings.simplefilter("ignore")  # pickle-protocol warnings; the refusal below says enough
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not trust_pickle:
             found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
@@ -46,10 +51,14 @@ def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
                 f"{path} needs arbitrary unpickling ({what}), refused for safety: convert it to "
                 ".safetensors, or pass --trust-pickle if you trust its source"
             ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise LayercritError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}): check the file") from None
-    return _flatten(obj, path)
+    return torch.load(path, map_location="cpu", weights_only=False)  # explicit --trust-pickle only
+
+
+def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file or a state-dict checkpoint into a flat name -> tensor dict."""
+    return _flatten(read_checkpoint(path, trust_pickle=trust_pickle), Path(path))
 
 
 def _flatten(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -71,24 +80,28 @@ def _flatten(obj, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strictly load ``state`` into ``model``: any missing, unexpected or misshapen key is an error."""
+def key_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from fitting ``model`` exactly (missing, unexpected, misshapen keys), or None."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith(_IGNORABLE_MISSING)]
+    missing = [k for k in expected if k not in state and not k.endswith(IGNORABLE_MISSING)]
     unexpected = [k for k in state if k not in expected]
     misshapen = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or misshapen:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
-            if keys:
-                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                parts.append(f"{label} {len(keys)}: {shown}")
-        raise LayercritError(
-            f"checkpoint {source} does not fit the architecture ({'; '.join(parts)}): "
-            "check --arch and --num-classes"
-        )
-    model.load_state_dict(state, strict=False)
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+            parts.append(f"{label} {len(keys)}: {shown}")
+    return "; ".join(parts) or None
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load ``state`` into ``model``: any missing, unexpected or misshapen key is an error."""
+    problem = key_mismatch(model, state)
+    if problem:
+        raise LayercritError(f"checkpoint {source} does not fit the architecture ({problem}): "
+                             "check --arch and --num-classes")
+    model.load_state_dict(state, strict=False)  # strictness checked above, with ignorable buffers allowed
 
 
 def weights_checksum(model: nn.Module) -> str:

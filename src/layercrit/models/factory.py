@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..errors import LayercritError
 from .checkpoint import load_into, load_state_dict, weights_checksum
-from .registry import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, get_arch
+from .registry import ArchSpec, get_arch
 from .wrapper import NormalizedModel
 
 SPEC_KINDS = ("arch", "timm", "torchvision", "file", "zoo")

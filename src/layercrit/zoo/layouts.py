@@ -10,16 +10,14 @@ built-in layouts needs any: their files hold dicts, tensors and plain Python val
 """
 from __future__ import annotations
 
-import pickle
 import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..errors import LayercritError
+from ..models.checkpoint import read_checkpoint  # noqa: F401  (re-exported: the zoo's reader)
 
 State = dict[str, torch.Tensor]
 
@@ -58,36 +56,6 @@ def list_layouts() -> list[str]:
 
 
 # --- reading ------------------------------------------------------------------------------------------------
-
-def read_checkpoint(path: str | Path, *, safe_globals=(), trust_pickle: bool = False) -> Any:
-    """Unpickle ``path`` with ``weights_only=True`` (plus exactly ``safe_globals``); .safetensors as a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise LayercritError(f"checkpoint not found: {path}: check the path")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as e:  # safetensors raises several types for bad headers
-            raise LayercritError(f"{path} is not a readable .safetensors file ({e}): download it again") from None
-    try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(list(safe_globals)):
-            warnings.simplefilter("ignore")  # pickle-protocol warnings; the refusal below says enough
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trust_pickle:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-            what = f"it holds {found.group(1)}" if found else "it holds non-tensor objects"
-            raise LayercritError(
-                f"{path} needs arbitrary unpickling ({what}), refused for safety: check that it is the right "
-                "file, or pass --trust-pickle if you trust its source"
-            ) from None
-    except Exception as e:
-        raise LayercritError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}): "
-                             "download it again") from None
-    return torch.load(path, map_location="cpu", weights_only=False)  # explicit --trust-pickle only
-
 
 # --- building blocks of converters --------------------------------------------------------------------------
 

@@ -8,14 +8,12 @@ from typing import Sequence
 import torch.nn as nn
 
 from ..errors import LayercritError
+from ..models.checkpoint import key_mismatch
 from ..models.factory import build_seeded
 from ..models.registry import get_arch
 from .fetch import expected_paths, fetch_model, pretrained_state
 from .layouts import get_layout, read_checkpoint
 from .registry import ZooModel, get_zoo_model
-
-# Buffers a checkpoint may lack without changing an eval-mode forward pass (older PyTorch files).
-IGNORABLE_MISSING = ("num_batches_tracked",)
 
 
 @dataclass
@@ -95,19 +93,9 @@ def strict_load(net: nn.Module, state: dict, entry: ZooModel, source: str) -> li
 
     Returns the ignorable buffers (``num_batches_tracked``) the file lacks.
     """
-    expected = net.state_dict()
-    absent = [k for k in expected if k not in state and k.endswith(IGNORABLE_MISSING)]
-    missing = [k for k in expected if k not in state and not k.endswith(IGNORABLE_MISSING)]
-    unexpected = [k for k in state if k not in expected]
-    misshapen = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or misshapen:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
-            if keys:
-                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                parts.append(f"{label} {len(keys)}: {shown}")
-        raise LayercritError(f"{source} does not fit zoo model {entry.id} ({entry.layout} layout; {'; '.join(parts)}): "
+    problem = key_mismatch(net, state)
+    if problem:
+        raise LayercritError(f"{source} does not fit zoo model {entry.id} ({entry.layout} layout; {problem}): "
                              f"check that it is the file of {entry.source_text}")
     net.load_state_dict(state, strict=False)  # strictness checked above, with ignorable buffers allowed
-    return absent
+    return [k for k in net.state_dict() if k not in state]
