@@ -1,5 +1,6 @@
 """Real data from ../shared/data: CIFAR-10 test images, one ImageNet val image per class."""
 import pandas as pd
+import torch
 import torchvision
 
 import layercrit as lc
@@ -100,3 +101,40 @@ def test_vit_tiny_measures_on_imagenet_sample():
                     progress=False)
     assert len(df) == 2 and df.criticality.between(0, 100).all()
     assert (df.criticality > 0).all()
+
+
+def test_cifar10_in_torchvision_format(tmp_path, monkeypatch):
+    """A folder holding cifar-10-batches-py (torchvision's download format) loads at 32x32, with its classes."""
+    import pickle
+
+    import numpy as np
+    from torchvision.datasets import CIFAR10
+
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names}, f)
+    test = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": test, "labels": list(range(10)) * 2}, f)
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f)
+    # our files are not the real ones: skip torchvision's md5 checks of the download
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)
+    from layercrit.data.datasets import draw_indices
+
+    order = draw_indices(20, None, 0)
+    expected = torch.from_numpy(test.reshape(20, 3, 32, 32))[order]
+    for root in (folder.parent, folder):
+        data = lc.load_data(root, input_size=32, samples=None, seed=0, progress=False)
+        assert data.classes == names and data.images.shape == (20, 3, 32, 32)
+        assert torch.equal(data.images, expected)  # no resize or crop at 32 px: the stored pixels themselves
+        assert data.labels.tolist() == [(list(range(10)) * 2)[i] for i in order]
+    train = lc.load_data(folder.parent, input_size=32, samples=None, seed=0, split="train", progress=False)
+    assert len(train) == 20
