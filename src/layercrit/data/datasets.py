@@ -125,6 +125,12 @@ class _Decoded(Dataset):
             return None, label, f"{item}: {type(e).__name__}"
 
 
+def _collate(batch):
+    """(stacked uint8 images, errors): one tensor per batch crosses the worker boundary."""
+    errors = [err for _, _, err in batch if err is not None]
+    return (None if errors else torch.stack([img for img, _, _ in batch])), errors
+
+
 def _open_rgb(path: str):
     from PIL import Image
 
@@ -185,17 +191,17 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     transform = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.PILToTensor()])
     if num_workers is None:
         num_workers = 0 if len(items) < 256 else min(4, os.cpu_count() or 1)
-    loader = DataLoader(_Decoded(items, transform), batch_size=64, num_workers=num_workers,
-                        collate_fn=lambda batch: batch)
-    images, labels = [], []
-    for batch in tqdm(loader, desc="decoding images", unit="batch", disable=not progress, leave=False):
-        for img, label, err in batch:
-            if err is not None:
-                raise LayercritError(f"unreadable image {err}: remove or replace it")
-            images.append(img)
-            labels.append(label)
-    images_t = torch.stack(images)
-    labels_t = torch.tensor(labels, dtype=torch.int64)
+    loader = DataLoader(_Decoded(items, transform), batch_size=64, num_workers=num_workers, collate_fn=_collate)
+    # Each worker batch is copied into one preallocated tensor at once and then freed: holding thousands of
+    # shared-memory batches would exhaust file descriptors on large folders.
+    images_t = torch.empty((len(items), 3, crop, crop), dtype=torch.uint8)
+    labels_t = torch.tensor([label for _, label in items], dtype=torch.int64)
+    offset = 0
+    for batch, errors in tqdm(loader, desc="decoding images", unit="batch", disable=not progress, leave=False):
+        if errors:
+            raise LayercritError(f"unreadable image {errors[0]}: remove or replace it")
+        images_t[offset:offset + len(batch)] = batch
+        offset += len(batch)
     data = EvalData(images_t, labels_t, classes, fingerprint_tensors(images_t, labels_t, classes), description)
     if key is not None:
         _write_cache(key, data)
