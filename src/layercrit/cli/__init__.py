@@ -14,7 +14,7 @@ import sys
 from ..errors import LayercritError
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["measure", "zoo", "report"]
+COMMAND_MODULES = ["measure", "zoo", "report", "train", "study"]
 
 
 def build_parser() -> argparse.ArgumentParser:

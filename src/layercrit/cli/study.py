@@ -1,0 +1,55 @@
+"""study run: train what a study file lists and is missing, measure every model, skip what is done."""
+from __future__ import annotations
+
+import argparse
+
+STUDY_EPILOG = """\
+example:
+  layercrit study run studies/cifar10-methods.toml --db study.db          # rerun to resume
+  layercrit study run studies/cifar10-methods.toml --db study.db --only standard pgd-linf-8
+  layercrit report --db study.db --metadata study.metadata.csv ...        # display names, accuracies, eps
+file format: docs/training.md ("Studies")
+"""
+
+
+def register(sub) -> None:
+    s = sub.add_parser("study", help="run a study file: train missing models, measure all into one database")
+    ssub = s.add_subparsers(dest="study_command", required=True)
+    r = ssub.add_parser("run", help="train what is missing, measure every model, skip what is done",
+                        epilog=STUDY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("study", metavar="STUDY.toml")
+    r.add_argument("--db", required=True, help="SQLite results database (created or resumed)")
+    r.add_argument("--only", nargs="+", metavar="ID", help="only these model ids")
+    r.add_argument("--runs", metavar="DIR", help="training outputs (default: runs/<study name> next to the file)")
+    r.add_argument("--train-only", action="store_true", help="train what is missing, measure nothing")
+    r.add_argument("--threads", type=int, help="torch CPU threads for training (default: torch's choice)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=run_study_cmd)
+    ls = ssub.add_parser("show", help="check a study file and list its models")
+    ls.add_argument("study", metavar="STUDY.toml")
+    ls.set_defaults(func=show_study_cmd)
+
+
+def run_study_cmd(args) -> int:
+    from ..study import run_study
+
+    summary = run_study(args.study, args.db, only=args.only, runs=args.runs, train_only=args.train_only,
+                        progress=not args.no_progress, threads=args.threads)
+    for info in summary:
+        acc = info.get("clean_test_acc", info.get("base_top1_acc"))
+        acc_text = "" if acc is None else f"  acc {acc:.2f}%"
+        print(f"{info['id']:24s} {info.get('category') or '-':14s} trained: {info.get('trained', '-'):5s} "
+              f"measured: {info['measured']}{acc_text}")
+    return 0
+
+
+def show_study_cmd(args) -> int:
+    from ..study import load_study
+
+    st = load_study(args.study)
+    print(f"{st.name}: data {st.data}, arch {st.arch}, seed {st.seed}, samples {st.samples}, trials {st.trials}, "
+          f"runs {st.runs}")
+    for m in st.models:
+        what = f"method {m.method} {m.hyperparameters}" if m.method else f"spec {m.spec}"
+        print(f"  {m.id:24s} {m.category or '-':14s} {what}")
+    return 0

@@ -1,0 +1,126 @@
+"""``run_study(path, db)``: train what is missing, measure every model, skip what is done."""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from ..errors import LayercritError
+from .spec import ModelEntry, Study, load_study
+
+log = logging.getLogger("layercrit")
+
+
+def eval_source(study: Study) -> tuple[Path, str]:
+    """(data folder, split) measured: ``eval_data``, else ``<data>/test``, else torchvision-format data."""
+    if study.eval_data is not None:
+        return study.eval_data, "test"
+    if (study.data / "test").is_dir():
+        return study.data / "test", "test"
+    return study.data, "test"
+
+
+def _finished(db, model_id: str, samples: int | None, trials: int, resets: list[str]) -> bool:
+    import json
+
+    runs = db.runs()
+    row = runs[runs["model_id"] == model_id]
+    if row.empty or row["finished"].isna().iloc[0]:
+        return False
+    config = json.loads(row["config"].iloc[0])
+    return ((samples is None or config.get("samples") == samples) and config.get("trials") == trials
+            and config.get("resets") == resets)
+
+
+def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None, runs: str | Path | None = None,
+              train_only: bool = False, progress: bool = True, threads: int | None = None) -> list[dict]:
+    """Run a study file; return one dict per model (id, status, paths, accuracies)."""
+    from ..models import create_model
+    from ..store import ResultStore
+    from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
+
+    study = load_study(path, runs)
+    entries = study.select(only)
+    if any(e.method for e in entries) and not study.data.is_dir():
+        raise LayercritError(f"{study.path}: data folder {study.data} not found: fix data = ... "
+                             "(relative paths are resolved against the study file's folder)")
+    data_path, split = eval_source(study)
+    summary = []
+    for i, entry in enumerate(entries, 1):
+        tag = f"[{i}/{len(entries)}] {entry.id}"
+        info: dict = {"id": entry.id, "name": entry.name, "category": entry.category}
+        resets = list(study.resets)
+        if entry.method:
+            out = study.runs / entry.id
+            already = read_sidecar(out) is not None
+            log.info(f"{tag}: {'trained' if already else 'training'} ({entry.method}) in {out}")
+            sidecar = train(entry.method, study.data, out, progress=progress, threads=threads,
+                            **entry.hyperparameters)
+            info.update(trained="done" if already else "now", out=str(out), clean_test_acc=sidecar["clean_test_acc"],
+                        robust_test_acc=sidecar.get("robust_test_acc"), sidecar=sidecar)
+            spec, arch = f"file:{out / MODEL_FILE}", sidecar["arch"]
+            resets = [f"init:{out / INIT_FILE}" if r == "init" else r for r in resets]
+            bundle_kw = {"arch": arch, "num_classes": len(sidecar["data"]["classes"])}
+        else:
+            if "init" in resets:
+                resets.remove("init")  # no initial weights known for a given spec
+            spec = entry.spec
+            bundle_kw = {"arch": entry.arch, "num_classes": entry.num_classes, "init_seed": entry.init_seed,
+                         "checkpoint": entry.checkpoint}
+        info["spec"] = spec
+        if train_only:
+            info["measured"] = "skipped (--train-only)"
+            summary.append(info)
+            continue
+        store = ResultStore(db)
+        try:
+            if _finished(store, entry.id, study.samples, study.trials, resets):
+                log.info(f"{tag}: already measured in {db}")
+                info["measured"] = "done"
+            else:
+                from ..engine import measure
+
+                log.info(f"{tag}: measuring {spec}")
+                bundle = create_model(spec, name=entry.id, **bundle_kw)
+                measure(bundle, str(data_path), reset=resets, trials=study.trials, samples=study.samples,
+                        seed=study.seed, batch_size=study.batch_size, device=study.device, engine=study.engine,
+                        store=store, model_id=entry.id, category=entry.category, split=split, progress=progress)
+                info["measured"] = "now"
+            runs_df = store.runs()
+            row = runs_df[runs_df["model_id"] == entry.id]
+            info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
+        finally:
+            store.close()
+        summary.append(info)
+    if not train_only:
+        write_metadata(study, summary, Path(db))
+    return summary
+
+
+def metadata_path(db: Path) -> Path:
+    return db.with_name(db.stem + ".metadata.csv")
+
+
+def write_metadata(study: Study, summary: list[dict], db: Path) -> Path:
+    """``<db>.metadata.csv`` (model_id, category, accuracy, epsilon, norm, display_name) for
+    ``layercrit report --metadata``; merged with rows already there from other runs of the study."""
+    path = metadata_path(db)
+    rows: dict[str, dict] = {}
+    if path.is_file():
+        with path.open(newline="") as f:
+            rows = {r["model_id"]: r for r in csv.DictReader(f)}
+    for info in summary:
+        hp = (info.get("sidecar") or {}).get("hyperparameters", {})
+        eps, norm = None, None
+        if hp.get("norm") and hp.get("eps"):
+            norm = hp["norm"]
+            eps = round(hp["eps"] * 255, 4) if norm == "linf" else hp["eps"]  # the zoo's units (linf in /255)
+        acc = info.get("clean_test_acc", info.get("base_top1_acc"))
+        rows[info["id"]] = {"model_id": info["id"], "category": info.get("category") or "", "accuracy":
+                            "" if acc is None else acc, "epsilon": "" if eps is None else eps,
+                            "norm": norm or "", "display_name": info.get("name") or info["id"]}
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["model_id", "category", "accuracy", "epsilon", "norm", "display_name"])
+        w.writeheader()
+        w.writerows(rows.values())
+    return path

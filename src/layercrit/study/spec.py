@@ -1,0 +1,192 @@
+"""Study files (TOML): global settings plus a list of models, each trained by the lab or given as a spec.
+
+    [study]
+    name = "cifar10-methods"
+    data = "../../shared/data/cifar10"   # CIFAR-10 root (train/ and test/); relative to this file
+    arch = "cifar_resnet50"
+    seed = 0
+    samples = 2000                       # test images measured (drawn once with seed)
+    trials = 3
+
+    [train]                              # hyperparameters shared by every lab-trained model
+    epochs = 15
+
+    [[models]]
+    id = "standard"                      # model id in the database and folder name under runs/
+    name = "Standard (SGD)"              # display name
+    category = "baseline"
+    method = "standard"                  # trained by the lab; any hyperparameter may follow
+
+    [[models]]
+    id = "pgd-linf-8"
+    category = "adversarial"
+    method = "pgd-linf"
+    eps = "8/255"
+
+    [[models]]
+    id = "untrained"
+    category = "control"
+    spec = "arch:cifar_resnet50"         # any model spec: arch:, file: (+ arch), zoo:, timm:, torchvision:
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LayercritError
+
+STUDY_KEYS = {"name", "description", "data", "eval_data", "arch", "seed", "samples", "trials", "runs", "resets",
+              "batch_size", "device", "engine"}
+MODEL_KEYS = {"id", "name", "category", "method", "spec", "arch", "checkpoint", "num_classes", "init_seed"}
+TOP_KEYS = {"study", "train", "models"}
+
+
+@dataclass
+class ModelEntry:
+    id: str
+    name: str
+    category: str | None
+    method: str | None = None
+    hyperparameters: dict = field(default_factory=dict)
+    spec: str | None = None
+    arch: str | None = None
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    init_seed: int | None = None
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    data: Path
+    eval_data: Path | None
+    arch: str
+    seed: int
+    samples: int | None
+    trials: int
+    runs: Path
+    resets: list[str]
+    batch_size: int
+    device: str
+    engine: str
+    models: list[ModelEntry]
+    description: str = ""
+
+    def select(self, only: list[str] | None) -> list[ModelEntry]:
+        if not only:
+            return list(self.models)
+        ids = [m.id for m in self.models]
+        missing = [o for o in only if o not in ids]
+        if missing:
+            raise LayercritError(f"--only {', '.join(missing)}: not in {self.path.name} (models: {', '.join(ids)})")
+        return [m for m in self.models if m.id in only]
+
+
+def _resolve(base: Path, value) -> Path:
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _typed(where: str, key: str, value, kind):
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise LayercritError(f"{where}: {key} = {value!r} should be a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
+    """Parse and check a study file; relative paths are resolved against the file's folder."""
+    from ..train import HYPERPARAMETERS, list_methods
+
+    path = Path(path)
+    if not path.is_file():
+        raise LayercritError(f"study file not found: {path}: check the path")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise LayercritError(f"{path} is not valid TOML ({e}): fix the file") from None
+    except UnicodeDecodeError:
+        raise LayercritError(f"{path} is not a text file: give a .toml study file") from None
+    base = path.resolve().parent
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise LayercritError(f"{path}: unknown section(s) {', '.join(unknown)}: use [study], [train] and [[models]]")
+    st = raw.get("study", {})
+    if not isinstance(st, dict):
+        raise LayercritError(f"{path}: 'study' must be a table [study]")
+    unknown = sorted(set(st) - STUDY_KEYS)
+    if unknown:
+        raise LayercritError(f"{path}: unknown key(s) {', '.join(unknown)} in [study]: use any of "
+                             f"{', '.join(sorted(STUDY_KEYS))}")
+    if "data" not in st:
+        raise LayercritError(f"{path}: [study] needs data = \"<CIFAR-10 root or image folder>\"")
+    where = f"{path}: [study]"
+    shared = raw.get("train", {})
+    if not isinstance(shared, dict):
+        raise LayercritError(f"{path}: 'train' must be a table [train] of hyperparameters")
+    bad = sorted(set(shared) - set(HYPERPARAMETERS))
+    if bad:
+        raise LayercritError(f"{path}: unknown hyperparameter(s) {', '.join(bad)} in [train]: use any of "
+                             f"{', '.join(HYPERPARAMETERS)}")
+    samples = st.get("samples", 2000)
+    samples = None if samples == "all" else _typed(where, "samples", samples, int)
+    resets = st.get("resets", ["random"])
+    if isinstance(resets, str):
+        resets = [resets]
+    study = Study(
+        path=path, name=str(st.get("name", path.stem)), description=str(st.get("description", "")),
+        data=_resolve(base, st["data"]),
+        eval_data=_resolve(base, st["eval_data"]) if "eval_data" in st else None,
+        arch=_typed(where, "arch", st.get("arch", "cifar_resnet50"), str),
+        seed=_typed(where, "seed", st.get("seed", 0), int), samples=samples,
+        trials=_typed(where, "trials", st.get("trials", 3), int),
+        runs=_resolve(Path.cwd(), runs) if runs else _resolve(base, st.get("runs", f"runs/{path.stem}")),
+        resets=[_typed(where, "resets", r, str) for r in resets],
+        batch_size=_typed(where, "batch_size", st.get("batch_size", 128), int),
+        device=_typed(where, "device", st.get("device", "cpu"), str),
+        engine=_typed(where, "engine", st.get("engine", "cached"), str), models=[],
+    )
+    models = raw.get("models")
+    if not isinstance(models, list) or not models:
+        raise LayercritError(f"{path}: no models: add [[models]] tables with id and method or spec")
+    methods = list_methods()
+    seen = set()
+    for i, m in enumerate(models, 1):
+        if not isinstance(m, dict):
+            raise LayercritError(f"{path}: models entry {i} is not a table: write it as [[models]]")
+        mid = m.get("id")
+        where = f"{path}: model {mid or f'#{i}'}"
+        if not isinstance(mid, str) or not mid or "/" in mid or mid.startswith("."):
+            raise LayercritError(f"{where}: needs id = \"<name>\" (a plain name: it is a folder and database id)")
+        if mid in seen:
+            raise LayercritError(f"{where}: id '{mid}' appears twice: model ids must be unique")
+        seen.add(mid)
+        if ("method" in m) == ("spec" in m):
+            raise LayercritError(f"{where}: give exactly one of method = \"<training method>\" or spec = \"<model spec>\"")
+        hp = {k: v for k, v in m.items() if k not in MODEL_KEYS}
+        entry = ModelEntry(id=mid, name=str(m.get("name", mid)), category=m.get("category"))
+        if "method" in m:
+            if m["method"] not in methods:
+                raise LayercritError(f"{where}: unknown training method '{m['method']}': use one of {', '.join(methods)}")
+            bad = sorted(set(hp) - set(HYPERPARAMETERS))
+            if bad:
+                raise LayercritError(f"{where}: unknown key(s) {', '.join(bad)}: use {', '.join(sorted(MODEL_KEYS))} "
+                                     f"or a hyperparameter ({', '.join(HYPERPARAMETERS)})")
+            for k in ("spec", "checkpoint", "num_classes", "init_seed"):
+                if k in m:
+                    raise LayercritError(f"{where}: {k} applies to spec models, not to method = \"{m['method']}\"")
+            entry.method = m["method"]
+            entry.hyperparameters = {"arch": m.get("arch", study.arch), "seed": study.seed, **shared, **hp}
+        else:
+            if hp:
+                raise LayercritError(f"{where}: unknown key(s) {', '.join(sorted(hp))} for a spec model: "
+                                     f"use {', '.join(sorted(MODEL_KEYS - {'method'}))}")
+            spec = _typed(where, "spec", m["spec"], str)
+            if spec.startswith("file:"):
+                spec = "file:" + str(_resolve(base, spec[5:]))
+            entry.spec, entry.arch = spec, m.get("arch", study.arch if spec.startswith("file:") else None)
+            entry.checkpoint = str(_resolve(base, m["checkpoint"])) if "checkpoint" in m else None
+            entry.num_classes, entry.init_seed = m.get("num_classes"), m.get("init_seed", study.seed)
+        study.models.append(entry)
+    return study

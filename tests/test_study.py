@@ -1,0 +1,153 @@
+"""Study files: a tiny study trains and measures two models end to end; bad files fail in one line."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from layercrit import LayercritError, ResultStore
+from layercrit.study import load_study, run_study
+from layercrit.train import parse_eps
+from test_train import make_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_STUDY = """
+[study]
+name = "tiny"
+data = "../data"          # relative to this file
+arch = "cifar_resnet50"
+seed = 0
+samples = 12
+trials = 1
+resets = ["random", "init"]
+
+[train]
+epochs = 1
+batch_size = 32
+
+[[models]]
+id = "standard"
+name = "Standard SGD"
+category = "baseline"
+method = "standard"
+
+[[models]]
+id = "frozen"
+name = "Frozen random backbone"
+category = "control"
+method = "frozen-random"
+
+[[models]]
+id = "untrained"
+category = "control"
+spec = "arch:cifar_resnet50"
+num_classes = 3
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_data_root(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("study") / "data", {"train": 32, "test": 4})
+
+
+def _study(tmp: Path, text: str, data_root: Path) -> Path:
+    folder = tmp / "studies"
+    folder.mkdir(exist_ok=True)
+    (tmp / "data").exists() or (tmp / "data").symlink_to(data_root, target_is_directory=True)
+    path = folder / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def test_tiny_study_trains_and_measures_two_models_then_skips_everything(tiny_data_root, tmp_path):
+    path = _study(tmp_path, TINY_STUDY, tiny_data_root)
+    db = tmp_path / "study.db"
+    summary = run_study(path, db, progress=False)
+    assert [(s["id"], s.get("trained"), s["measured"]) for s in summary] == [
+        ("standard", "now", "now"), ("frozen", "now", "now"), ("untrained", None, "now")]
+    runs_dir = tmp_path / "studies" / "runs" / "tiny"  # default: next to the study file
+    for mid in ("standard", "frozen"):
+        assert {p.name for p in (runs_dir / mid).iterdir()} == {"init.safetensors", "model.safetensors", "run.json"}
+    with ResultStore(db) as store:
+        runs = store.runs().set_index("model_id")
+        results = store.results()
+    assert set(runs.index) == {"standard", "frozen", "untrained"} and runs["finished"].notna().all()
+    assert runs.loc["standard", "category"] == "baseline" and runs.loc["frozen", "category"] == "control"
+    assert json.loads(runs.loc["standard", "config"])["samples"] == 12
+    for mid in ("standard", "frozen"):
+        rows = results[results["model_id"] == mid]
+        assert len(rows) == 2 * 54  # 54 layers x (random trial 0 + init)
+        assert set(rows["reset"].str.split(":").str[0]) == {"random", "init"}
+        assert rows["criticality"].between(0, 100).all()
+    # the init reset of the frozen control equals the trained backbone: resetting a conv changes nothing
+    frozen = results[(results["model_id"] == "frozen") & results["reset"].str.startswith("init")]
+    assert frozen[frozen["layer"] != "fc"]["criticality"].abs().max() < 1e-6
+    assert frozen[frozen["layer"] == "fc"]["criticality"].iloc[0] > 0
+    assert (results["model_id"] == "untrained").sum() == 54  # a spec model: no init weights, random only
+    with open(tmp_path / "study.metadata.csv") as f:
+        meta = {r["model_id"]: r for r in csv.DictReader(f)}
+    assert meta["standard"]["display_name"] == "Standard SGD" and meta["frozen"]["category"] == "control"
+    # rerun through the CLI: nothing trained or measured again
+    again = run_cli("study", "run", str(path), "--db", str(db), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("trained: done  measured: done") == 2 and "measured: done" in again.stdout.splitlines()[2]
+    with ResultStore(db) as store:
+        assert len(store.results()) == len(results)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[study\ndata = 1", "not valid TOML"),
+    ('[study]\ndata = "../data"\nsamples = 10\nfoo = 1\n[[models]]\nid = "a"\nmethod = "standard"', "unknown key(s) foo"),
+    ('[study]\ndata = "../data"\n[[models]]\nid = "a"\nmethod = "sgd-magic"', "unknown training method 'sgd-magic'"),
+    ('[study]\ndata = "../data"\n[[models]]\nid = "a"\nmethod = "standard"\nlearning_rate = 1', "unknown key(s) learning_rate"),
+    ('[study]\ndata = "../data"\n[[models]]\nid = "a"\nspec = "arch:x"\nmethod = "standard"', "exactly one of"),
+    ('[study]\ndata = "../data"\n[[models]]\nid = "a"\nspec = "arch:cifar_resnet50"\n[[models]]\nid = "a"\nspec = "arch:cifar_resnet50"', "appears twice"),
+    ('[study]\ndata = "../data"', "no models"),
+    ('[study]\n[[models]]\nid = "a"\nmethod = "standard"', "needs data"),
+    ('[study]\ndata = "../data"\n[train]\nepoch = 3\n[[models]]\nid = "a"\nmethod = "standard"', "unknown hyperparameter(s) epoch"),
+])
+def test_bad_study_files_fail_in_one_clear_line(text, match, tiny_data_root, tmp_path):
+    path = _study(tmp_path, text, tiny_data_root)
+    with pytest.raises(LayercritError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        load_study(path)
+    res = run_cli("study", "run", str(path), "--db", str(tmp_path / "x.db"))
+    assert res.returncode == 2 and res.stderr.startswith("layercrit: error: ")
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_missing_data_and_only_filter(tiny_data_root, tmp_path):
+    path = _study(tmp_path, TINY_STUDY.replace('data = "../data"', 'data = "../nowhere"'), tiny_data_root)
+    with pytest.raises(LayercritError, match="data folder .*nowhere not found"):
+        run_study(path, tmp_path / "x.db", progress=False)
+    with pytest.raises(LayercritError, match="--only resnet: not in tiny.toml"):
+        run_study(path, tmp_path / "x.db", only=["resnet"], progress=False)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_shipped_cifar10_methods_study_is_valid():
+    study = load_study(ROOT / "studies" / "cifar10-methods.toml")
+    ids = {m.id: m for m in study.models}
+    methods = {m.method for m in study.models}
+    assert {"standard", "improved", "augmix", "randaugment", "pgd-linf", "pgd-l2", "simclr",
+            "frozen-random"} <= methods
+    eps = sorted(round(parse_eps(m.hyperparameters["eps"]) * 255, 3) for m in study.models if m.method == "pgd-linf")
+    assert eps == [2.0, 8.0]
+    assert any(m.method == "pgd-l2" and parse_eps(m.hyperparameters["eps"]) == 0.5 for m in study.models)
+    assert study.data == (ROOT.parent / "shared" / "data" / "cifar10").resolve()
+    assert study.samples >= 2000 and study.trials == 3 and study.arch == "cifar_resnet50"
+    assert len({m.hyperparameters.get("seed") for m in study.models if m.method}) == 1
+    assert all(m.category and m.name for m in ids.values())
