@@ -14,6 +14,8 @@ resets:
 example:
   layercrit measure --model arch:cifar_resnet50 --data ../shared/data/cifar10/test \\
       --samples 1000 --trials 3 --db study.db
+  layercrit measure --backend ray --ray-address auto --model zoo:resnet50_swav --data /shared/imagenet/val \\
+      --device cuda --gpus-per-task 1 --db study.db        # spread over a Ray cluster (docs/scale.md)
 """
 
 
@@ -49,6 +51,7 @@ def register(sub) -> None:
                         "criticality is at most PP percentage points (default off: every image, the study's method)")
     g.add_argument("--no-data-cache", action="store_true",
                    help="do not keep decoded images in $LAYERCRIT_CACHE/data for later runs")
+    add_backend_args(m)
     m.set_defaults(func=run_measure)
 
     e = sub.add_parser("export", help="export a results database as CSV or Parquet")
@@ -72,16 +75,69 @@ def register(sub) -> None:
     d.set_defaults(func=run_download_cifar10)
 
 
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend and the Ray options (shared with commands that run many models)."""
+    g = p.add_argument_group("scale-out (docs/scale.md)")
+    g.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: this process (default); ray: tasks of (layer group, trial) on a Ray cluster, "
+                        "this process the only writer of --db")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to join: auto (the cluster this machine belongs to), HOST:PORT or "
+                        "ray://HOST:10001 (default: start a local Ray instance)")
+    g.add_argument("--gpus-per-task", type=float, metavar="N",
+                   help="GPUs per task (default 1 with --device cuda, else 0; 0.5 puts two tasks on a GPU)")
+    g.add_argument("--cpus-per-task", type=float, metavar="N",
+                   help="CPUs per task (default 1 with GPUs; on the CPU, as many as torch uses here: CPU tasks run "
+                        "with this machine's torch thread count, so their numbers equal a local run's)")
+    g.add_argument("--layers-per-task", type=int, metavar="N",
+                   help="layers per task (default: all of a model's layers, one task per trial); smaller spreads "
+                        "one model over more workers at the cost of one extra unmodified pass per task")
+    g.add_argument("--max-retries", type=int, metavar="N",
+                   help="retries of a task whose worker died before a clear error (default 3)")
+    g.add_argument("--ray-data", choices=["object_store", "path"],
+                   help="object_store: decode the images here and ship them once through Ray's object store "
+                        "(default); path: every worker reads --data (and $LAYERCRIT_CACHE) from a shared filesystem")
+
+
+def ray_options(args) -> dict | None:
+    """The ray= options of measure() from the parsed arguments; None with the local backend."""
+    given = {"address": args.ray_address, "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task,
+             "layers_per_task": args.layers_per_task, "max_retries": args.max_retries, "data_mode": args.ray_data}
+    if args.backend != "ray":
+        used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if used:
+            from ..errors import LayercritError
+
+            raise LayercritError(f"{', '.join(used)} need(s) --backend ray")
+        return None
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def model_options(args) -> dict:
+    """create_model() keyword arguments from the model arguments: Ray workers rebuild the model with them."""
+    return dict(arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
+                name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std,
+                checkpoint=args.checkpoint)
+
+
 def run_measure(args) -> int:
     from ..engine import measure, resolve_device
 
-    resolve_device(args.device)  # fail before any loading
+    ray = ray_options(args)
+    if ray is None:
+        resolve_device(args.device)  # fail before any loading (with Ray, the workers' devices count)
+    else:
+        from ..scale.ray_backend import check_ray_options
+
+        check_ray_options(ray, args.device)
     bundle = create_from_args(args)
+    extra = {} if ray is None else {"backend": "ray", "ray": ray, "model_options": model_options(args)}
     table = measure(bundle, args.data, layers=args.layers, types=layer_types(args), reset=args.reset or ["random"],
                     trials=args.trials, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
                     device=args.device, store=args.db, category=args.category, input_size=args.input_size,
                     split=args.split, engine=args.engine, precision=args.precision, target_ci=args.target_ci,
-                    data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle, progress=not args.no_progress)
+                    data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle, progress=not args.no_progress,
+                    **extra)
     summary = table.groupby("reset")["criticality"].mean()
     print(f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
           + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))
