@@ -265,3 +265,40 @@ def test_bad_ray_options_are_one_line_errors(folder, tmp_path):
         proc = run_cli(*_args(folder, db, *extra))
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not db.exists()
+
+
+def test_study_run_on_ray_matches_local(ray_cluster, folder, tmp_path):
+    """`layercrit study run --backend ray` measures a study's spec models with the local backend's numbers."""
+    study = tmp_path / "s.toml"
+    study.write_text(f"""
+[study]
+name = "ray-study"
+data = "{folder.parent}"
+arch = "cifar_resnet50"
+seed = 5
+samples = 16
+trials = 2
+resets = ["random"]
+
+[[models]]
+id = "a"
+category = "control"
+spec = "arch:cifar_resnet50"
+
+[[models]]
+id = "b"
+category = "control"
+spec = "arch:cifar_resnet50_w32"
+""")
+    if not (folder.parent / "test").exists():
+        (folder.parent / "test").symlink_to(folder, target_is_directory=True)
+    tables = {}
+    for backend in ("local", "ray"):
+        db = tmp_path / f"{backend}.db"
+        proc = run_cli("study", "run", str(study), "--db", str(db), "--no-progress", "--backend", backend)
+        assert proc.returncode == 0, proc.stderr
+        with lc.ResultStore(db) as store:
+            tables[backend] = store.results().drop(columns=["seconds", "run_id"]).sort_values(
+                ["model_id", "layer", "reset", "trial"]).reset_index(drop=True)
+    assert len(tables["local"]) == 2 * 54 * 2
+    pd.testing.assert_frame_equal(tables["local"], tables["ray"])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .measure import add_backend_args, ray_options
+
 STUDY_EPILOG = """\
 example:
   layercrit study run studies/cifar10-methods.toml --db study.db          # rerun to resume
@@ -24,6 +26,7 @@ def register(sub) -> None:
     r.add_argument("--train-only", action="store_true", help="train what is missing, measure nothing")
     r.add_argument("--threads", type=int, help="torch CPU threads for training (default: torch's choice)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_args(r)
     r.set_defaults(func=run_study_cmd)
     ls = ssub.add_parser("show", help="check a study file and list its models")
     ls.add_argument("study", metavar="STUDY.toml")
@@ -34,7 +37,8 @@ def run_study_cmd(args) -> int:
     from ..study import run_study
 
     summary = run_study(args.study, args.db, only=args.only, runs=args.runs, train_only=args.train_only,
-                        progress=not args.no_progress, threads=args.threads)
+                        progress=not args.no_progress, threads=args.threads, backend=args.backend,
+                        ray=ray_options(args))
     for info in summary:
         acc = info.get("clean_test_acc", info.get("base_top1_acc"))
         acc_text = "" if acc is None else f"  acc {acc:.2f}%"

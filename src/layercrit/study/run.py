@@ -33,8 +33,13 @@ def _finished(db, model_id: str, samples: int | None, trials: int, resets: list[
 
 
 def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None, runs: str | Path | None = None,
-              train_only: bool = False, progress: bool = True, threads: int | None = None) -> list[dict]:
-    """Run a study file; return one dict per model (id, status, paths, accuracies)."""
+              train_only: bool = False, progress: bool = True, threads: int | None = None,
+              backend: str = "local", ray: dict | None = None) -> list[dict]:
+    """Run a study file; return one dict per model (id, status, paths, accuracies).
+
+    ``backend="ray"`` measures each model on a Ray cluster (``ray`` = measure()'s Ray options);
+    workers rebuild the model from its spec, so the files must be visible to them.
+    """
     from ..models import create_model
     from ..store import ResultStore
     from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
@@ -81,10 +86,12 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
                 from ..engine import measure
 
                 log.info(f"{tag}: measuring {spec}")
-                bundle = create_model(spec, name=entry.id, **bundle_kw)
-                measure(bundle, str(data_path), reset=resets, trials=study.trials, samples=study.samples,
+                options = dict(name=entry.id, **bundle_kw)
+                model = spec if backend == "ray" else create_model(spec, **options)
+                measure(model, str(data_path), reset=resets, trials=study.trials, samples=study.samples,
                         seed=study.seed, batch_size=study.batch_size, device=study.device, engine=study.engine,
-                        store=store, model_id=entry.id, category=entry.category, split=split, progress=progress)
+                        store=store, model_id=entry.id, category=entry.category, split=split, progress=progress,
+                        backend=backend, ray=ray, model_options=options if backend == "ray" else None)
                 info["measured"] = "now"
             runs_df = store.runs()
             row = runs_df[runs_df["model_id"] == entry.id]
