@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import run_cli
 from layercrit import LayercritError, ResultStore
 from layercrit.study import load_study, run_study
 from layercrit.train import parse_eps
-from test_train import make_image_folder
+from test_train import make_image_folder, one_thread  # noqa: F401  (its autouse fixture applies here too)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +47,6 @@ category = "control"
 spec = "arch:cifar_resnet50"
 num_classes = 3
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
