@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..errors import LayercritError
-from .spec import ModelEntry, Study, load_study
+from .spec import Study, load_study
 
 log = logging.getLogger("layercrit")
 
