@@ -180,3 +180,12 @@ def test_cli_train_and_its_errors(tiny_cifar, tmp_path):
         assert bad.returncode == 2 and bad.stderr.startswith("layercrit: error: ") and match in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_runs_recorded_before_a_new_hyperparameter_still_match():
+    cfg = make_config("standard", epochs=2)
+    stored = cfg.to_dict()
+    del stored["init_from"]  # a run.json written before fine-tuning existed
+    assert cfg.same_as(stored)
+    assert not cfg.same_as({**stored, "epochs": 3})
+    assert not make_config("standard", epochs=2, init_from="w.safetensors").same_as(stored)

@@ -9,6 +9,7 @@
 
 The functions in ``tables``, ``stats`` and ``layers`` work on plain frames too.
 """
+from .compression import compression_markdown, compression_summary
 from .layers import layer_frame, layer_label, layer_order, layer_stage, strip_prefix
 from .metadata import META_COLUMNS, merge_metadata, read_metadata_csv, registry_metadata
 from .sources import read_database, read_paper_csv
@@ -19,7 +20,7 @@ from .tables import (category_stage_table, category_table, criticality_matrix, d
                      model_table, stage_table)
 
 __all__ = ["DEFAULT_WITHOUT", "META_COLUMNS", "UNCATEGORIZED", "ReportWarning", "Study", "category_stage_table",
-           "category_table", "correlation_table", "correlations", "criticality_matrix", "delta_matrix",
+           "category_table", "compression_markdown", "compression_summary", "correlation_table", "correlations", "criticality_matrix", "delta_matrix",
            "layer_frame", "layer_label", "layer_order", "layer_stage", "layer_table", "load_study",
            "merge_metadata", "model_table", "rank_correlation", "read_database", "read_metadata_csv",
            "read_paper_csv", "registry_metadata", "stage_table", "strip_prefix", "summary"]

@@ -29,13 +29,13 @@ class Source:
     runs: pd.DataFrame  # RUN_COLUMNS; config is a dict
 
 
-def read_database(path: str | Path, reset: str = "random") -> Source:
-    """The ``reset`` rows of a layercrit results database, and its runs."""
+def read_database(path: str | Path, reset: str = "random", unit: str = "layer") -> Source:
+    """The ``reset`` rows of one ``unit`` kind (layer or block) of a results database, and its runs."""
     with ResultStore(path, create=False) as store:
-        tidy = store.results()
+        tidy = store.results(unit=unit)
         runs = store.runs()
     if tidy.empty:
-        raise LayercritError(f"{path} holds no results yet: run `layercrit measure` first")
+        raise LayercritError(f"{path} holds no {unit} results yet: run `layercrit measure --unit {unit}` first")
     kinds = sorted(tidy["reset"].unique())
     if reset not in kinds:
         raise LayercritError(f"{path} holds no '{reset}' resets (it has {', '.join(kinds)}): choose one with --reset")

@@ -91,13 +91,14 @@ class Study:
 
 def load_study(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] = (), *, reset: str = "random",
                baseline: str | None = None, metadata: str | Path | pd.DataFrame | None = None,
-               without: Sequence[str] = DEFAULT_WITHOUT) -> Study:
+               without: Sequence[str] = DEFAULT_WITHOUT, unit: str = "layer") -> Study:
     """Read results databases and/or raw-results CSVs in the original study's layout into a :class:`Study`.
 
     Metadata precedence: zoo registry < the databases' own (category, measured top-1) <
     ``metadata`` (a CSV path or a frame with columns model_id, category, accuracy, epsilon,
     norm, display_name). Problems worked around are in ``study.warnings`` (and issued as
     :class:`ReportWarning`); choices made for the user (the baseline) in ``study.notes``.
+    ``unit="block"`` reads the databases' residual-block rows instead of layers.
     """
     dbs, paper_csvs = list(dbs), list(paper_csvs)
     if not dbs and not paper_csvs:
@@ -105,10 +106,12 @@ def load_study(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] 
     if paper_csvs and reset != "random":
         raise LayercritError(f"a raw-results CSV holds the study's random resets only, not '{reset}': "
                              "leave out --reset, or report the CSV separately")
+    if paper_csvs and unit != "layer":
+        raise LayercritError("a raw-results CSV holds layers only: report --unit block from databases alone")
     user_meta = None
     if metadata is not None:
         user_meta = metadata if isinstance(metadata, pd.DataFrame) else _metadata.read_metadata_csv(metadata)
-    sources = [read_database(p, reset) for p in dbs] + [read_paper_csv(p) for p in paper_csvs]
+    sources = [read_database(p, reset, unit) for p in dbs] + [read_paper_csv(p) for p in paper_csvs]
     _check_unique_models(sources)
     rows = pd.concat([s.rows for s in sources], ignore_index=True)
     runs = pd.concat([s.runs for s in sources], ignore_index=True)

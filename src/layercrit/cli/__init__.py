@@ -14,7 +14,7 @@ import sys
 from ..errors import LayercritError
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["measure", "zoo", "report", "train", "study"]
+COMMAND_MODULES = ["measure", "zoo", "report", "train", "study", "compress"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="zoo: models: a checkpoint file downloaded by hand (BACKBONE,HEAD for split models)")
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
+    g.add_argument("--unit", default="layer", choices=["layer", "block"],
+                   help="layer: one conv/linear/... layer per unit (the study, default); block: one residual block "
+                        "per unit (ResNet bottleneck/basic blocks, ViT blocks), reset as a whole or --reset remove")
     g.add_argument("--types", default="conv,linear", help="layer kinds: conv,linear,norm,embedding (default conv,linear)")
     g.add_argument("--layers", nargs="+", metavar="PATTERN",
                    help="glob patterns over module names; a leading ! excludes, e.g. 'layer4.*' '!*.downsample.*'")

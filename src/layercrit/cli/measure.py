@@ -11,9 +11,12 @@ resets:
   zero                           all parameters of the layer set to 0
   init:<checkpoint>              the layer's weights at the start of training
   interpolate:<alpha>[:<ckpt>]   (1-alpha) * trained + alpha * initial (the checkpoint, else a random draw)
+  remove                         with --unit block: the residual branch removed, the block is its shortcut
 example:
   layercrit measure --model arch:cifar_resnet50 --data ../shared/data/cifar10/test \\
       --samples 1000 --trials 3 --db study.db
+  layercrit measure --model arch:cifar_resnet50 --data ../shared/data/cifar10/test --unit block \
+      --reset random --reset remove --db study.db          # residual blocks (Veit et al. lesions)
   layercrit measure --backend ray --ray-address auto --model zoo:resnet50_swav --data /shared/imagenet/val \\
       --device cuda --gpus-per-task 1 --db study.db        # spread over a Ray cluster (docs/scale.md)
 """
@@ -60,9 +63,11 @@ def register(sub) -> None:
     e.add_argument("--layout", default="tidy", choices=["tidy", "paper"],
                    help="tidy: all columns; paper: exactly the original study's raw-results columns")
     e.add_argument("--reset", default="random", help="with --layout paper: which reset's rows (default random)")
+    e.add_argument("--unit", choices=["layer", "block"],
+                   help="only layer or only block rows (default: tidy all, paper layer)")
     e.set_defaults(func=run_export)
 
-    lay = sub.add_parser("layers", help="list a model's layers in forward order (what measure would reset)",
+    lay = sub.add_parser("layers", help="list a model's layers (or --unit block: residual blocks) in forward order",
                          epilog=MODEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(lay)
     lay.add_argument("--input-size", type=int, help="override the model's input resolution")
@@ -137,7 +142,7 @@ def run_measure(args) -> int:
                     device=args.device, store=args.db, category=args.category, input_size=args.input_size,
                     split=args.split, engine=args.engine, precision=args.precision, target_ci=args.target_ci,
                     data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle, progress=not args.no_progress,
-                    **extra)
+                    unit=args.unit, **extra)
     summary = table.groupby("reset")["criticality"].mean()
     print(f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
           + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))
@@ -147,17 +152,19 @@ def run_measure(args) -> int:
 def run_export(args) -> int:
     from ..store import export
 
-    table = export(args.db, args.out, layout=args.layout, reset=args.reset)
+    table = export(args.db, args.out, layout=args.layout, reset=args.reset, unit=args.unit)
     print(f"wrote {len(table)} rows to {args.out} ({args.layout} layout)")
     return 0
 
 
 def run_layers(args) -> int:
-    from ..resets import discover_layers
+    from ..resets import discover_blocks, discover_layers
 
     bundle = create_from_args(args)
-    for layer in discover_layers(bundle.network, args.input_size or bundle.input_size, types=layer_types(args),
-                                 patterns=args.layers):
+    size = args.input_size or bundle.input_size
+    found = (discover_blocks(bundle.network, size, patterns=args.layers) if args.unit == "block"
+             else discover_layers(bundle.network, size, types=layer_types(args), patterns=args.layers))
+    for layer in found:
         print(f"{layer.index:4d}  {layer.module_type:<10s} {layer.name}")
     return 0
 

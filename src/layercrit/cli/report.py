@@ -29,6 +29,8 @@ def register(sub) -> None:
                    help="model the delta figure compares with (default: the one model of category 'baseline')")
     r.add_argument("--metadata", metavar="FILE.csv", help="model categories, accuracies, epsilons (see below)")
     r.add_argument("--reset", default="random", help="which reset kind's rows of the databases (default random)")
+    r.add_argument("--unit", default="layer", choices=["layer", "block"],
+                   help="layer rows (default) or residual-block rows (layercrit measure --unit block)")
     r.add_argument("--without", nargs="+", default=["adversarial training"], metavar="CATEGORY",
                    help="also correlate without each of these categories (default: 'adversarial training')")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files in it replaced)")
@@ -42,7 +44,7 @@ def run_report(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReportWarning)  # printed below as one line each instead
         study = load_study(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
-                           metadata=args.metadata, without=args.without)
+                           metadata=args.metadata, without=args.without, unit=args.unit)
     for message in study.warnings:
         print(f"layercrit: warning: {message}", file=sys.stderr)
     for note in study.notes:

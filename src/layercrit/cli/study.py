@@ -28,8 +28,12 @@ def register(sub) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_backend_args(r)
     r.set_defaults(func=run_study_cmd)
-    ls = ssub.add_parser("show", help="check a study file and list its models")
+    ls = ssub.add_parser("show", help="check a study file and list its models (with --trained: accuracies, time)")
     ls.add_argument("study", metavar="STUDY.toml")
+    ls.add_argument("--runs", metavar="DIR", help="training outputs (default: runs/<study name> next to the file)")
+    ls.add_argument("--trained", action="store_true",
+                    help="the lab-trained models: status, clean/robust test accuracy, epochs, training time")
+    ls.add_argument("--csv", metavar="FILE", help="with --trained: also write the table as CSV")
     ls.set_defaults(func=show_study_cmd)
 
 
@@ -48,9 +52,23 @@ def run_study_cmd(args) -> int:
 
 
 def show_study_cmd(args) -> int:
-    from ..study import load_study
+    from ..study import load_study, training_table
 
-    st = load_study(args.study)
+    if args.trained:
+        table = training_table(args.study, args.runs)
+        if args.csv:
+            table.to_csv(args.csv, index=False)
+        shown = table.drop(columns=["name", "robust_eval", "torch_threads"])
+        counts = {c: (lambda v: "-" if v is None or v != v else f"{int(v)}") for c in ("epochs", "images_seen")}
+        shown = shown.astype({"clean_test_acc": float, "robust_test_acc": float, "train_seconds": float,
+                              "images_per_second": float})
+        print(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.1f}", formatters=counts))
+        return 0
+    if args.csv:
+        from ..errors import LayercritError
+
+        raise LayercritError("--csv writes the --trained table: add --trained")
+    st = load_study(args.study, args.runs)
     print(f"{st.name}: data {st.data}, arch {st.arch}, seed {st.seed}, samples {st.samples}, trials {st.trials}, "
           f"runs {st.runs}")
     for m in st.models:

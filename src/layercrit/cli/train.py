@@ -23,6 +23,7 @@ _HELP = {
     "step_size": "attack step size (default 1.25*eps for 1 step, else 2.5*eps/steps)",
     "train_samples": "train on a random subset of N training images (default: all)",
     "eval_samples": "test images for the clean accuracy (default: all)",
+    "init_from": "start from these weights (a .safetensors of --arch) instead of a fresh initialization: fine-tuning",
 }
 
 

@@ -122,8 +122,9 @@ class CachedGraph:
 
     def _affected(self, path: str) -> list[fx.Node] | None:
         """Nodes whose value depends on ``path``'s parameters, in graph order."""
-        seeds = [n for n in self.nodes
-                 if (n.op == "call_module" and (n.target == path or path.startswith(n.target + ".")))
+        seeds = [n for n in self.nodes  # the module, a leaf containing it, or (a block) any module inside it
+                 if (n.op == "call_module" and (n.target == path or path.startswith(n.target + ".")
+                                                or n.target.startswith(path + ".")))
                  or (n.op == "get_attr" and n.target.startswith(path + "."))]
         if not seeds:
             return None

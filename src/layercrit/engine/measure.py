@@ -1,7 +1,9 @@
 """``measure()``: the study's measurement loop, with results committed as they complete.
 
 Each (reset kind, trial, layer) is a *unit*: put the reset parameters into that one layer,
-evaluate the images, compare with the unmodified model, restore the layer. Units are
+evaluate the images, compare with the unmodified model, restore the layer. With
+``unit="block"`` the layers are residual blocks (their whole residual branch is reset, or
+removed with ``reset="remove"``). Units are
 evaluated batch by batch, all units on one batch before the next, so that
 
 - the cached engine (``engine="cached"``) runs the unmodified model once per batch and
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from ..data import EvalData, load_data
 from ..errors import LayercritError
 from ..models import ModelBundle, NormalizedModel
-from ..resets import DEFAULT_TYPES, Layer, Reset, discover_layers, layer_reset, parse_reset
+from ..resets import DEFAULT_TYPES, Layer, RemoveReset, Reset, discover_blocks, discover_layers, layer_reset, parse_reset
 from ..store import RESULT_COLUMNS, ResultStore
 from .graph import no_inplace_modules, try_cached_graph
 from .metrics import BaselineMetrics, ResetMetrics
@@ -36,6 +38,7 @@ from .metrics import BaselineMetrics, ResetMetrics
 log = logging.getLogger("layercrit")
 
 ENGINES = ("cached", "naive")
+UNITS = ("layer", "block")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_ADAPTIVE_SAMPLES = 100  # never stop a unit on fewer images: tiny samples misjudge the variance
 
@@ -131,7 +134,8 @@ def prepare_measurement(model: ModelBundle | nn.Module | str, data: EvalData | s
                         input_size: int | None = None, split: str = "test", engine: str = "cached",
                         precision: str = "fp32", target_ci: float | None = None, channels_last: bool = True,
                         data_cache: bool = True, trust_pickle: bool = False, progress: bool = True,
-                        model_options: dict | None = None, check_device: bool = True) -> MeasurePlan:
+                        model_options: dict | None = None, check_device: bool = True,
+                        unit: str = "layer") -> MeasurePlan:
     """Check the options, load model and data, find the layers, list the units (see :func:`measure`).
 
     ``model`` may be a spec string: it is built with ``create_model(model, **model_options)``.
@@ -153,6 +157,8 @@ def prepare_measurement(model: ModelBundle | nn.Module | str, data: EvalData | s
         raise LayercritError(f"--batch-size must be at least 1, got {batch_size}")
     if engine not in ENGINES:
         raise LayercritError(f"unknown engine '{engine}': use {' or '.join(ENGINES)}")
+    if unit not in UNITS:
+        raise LayercritError(f"unknown unit '{unit}': use {' or '.join(UNITS)}")
     if precision not in PRECISIONS:
         raise LayercritError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}")
     if target_ci is not None and not target_ci > 0:
@@ -169,9 +175,14 @@ def prepare_measurement(model: ModelBundle | nn.Module | str, data: EvalData | s
         data = load_data(data, **data_options, progress=progress, cache=data_cache)
     net = bundle.model.eval().to(device_t if check_device else "cpu")
     probe_device = device_t if check_device else torch.device("cpu")
-    found = discover_layers(bundle.network, data.images.shape[-1], types=tuple(types), patterns=list(layers or []))
     reset_specs = [reset] if isinstance(reset, str) else list(reset)
     resets = [parse_reset(r, factory=bundle.factory, seed=seed, trust_pickle=trust_pickle) for r in reset_specs]
+    if unit == "layer" and any(isinstance(r, RemoveReset) for r in resets):
+        raise LayercritError("--reset remove removes residual blocks: add --unit block")
+    if unit == "block":
+        found = discover_blocks(bundle.network, data.images.shape[-1], patterns=list(layers or []))
+    else:
+        found = discover_layers(bundle.network, data.images.shape[-1], types=tuple(types), patterns=list(layers or []))
     with torch.inference_mode():
         probe = net(data.images[:1].to(probe_device).float().div(255) if data.images.dtype == torch.uint8
                     else data.images[:1].to(probe_device).float())
@@ -185,7 +196,7 @@ def prepare_measurement(model: ModelBundle | nn.Module | str, data: EvalData | s
                 "target_ci": target_ci}
     config = {**identity, "model_spec": bundle.spec, "num_classes": data.num_classes, "samples": len(data),
               "data_source": data.source, "trials": trials, "resets": [r.name for r in resets],
-              "types": list(types), "layers": list(layers or []), "batch_size": batch_size, "device": str(device_t),
+              "unit": unit, "types": list(types) if unit == "layer" else [], "layers": list(layers or []), "batch_size": batch_size, "device": str(device_t),
               "engine": engine}
     return MeasurePlan(bundle, data, model_id, category, found, reset_specs, units, identity, config, len(data),
                        data.fingerprint, identity["weights_sha256"], seed, trust_pickle, batch_size, engine,
@@ -238,7 +249,7 @@ def measure(model: ModelBundle | nn.Module | str, data: EvalData | str, *, layer
             engine: str = "cached", precision: str = "fp32", target_ci: float | None = None,
             channels_last: bool = True, data_cache: bool = True, trust_pickle: bool = False,
             progress: bool = True, backend: str = "local", ray: dict | None = None,
-            model_options: dict | None = None) -> pd.DataFrame:
+            model_options: dict | None = None, unit: str = "layer") -> pd.DataFrame:
     """Measure layer criticality; return a tidy DataFrame (one row per layer x reset x trial).
 
     ``model`` is a :class:`ModelBundle` (from :func:`layercrit.create_model`), a model spec
@@ -251,6 +262,7 @@ def measure(model: ModelBundle | nn.Module | str, data: EvalData | str, *, layer
     forward pass per unit, as the original study). ``target_ci``: stop a unit once the 95 %
     confidence half-width of its criticality is at most this many percentage points
     (default None: every image, the study's method). ``precision``: fp32, bf16 or fp16.
+    ``unit``: "layer" (the study) or "block" (residual blocks; ``reset`` may then be "remove").
 
     ``backend="ray"`` spreads the units over a Ray cluster in tasks of (layer group, trial);
     ``ray`` holds its options (``address``, ``gpus_per_task``, ``cpus_per_task``,
@@ -273,7 +285,7 @@ def measure(model: ModelBundle | nn.Module | str, data: EvalData | str, *, layer
                                factory=factory, input_size=input_size, split=split, engine=engine,
                                precision=precision, target_ci=target_ci, channels_last=channels_last,
                                data_cache=data_cache, trust_pickle=trust_pickle, progress=progress,
-                               model_options=model_options, check_device=backend == "local")
+                               model_options=model_options, check_device=backend == "local", unit=unit)
     own_store = isinstance(store, str) or hasattr(store, "__fspath__")
     db = ResultStore(store) if own_store else store
     try:
@@ -322,7 +334,7 @@ def evaluate_units(bundle: ModelBundle, data: EvalData, units: list[_Unit], *, b
     if engine == "cached" and units:
         graph = try_cached_graph(net, sorted({"model." + u.layer.name for u in units}))
     for u in units:  # draw every reset once, up front: the same draw for every batch
-        u.values = {k: v.detach().to(device) for k, v in u.reset.values(network, u.layer.name, u.trial).items()}
+        u.values = {k: v.detach().to(device) for k, v in u.reset.values(network, u.layer, u.trial).items()}
     autocast = (torch.autocast(device.type, dtype=PRECISIONS[precision]) if PRECISIONS[precision] is not None
                 else contextlib.nullcontext())
     base = BaselineMetrics()
@@ -353,6 +365,7 @@ def evaluate_units(bundle: ModelBundle, data: EvalData, units: list[_Unit], *, b
                                     and u.metrics.criticality_ci(n_total) <= target_ci):
                     base_top1 = 100 * base_correct_by_n[n] / n
                     row = {"layer": u.layer.name, "layer_index": u.layer.index, "layer_type": u.layer.module_type,
+                           "unit": u.layer.unit,
                            "reset": u.reset.name, "trial": u.trial, **u.metrics.result(base_top1, n_total),
                            "n_samples": n, "seconds": time.perf_counter() - start}
                     finished.append(row)

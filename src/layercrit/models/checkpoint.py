@@ -120,3 +120,24 @@ def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str
 
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
+
+
+ARCH_METADATA = "layercrit.arch"  # safetensors metadata keys that make a checkpoint self-describing
+CLASSES_METADATA = "layercrit.num_classes"
+
+
+def checkpoint_arch(path: str | Path) -> tuple[str | None, int | None]:
+    """(architecture, class count) recorded in a .safetensors file's metadata, else (None, None)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None, None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:
+        return None, None  # unreadable: the regular load reports it
+    classes = meta.get(CLASSES_METADATA)
+    arch = meta.get(ARCH_METADATA) or meta.get("arch")  # "arch": what the training lab has always written
+    return arch, int(classes) if classes and classes.isdigit() else None

@@ -1,7 +1,8 @@
 """``create_model(spec)``: one entry point from a model spec string to a measurable model.
 
 Specs: ``arch:<name>`` (fresh, seeded), ``timm:<name>`` (pretrained), ``torchvision:<name>[:<weights>]``
-(pretrained), ``file:<path>`` with ``arch=`` (a .safetensors or state-dict checkpoint), ``zoo:<id>`` (a model of
+(pretrained), ``file:<path>`` with ``arch=`` (a .safetensors or state-dict checkpoint; a .safetensors
+file written by layercrit records its architecture), ``zoo:<id>`` (a model of
 the study's zoo, see ``layercrit.zoo``; ``checkpoint=`` points at a file downloaded by hand).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LayercritError
-from .checkpoint import load_into, load_state_dict, weights_checksum
+from .checkpoint import checkpoint_arch, load_into, load_state_dict, weights_checksum
 from .registry import ArchSpec, get_arch
 from .wrapper import NormalizedModel
 
@@ -74,10 +75,12 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
         net = build_seeded(_factory(a, nc), init_seed)
         default_id = rest
     elif kind == "file":
+        recorded_arch, recorded_classes = checkpoint_arch(rest)  # files written by layercrit name their arch
+        arch = arch or recorded_arch
         if not arch:
             raise LayercritError(f"{spec} needs --arch <architecture> to know what network the weights belong to")
         a = get_arch(arch)
-        nc = num_classes or a.num_classes
+        nc = num_classes or recorded_classes or a.num_classes
         state = load_state_dict(rest, trust_pickle=trust_pickle)
         net = build_seeded(_factory(a, nc), init_seed)
         load_into(net, state, rest)

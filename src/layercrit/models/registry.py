@@ -6,6 +6,7 @@ normalization its weights expect. Anything timm can build is an architecture too
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -52,8 +53,37 @@ def list_archs() -> list[str]:
     return sorted(_ARCHS)
 
 
+REMOVE_MARK = ":remove="  # "<arch>:remove=layer3.2,layer4.1": <arch> without those residual blocks
+
+
+def variant_name(base: str, removed_blocks: list[str]) -> str:
+    """Architecture name of ``base`` with ``removed_blocks`` replaced by their shortcuts."""
+    base_name, _, already = base.partition(REMOVE_MARK)
+    blocks = [b for b in already.split(",") if b] + list(removed_blocks)
+    return f"{base_name}{REMOVE_MARK}{','.join(blocks)}" if blocks else base_name
+
+
+def _variant(name: str) -> ArchSpec:
+    base_name, _, blocks = name.partition(REMOVE_MARK)
+    base = get_arch(base_name)
+    names = [b for b in blocks.split(",") if b]
+
+    def build(num_classes: int) -> nn.Module:
+        from ..resets.blocks import remove_blocks  # resets build on models: import when used
+
+        # Built as the full architecture, then cut: the same RNG draws as the base for the layers kept.
+        return remove_blocks(base.build(num_classes=num_classes), names)
+
+    return dataclasses.replace(base, name=name, build=build)
+
+
 def get_arch(name: str) -> ArchSpec:
-    """Look up a layercrit architecture, else a timm model name, else fail clearly."""
+    """Look up a layercrit architecture, else a timm model name, else fail clearly.
+
+    ``<arch>:remove=<block>,<block>`` is ``<arch>`` with those residual blocks removed (what
+    ``layercrit compress`` saves)."""
+    if REMOVE_MARK in name:
+        return _variant(name)
     if name in _ARCHS:
         return _ARCHS[name]
     if name.startswith("torchvision/"):

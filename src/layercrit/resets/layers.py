@@ -25,6 +25,17 @@ class Layer:
     name: str  # module name inside the unwrapped network, e.g. "layer1.0.conv1"
     kind: str  # "conv", "linear", ...
     module_type: str  # e.g. "Conv2d"
+    # What a reset changes, relative to the module: None = its own parameters (a layer); a block
+    # unit lists its residual branch's parameters, and in ``remove`` those whose zeroing removes it.
+    params: tuple[str, ...] | None = None
+    remove: tuple[str, ...] = ()
+
+    @property
+    def unit(self) -> str:
+        return "block" if self.kind == "block" else "layer"
+
+    def parameter_names(self, module: nn.Module) -> tuple[str, ...]:
+        return self.params if self.params is not None else tuple(n for n, _ in module.named_parameters(recurse=False))
 
 
 def _kind_of(module: nn.Module, types: tuple[str, ...]) -> str | None:
@@ -47,8 +58,16 @@ def discover_layers(network: nn.Module, input_size: int, *, types=DEFAULT_TYPES,
         raise LayercritError(f"unknown layer type {', '.join(unknown)}: use {', '.join(LAYER_TYPES)}")
     candidates = {m: (name, kind) for name, m in network.named_modules()
                   if (kind := _kind_of(m, tuple(types)))}
+    seen = _forward_order(network, list(candidates), input_size, in_channels)
+    names = [candidates[m] for m in seen]
+    names = _select(names, patterns or [])
+    return [Layer(i, n, k, type(network.get_submodule(n)).__name__) for i, (n, k) in enumerate(names)]
+
+
+def _forward_order(network: nn.Module, modules: list[nn.Module], input_size: int, in_channels: int) -> list[nn.Module]:
+    """``modules`` in the order a forward pass on a dummy input first calls them (uncalled ones left out)."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, _args: order.append(mod)) for m in candidates]
+    hooks = [m.register_forward_pre_hook(lambda mod, *_: order.append(mod)) for m in modules]
     try:
         was_training = network.training
         network.eval()
@@ -59,10 +78,7 @@ def discover_layers(network: nn.Module, input_size: int, *, types=DEFAULT_TYPES,
     finally:
         for h in hooks:
             h.remove()
-    seen: dict[nn.Module, None] = dict.fromkeys(order)  # first call wins; keeps order
-    names = [candidates[m] for m in seen]
-    names = _select(names, patterns or [])
-    return [Layer(i, n, k, type(network.get_submodule(n)).__name__) for i, (n, k) in enumerate(names)]
+    return list(dict.fromkeys(order))  # first call wins; keeps order
 
 
 def _select(names: list[tuple[str, str]], patterns: list[str]) -> list[tuple[str, str]]:

@@ -7,8 +7,11 @@
 - ``init:<checkpoint>``: re-initialization to the weights at the start of training (Zhang et al.).
 - ``interpolate:<alpha>[:<checkpoint>]``: (1 - alpha) * trained + alpha * initial, where
   "initial" is the checkpoint if given, else the trial's random draw (Chatterji et al.).
+- ``remove`` (block units only): the residual branch is removed; the block computes its
+  shortcut (see blocks.py).
 
-Only the layer's own parameters change; its buffers and every other layer stay trained.
+Only the unit's parameters change (a layer's own, a block's residual branch); buffers and
+every other unit stay trained.
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ import torch.nn as nn
 from ..errors import LayercritError
 from ..models.checkpoint import load_into, load_state_dict
 from ..models.factory import build_seeded
+from .layers import Layer
 
-RESET_KINDS = ("random", "zero", "init:<checkpoint>", "interpolate:<alpha>[:<checkpoint>]")
+RESET_KINDS = ("random", "zero", "init:<checkpoint>", "interpolate:<alpha>[:<checkpoint>]", "remove")
 
 
 def reset_seed(seed: int, trial: int) -> int:
@@ -37,13 +41,19 @@ def reset_seed(seed: int, trial: int) -> int:
 
 
 class Reset:
-    """Base class. ``values(layer, trial)`` gives the layer's new parameters by name."""
+    """Base class. ``values(network, unit, trial)`` gives the unit's new parameters by name
+    (relative to the unit's module)."""
 
     name: str
     stochastic: bool = False  # do trials differ?
 
-    def values(self, network: nn.Module, layer: str, trial: int) -> dict[str, torch.Tensor]:
+    def values(self, network: nn.Module, unit: Layer, trial: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+
+def _params_of(network: nn.Module, unit: Layer) -> dict[str, torch.Tensor]:
+    module = network.get_submodule(unit.name)
+    return {n: module.get_parameter(n) for n in unit.parameter_names(module)}
 
 
 class RandomReset(Reset):
@@ -58,23 +68,36 @@ class RandomReset(Reset):
             self._fresh, self._trial = build_seeded(self.factory, reset_seed(self.seed, trial)), trial
         return self._fresh
 
-    def values(self, network, layer, trial):
-        return dict(self.fresh(trial).get_submodule(layer).named_parameters(recurse=False))
+    def values(self, network, unit, trial):
+        return _params_of(self.fresh(trial), unit)
 
 
 class ZeroReset(Reset):
     name = "zero"
 
-    def values(self, network, layer, trial):
-        return {k: torch.zeros_like(p) for k, p in network.get_submodule(layer).named_parameters(recurse=False)}
+    def values(self, network, unit, trial):
+        return {k: torch.zeros_like(p) for k, p in _params_of(network, unit).items()}
+
+
+class RemoveReset(Reset):
+    """The block's residual branch removed: its output parameters zeroed, so the block computes
+    exactly its shortcut (``RemovedBlock``)."""
+
+    name = "remove"
+
+    def values(self, network, unit, trial):
+        if not unit.remove:
+            raise LayercritError(f"--reset remove applies to residual blocks (--unit block), not to layer {unit.name}")
+        module = network.get_submodule(unit.name)
+        return {k: torch.zeros_like(module.get_parameter(k)) for k in unit.remove}
 
 
 class InitReset(Reset):
     def __init__(self, name: str, initial: nn.Module):
         self.name, self.initial = name, initial
 
-    def values(self, network, layer, trial):
-        return dict(self.initial.get_submodule(layer).named_parameters(recurse=False))
+    def values(self, network, unit, trial):
+        return _params_of(self.initial, unit)
 
 
 class InterpolateReset(Reset):
@@ -82,9 +105,9 @@ class InterpolateReset(Reset):
         self.name, self.alpha, self.target = name, alpha, target
         self.stochastic = target.stochastic
 
-    def values(self, network, layer, trial):
-        trained = dict(network.get_submodule(layer).named_parameters(recurse=False))
-        target = self.target.values(network, layer, trial)
+    def values(self, network, unit, trial):
+        trained = _params_of(network, unit)
+        target = self.target.values(network, unit, trial)
         return {k: torch.lerp(trained[k].detach(), target[k].to(trained[k]), self.alpha) for k in trained}
 
 
@@ -96,6 +119,8 @@ def parse_reset(spec: str, *, factory: Callable[[], nn.Module], seed: int,
         return RandomReset(factory, seed)
     if kind == "zero" and not arg:
         return ZeroReset()
+    if kind == "remove" and not arg:
+        return RemoveReset()
     if kind == "init" and arg:
         return InitReset(spec, _initial(factory, arg, trust_pickle))
     if kind == "interpolate" and arg:
@@ -118,9 +143,10 @@ def _initial(factory, path: str, trust_pickle: bool) -> nn.Module:
 
 
 @contextlib.contextmanager
-def layer_reset(network: nn.Module, layer: str, values: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Temporarily put ``values`` into ``layer``'s parameters; restore the trained ones after."""
-    params = dict(network.get_submodule(layer).named_parameters(recurse=False))
+def layer_reset(network: nn.Module, unit: str, values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily put ``values`` into the parameters of module ``unit`` they name; restore after."""
+    module = network.get_submodule(unit)
+    params = {k: module.get_parameter(k) for k in values}
     saved = {k: p.detach().clone() for k, p in params.items()}
     try:
         with torch.no_grad():

@@ -24,8 +24,11 @@ def to_paper_layout(tidy: pd.DataFrame, reset: str = "random") -> pd.DataFrame:
     return df[PAPER_COLUMNS].reset_index(drop=True)
 
 
-def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str = "random") -> pd.DataFrame:
-    """Write the database's results to ``out`` (.csv or .parquet); returns the written table."""
+def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str = "random",
+           unit: str | None = None) -> pd.DataFrame:
+    """Write the database's results to ``out`` (.csv or .parquet); returns the written table.
+
+    ``unit`` keeps only "layer" or "block" rows (default: all for tidy, layers for the paper layout)."""
     out = Path(out)
     if out.suffix not in (".csv", ".parquet"):
         raise LayercritError(f"--out {out}: use a .csv or .parquet file name")
@@ -33,10 +36,13 @@ def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str 
         raise LayercritError(f"--layout {layout}: use tidy or paper")
     if not out.parent.is_dir():
         raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
+    if unit is None and layout == "paper":
+        unit = "layer"
     with ResultStore(db, create=False) as store:
-        tidy = store.results()
+        tidy = store.results(unit=unit)
     if tidy.empty:
-        raise LayercritError(f"{db} holds no results yet: run `layercrit measure` first")
+        raise LayercritError(f"{db} holds no {unit + ' ' if unit else ''}results yet: run `layercrit measure`"
+                             f"{' --unit ' + unit if unit else ''} first")
     table = to_paper_layout(tidy, reset) if layout == "paper" else tidy
     if table.empty:
         raise LayercritError(f"{db} holds no '{reset}' rows for the paper layout: pick one with --reset")

@@ -22,7 +22,8 @@ from ..errors import LayercritError
 
 METRICS = ("top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_l1_err", "pred_l2_err", "pred_ce_loss",
            "pred_kl_div", "pred_agreement", "recovered_acc", "criticality", "criticality_ci")
-RESULT_COLUMNS = ("layer", "layer_index", "layer_type", "reset", "trial", *METRICS, "n_samples", "seconds")
+RESULT_COLUMNS = ("layer", "layer_index", "layer_type", "unit", "reset", "trial", *METRICS, "n_samples", "seconds")
+UNIT_COLUMN = "unit TEXT NOT NULL DEFAULT 'layer'"  # "layer" or "block"; databases from before blocks lack it
 BASELINE_METRICS = ("top1_acc", "top5_acc", "loss")
 
 _SCHEMA = f"""
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS results (
     layer TEXT NOT NULL,
     layer_index INTEGER NOT NULL,
     layer_type TEXT NOT NULL,
+    {UNIT_COLUMN},
     reset TEXT NOT NULL,
     trial INTEGER NOT NULL,
     {", ".join(f"{m} REAL" for m in METRICS)},
@@ -82,6 +84,10 @@ class ResultStore:
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30)
             self.conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(results)")}
+            if "unit" not in columns:  # a database written before block units existed
+                with self.conn:
+                    self.conn.execute(f"ALTER TABLE results ADD COLUMN {UNIT_COLUMN}")
         except sqlite3.DatabaseError as e:
             raise LayercritError(f"{self.path} is not a layercrit results database ({e}): choose another --db") from None
 
@@ -161,14 +167,21 @@ class ResultStore:
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY run_id", self.conn)
 
-    def results(self, model_ids: list[str] | None = None) -> pd.DataFrame:
-        """Tidy table: one row per (model, layer, reset, trial), with the run's model info."""
+    def results(self, model_ids: list[str] | None = None, unit: str | None = None) -> pd.DataFrame:
+        """Tidy table: one row per (model, layer, reset, trial), with the run's model info.
+
+        ``unit`` keeps only "layer" or only "block" rows (default: both)."""
         query = ("SELECT r.model_id, r.category, r.model_spec, x.* , r.base_top1_acc FROM results x "
                  "JOIN runs r USING (run_id)")
-        params: tuple = ()
+        where, params = [], ()
         if model_ids:
-            query += f" WHERE r.model_id IN ({', '.join('?' * len(model_ids))})"
+            where.append(f"r.model_id IN ({', '.join('?' * len(model_ids))})")
             params = tuple(model_ids)
+        if unit:
+            where.append("x.unit = ?")
+            params += (unit,)
+        if where:
+            query += " WHERE " + " AND ".join(where)
         df = pd.read_sql_query(query + " ORDER BY x.run_id, x.reset, x.trial, x.layer_index", self.conn, params=params)
         return df.drop(columns=["created"])
 

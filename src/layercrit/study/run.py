@@ -131,3 +131,32 @@ def write_metadata(study: Study, summary: list[dict], db: Path) -> Path:
         w.writeheader()
         w.writerows(rows.values())
     return path
+
+
+TRAINING_COLUMNS = ["model_id", "name", "category", "method", "status", "clean_test_acc", "robust_test_acc",
+                    "robust_eval", "epochs", "images_seen", "train_seconds", "images_per_second", "torch_threads"]
+
+
+def training_table(path: str | Path, runs: str | Path | None = None) -> "pd.DataFrame":
+    """One row per lab-trained model of a study: trained or not, clean and robust test accuracy,
+    epochs, images seen, training time (from each run's ``run.json``)."""
+    import pandas as pd
+
+    from ..train import read_sidecar
+
+    study = load_study(path, runs)
+    rows = []
+    for m in study.models:
+        if not m.method:
+            continue
+        out = study.runs / m.id
+        sc = read_sidecar(out) or {}
+        status = "trained" if sc else ("interrupted" if (out / "resume.pt").is_file() else "not trained")
+        robust = sc.get("robust_eval") or {}
+        rows.append({"model_id": m.id, "name": m.name, "category": m.category, "method": m.method, "status": status,
+                     "clean_test_acc": sc.get("clean_test_acc"), "robust_test_acc": sc.get("robust_test_acc"),
+                     "robust_eval": f"{robust['attack']}, eps {robust['eps']:.4g}, {robust['images']} images"
+                     if robust else None,
+                     **{k: sc.get(k) for k in ("epochs", "images_seen", "train_seconds", "images_per_second",
+                                               "torch_threads")}})
+    return pd.DataFrame(rows, columns=TRAINING_COLUMNS)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LayercritError
 from ..models import NormalizedModel, build_seeded, get_arch, save_safetensors, weights_checksum
+from ..models.checkpoint import ARCH_METADATA, CLASSES_METADATA, load_into, load_state_dict
 from . import data as tdata
 from .recipes import Phase, Recipe, TrainConfig, get_recipe, make_config
 
@@ -123,7 +124,7 @@ def train(method: str, data: str | Path, out: str | Path, *, progress: bool = Tr
     out = Path(out)
     done = read_sidecar(out)
     if done is not None:
-        if done.get("hyperparameters") != cfg.to_dict():
+        if not cfg.same_as(done.get("hyperparameters") or {}):
             raise LayercritError(f"{out} holds a finished {done.get('method')} run with other settings: "
                                  "use another --out, or delete that folder to retrain")
         return done
@@ -143,6 +144,8 @@ class _Run:
         arch = get_arch(cfg.arch)
         self.num_classes = self.train_data.num_classes
         net = build_seeded(lambda: arch.build(num_classes=self.num_classes), cfg.seed)
+        if cfg.init_from:  # fine-tuning: start from given weights instead of the seeded initialization
+            load_into(net, load_state_dict(cfg.init_from), cfg.init_from)
         if not isinstance(getattr(net, "fc", None), nn.Linear) and any(p.kind != "supervised" for p in recipe.phases):
             raise LayercritError(f"{cfg.method} needs an architecture whose classifier is a Linear `fc` "
                                  f"(e.g. cifar_resnet50); {cfg.arch} has none")
@@ -170,14 +173,15 @@ class _Run:
         if not path.is_file():
             if init.is_file() and weights_checksum_file(init) != weights_checksum(self.model.model):
                 raise LayercritError(f"{init} is not this run's initialization: use another --out or empty it")
-            save_safetensors(self.model.model, init, metadata={"method": self.cfg.method, "epoch": "0"})
+            save_safetensors(self.model.model, init, metadata={"method": self.cfg.method, "epoch": "0",
+                                                               **self._arch_metadata()})
             return
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             meta = json.loads(ckpt["meta"])
         except Exception as e:
             raise LayercritError(f"{path} is unreadable ({type(e).__name__}): delete it to restart the run") from None
-        if meta["config"] != self.cfg.to_dict():
+        if not self.cfg.same_as(meta["config"]):
             diff = sorted(k for k in meta["config"] if meta["config"][k] != self.cfg.to_dict().get(k))
             raise LayercritError(f"{self.out} holds an interrupted run with other settings ({', '.join(diff)}): "
                                  "use the same settings to resume, another --out, or delete the folder")
@@ -362,6 +366,10 @@ class _Run:
         return torch.cat(chunks), self.train_data.labels
 
     # --- evaluation and outputs ------------------------------------------------------------
+    def _arch_metadata(self) -> dict[str, str]:
+        """Makes the weights self-describing: ``file:model.safetensors`` loads without --arch."""
+        return {"arch": self.cfg.arch, ARCH_METADATA: self.cfg.arch, CLASSES_METADATA: str(self.num_classes)}
+
     def _final_model(self) -> NormalizedModel:
         return self.ema.module if self.ema is not None else self.model
 
@@ -407,7 +415,7 @@ class _Run:
         sidecar["torch_threads"] = torch.get_num_threads()
         sidecar["files"] = {"model": MODEL_FILE, "init": INIT_FILE}
         save_safetensors(model.model, self.out / MODEL_FILE,
-                         metadata={"method": cfg.method, "arch": cfg.arch, "epoch": str(self.state["epoch"])})
+                         metadata={"method": cfg.method, "epoch": str(self.state["epoch"]), **self._arch_metadata()})
         _write_json(sidecar, self.out / SIDECAR_FILE)
         (self.out / RESUME_FILE).unlink(missing_ok=True)
         return sidecar

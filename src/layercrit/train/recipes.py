@@ -48,9 +48,16 @@ class TrainConfig:
     eval_samples: int = 0           # test images for clean accuracy (0: all)
     robust_eval_samples: int = 500  # test images for PGD accuracy (adversarial methods)
     robust_eval_steps: int = 10     # PGD steps of the robustness evaluation (at the training eps)
+    init_from: str = ""             # start from these weights (.safetensors of arch), e.g. fine-tuning
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def same_as(self, stored: dict) -> bool:
+        """Whether a recorded configuration equals this one; keys it lacks (added to layercrit
+        later) count as their defaults, which reproduce the behaviour before they existed."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {**defaults, **stored} == self.to_dict()
 
 
 HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "method")

@@ -1,0 +1,92 @@
+"""Criticality-guided removal against the baselines, at equal numbers of removed blocks.
+
+For every model and every N: the greedy criticality rule, the weight-magnitude rule and the
+random rule (several seeds) each remove N blocks (:func:`layercrit.compress.compress`, with
+fine-tuning by the training lab); each variant's test top-1 before and after fine-tuning,
+parameters, FLOPs, and its CPU throughput relative to the full model (both measured in one
+run, at batch 1 and 64) go into one tidy table, one row per variant, appended as each variant
+completes (a rerun skips the rows present).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from ..data import EvalData
+from ..models import ModelBundle
+from .cost import throughput
+from .run import FINETUNED_DIR, MODEL_FILE, compress, top1
+from .select import without_blocks
+
+log = logging.getLogger("layercrit")
+
+COLUMNS = ["model_id", "rule", "seed", "n_removed", "blocks", "base_top1_acc", "top1_acc", "finetuned_top1_acc",
+           "base_params", "params", "params_ratio", "base_flops", "flops", "flops_ratio", "speedup_b1",
+           "speedup_b64", "test_samples", "finetune"]
+
+
+def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: EvalData, remove: list[int],
+                  random_seeds: int, out: str | Path, finetune: dict | None = None, speed_seconds: float = 3.0,
+                  keep_models: bool = False, progress: bool = False) -> pd.DataFrame:
+    """Run the comparison; rows go to ``out/compression.csv`` (returned as a DataFrame)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table_path = out / "compression.csv"
+    done = pd.read_csv(table_path) if table_path.is_file() else pd.DataFrame(columns=COLUMNS)
+    keys = {(r.model_id, r.rule, int(r.seed), int(r.n_removed)) for r in done.itertuples()}
+    plan = [(rule, seed) for rule, seeds in (("criticality", [0]), ("magnitude", [0]),
+                                             ("random", list(range(random_seeds)))) for seed in seeds]
+    work = out / "models"
+    work.mkdir(exist_ok=True)
+    for model_id, bundle in models.items():
+        base_acc = None
+        for n in remove:
+            for rule, seed in plan:
+                if (model_id, rule, seed, n) in keys:
+                    continue
+                folder = work / f"{model_id}-{rule}-s{seed}-n{n}"
+                shutil.rmtree(folder, ignore_errors=True)  # a variant interrupted before its row: start over
+                shutil.rmtree(folder.with_name(folder.name + ".partial"), ignore_errors=True)
+                base_acc = base_acc if base_acc is not None else top1(bundle, test_data)
+                info = compress(bundle, folder, rule=rule, remove=n, data=data, seed=seed, finetune=finetune,
+                                progress=progress)
+                small = without_blocks(bundle, info["removed_blocks"])
+                tuned = None
+                if "finetuned" in info:  # evaluated here on the same test images as before fine-tuning
+                    from ..models import create_model
+
+                    tuned = top1(create_model(f"file:{folder / FINETUNED_DIR / MODEL_FILE}"), test_data)
+                speed = {b: throughput({"full": bundle.model, "compressed": small.model}, bundle.input_size,
+                                       batch_size=b, seconds=speed_seconds) for b in (1, 64)}
+                row = {"model_id": model_id, "rule": rule, "seed": seed, "n_removed": n,
+                       "blocks": " ".join(info["removed_blocks"]), "base_top1_acc": base_acc,
+                       "top1_acc": top1(small, test_data),
+                       "finetuned_top1_acc": tuned,
+                       "base_params": info["params"]["base"], "params": info["params"]["compressed"],
+                       "params_ratio": info["params"]["compressed"] / info["params"]["base"],
+                       "base_flops": info["flops"]["base"], "flops": info["flops"]["compressed"],
+                       "flops_ratio": info["flops"]["compressed"] / info["flops"]["base"],
+                       "speedup_b1": speed[1]["compressed"] / speed[1]["full"],
+                       "speedup_b64": speed[64]["compressed"] / speed[64]["full"],
+                       "test_samples": len(test_data), "finetune": _describe(finetune)}
+                log.info(f"{model_id} {rule} s{seed} n{n}: {row['blocks']}: top-1 {row['top1_acc']:.2f}% "
+                         f"(fine-tuned {row['finetuned_top1_acc']}), x{row['speedup_b64']:.2f} at batch 64")
+                done = pd.concat([done, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True)
+                tmp = table_path.with_name(table_path.name + ".partial")
+                done.to_csv(tmp, index=False)
+                tmp.replace(table_path)
+                if not keep_models:
+                    shutil.rmtree(folder, ignore_errors=True)
+    if not keep_models and not any(work.iterdir()):
+        work.rmdir()
+    return done
+
+
+def _describe(finetune: dict | None) -> str:
+    if not finetune:
+        return "none"
+    shown = {k: v for k, v in finetune.items() if k not in ("data", "threads")}
+    return " ".join(f"{k}={v}" for k, v in shown.items())

@@ -1,0 +1,109 @@
+"""``compress()``: remove residual blocks by a rule, save the smaller model, optionally fine-tune it."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from ..data import EvalData
+from ..errors import LayercritError
+from ..models import ModelBundle, save_safetensors
+from ..models.checkpoint import ARCH_METADATA, CLASSES_METADATA
+from .cost import flops, parameter_count
+from .select import RULES, select_greedy, select_magnitude, select_random, without_blocks
+
+log = logging.getLogger("layercrit")
+
+MODEL_FILE = "model.safetensors"
+SIDECAR_FILE = "compress.json"
+FINETUNED_DIR = "finetuned"
+
+
+def top1(bundle: ModelBundle, data: EvalData) -> float:
+    """Top-1 accuracy (%) of ``bundle`` on ``data`` (the training lab's evaluation)."""
+    from ..train.loop import accuracy
+
+    return accuracy(bundle.model, data)
+
+
+def choose_blocks(bundle: ModelBundle, rule: str, *, remove: int | None, max_drop: float | None,
+                  data: EvalData | None, seed: int = 0, batch_size: int = 128, device: str = "cpu",
+                  progress: bool = False) -> tuple[list[str], dict]:
+    """The blocks ``rule`` removes, and what the choice was based on (for the sidecar)."""
+    if rule not in RULES:
+        raise LayercritError(f"unknown rule '{rule}': use {', '.join(RULES)}")
+    if rule != "criticality":
+        if remove is None or max_drop is not None:
+            raise LayercritError(f"--rule {rule} takes --remove N (only the criticality rule measures, so only it "
+                                 "can stop at --max-drop)")
+        blocks = select_random(bundle, remove, seed) if rule == "random" else select_magnitude(bundle, remove)
+        return blocks, {}
+    if data is None:
+        raise LayercritError("the criticality rule measures blocks: give --data (selection images)")
+    result = select_greedy(bundle, data, remove=remove, max_drop=max_drop, batch_size=batch_size, device=device,
+                           progress=progress)
+    return result.removed, {"selection_top1_acc": result.base_top1_acc, "steps": result.steps.to_dict("records")}
+
+
+def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality", remove: int | None = None,
+             max_drop: float | None = None, data: EvalData | None = None, test_data: EvalData | None = None,
+             seed: int = 0, batch_size: int = 128, device: str = "cpu", finetune: dict | None = None,
+             progress: bool = False) -> dict:
+    """Remove blocks of ``bundle`` by ``rule`` and save the smaller model into ``out``.
+
+    ``out`` gets ``model.safetensors`` (self-describing: ``file:out/model.safetensors`` loads it
+    as its architecture variant) and ``compress.json`` (blocks removed, the greedy steps,
+    parameters, FLOPs, test top-1 where ``test_data`` is given). ``finetune`` (keyword arguments
+    of :func:`layercrit.train.train` plus ``method`` and ``data``, the CIFAR-10 root) fine-tunes
+    the compressed model with the training lab into ``out/finetuned``. Everything is written
+    into ``out.partial`` first and renamed when complete; a rerun after an interruption reuses it.
+    """
+    out = Path(out)
+    if out.exists():
+        raise LayercritError(f"{out} exists already: choose another --out, or delete it")
+    if not out.parent.is_dir():
+        raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
+    blocks, basis = choose_blocks(bundle, rule, remove=remove, max_drop=max_drop, data=data, seed=seed,
+                                  batch_size=batch_size, device=device, progress=progress)
+    small = without_blocks(bundle, blocks)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(exist_ok=True)
+    save_safetensors(small.network, tmp / MODEL_FILE,
+                     metadata={ARCH_METADATA: small.arch, CLASSES_METADATA: str(small.num_classes),
+                               "layercrit.base_spec": bundle.spec, "layercrit.removed_blocks": ",".join(blocks)})
+    size = bundle.input_size
+    info = {"base_spec": bundle.spec, "base_arch": bundle.arch, "arch": small.arch, "rule": rule, "seed": seed,
+            "remove": remove, "max_drop": max_drop, "removed_blocks": blocks, **basis,
+            "params": {"base": parameter_count(bundle.network), "compressed": parameter_count(small.network)},
+            "flops": {"base": flops(bundle.network, size), "compressed": flops(small.network, size)},
+            "model": MODEL_FILE}
+    if test_data is not None:
+        info["test"] = {"samples": len(test_data), "base_top1_acc": top1(bundle, test_data),
+                        "top1_acc": top1(small, test_data)}
+    if finetune:
+        from ..train import train
+
+        options = dict(finetune)
+        method, root = options.pop("method", "standard"), options.pop("data")
+        sidecar = train(method, root, tmp / FINETUNED_DIR, arch=small.arch, init_from=str(tmp / MODEL_FILE),
+                        progress=progress, **options)
+        info["finetuned"] = {"method": method, "dir": FINETUNED_DIR, "clean_test_acc": sidecar["clean_test_acc"],
+                             "epochs": sidecar["hyperparameters"]["epochs"], "lr": sidecar["hyperparameters"]["lr"],
+                             "train_samples": sidecar["hyperparameters"]["train_samples"],
+                             "seconds": sidecar.get("train_seconds")}
+    (tmp / SIDECAR_FILE).write_text(json.dumps(info, indent=2, default=float))
+    if finetune:  # the fine-tuned model's init_from points into the temporary folder: record the final one
+        _repoint(tmp / FINETUNED_DIR, tmp, out)
+    shutil.move(str(tmp), str(out))
+    log.info(f"removed {len(blocks)} block(s) ({', '.join(blocks) or 'none'}): "
+             f"{info['params']['compressed'] / info['params']['base']:.1%} of the parameters, "
+             f"{info['flops']['compressed'] / info['flops']['base']:.1%} of the FLOPs; saved to {out}")
+    return info
+
+
+def _repoint(run_dir: Path, tmp: Path, out: Path) -> None:
+    path = run_dir / "run.json"
+    sidecar = json.loads(path.read_text())
+    sidecar["hyperparameters"]["init_from"] = str(out / MODEL_FILE)
+    path.write_text(json.dumps(sidecar, indent=2))
