@@ -182,5 +182,12 @@ def test_compress_compare_table_plot_and_resume(tiny_cifar, tmp_path):
     assert (out / "accuracy_vs_speed.png").is_file() and not (out / "models").exists()
     before = (out / "compression.csv").read_text()
     assert run_cli(*args).returncode == 0 and (out / "compression.csv").read_text() == before  # all rows present
+    proc = run_cli(*args, "--remeasure-speed")
+    assert proc.returncode == 0 and "speed-ups of 4 variants" in proc.stdout, proc.stderr
+    again = pd.read_csv(out / "compression.csv")
+    pd.testing.assert_frame_equal(again.drop(columns=["speedup_b1", "speedup_b64"]),
+                                  table.drop(columns=["speedup_b1", "speedup_b64"]))
+    assert (again["speedup_b1"] > 0).all() and not again[["speedup_b1", "speedup_b64"]].equals(
+        table[["speedup_b1", "speedup_b64"]])  # measured anew
     bad = run_cli("compress-compare", "--model", "nospec", "--data", str(tiny_cifar), "--out", str(tmp_path / "b"))
     assert bad.returncode == 2 and "ID=SPEC" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

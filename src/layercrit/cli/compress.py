@@ -78,6 +78,9 @@ def register(sub) -> None:
     k.add_argument("--finetune-method", default="standard")
     k.add_argument("--speed-seconds", type=float, default=3.0, help="timing per model and batch size (default 3)")
     k.add_argument("--threads", type=int, help="torch CPU threads (fix it: speed-ups depend on it)")
+    k.add_argument("--remeasure-speed", action="store_true",
+                   help="only measure the speed-ups of the variants in OUT/compression.csv again (e.g. on a quiet "
+                        "machine), then rewrite the summary and figure")
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: compression.csv (rerun resumes), compression_summary.csv, compression.md, "
@@ -155,6 +158,16 @@ def run_compare(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     models = {i: create_model(s, arch=args.arch, name=i) for i, s in specs.items()}
+    if args.remeasure_speed:
+        from ..compress.compare import remeasure_speed
+
+        if not (Path(args.out) / "compression.csv").is_file():
+            raise LayercritError(f"{args.out}/compression.csv not found: run the comparison first")
+        table = remeasure_speed(models, args.out, speed_seconds=args.speed_seconds)
+        write_comparison(table, Path(args.out))
+        print(f"measured the speed-ups of {table['model_id'].isin(list(models)).sum()} variants again "
+              f"in {args.out}/compression.csv")
+        return 0
     size = next(iter(models.values())).input_size
     progress = not args.no_progress
     selection = load_data(root / "train", input_size=size, samples=args.selection_samples, seed=args.seed,

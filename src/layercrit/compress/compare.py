@@ -54,13 +54,12 @@ def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: 
                 info = compress(bundle, folder, rule=rule, remove=n, data=data, seed=seed, finetune=finetune,
                                 progress=progress)
                 small = without_blocks(bundle, info["removed_blocks"])
+                speed = speedups(bundle, small, speed_seconds)
                 tuned = None
                 if "finetuned" in info:  # evaluated here on the same test images as before fine-tuning
                     from ..models import create_model
 
                     tuned = top1(create_model(f"file:{folder / FINETUNED_DIR / MODEL_FILE}"), test_data)
-                speed = {b: throughput({"full": bundle.model, "compressed": small.model}, bundle.input_size,
-                                       batch_size=b, seconds=speed_seconds) for b in (1, 64)}
                 row = {"model_id": model_id, "rule": rule, "seed": seed, "n_removed": n,
                        "blocks": " ".join(info["removed_blocks"]), "base_top1_acc": base_acc,
                        "top1_acc": top1(small, test_data),
@@ -69,20 +68,49 @@ def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: 
                        "params_ratio": info["params"]["compressed"] / info["params"]["base"],
                        "base_flops": info["flops"]["base"], "flops": info["flops"]["compressed"],
                        "flops_ratio": info["flops"]["compressed"] / info["flops"]["base"],
-                       "speedup_b1": speed[1]["compressed"] / speed[1]["full"],
-                       "speedup_b64": speed[64]["compressed"] / speed[64]["full"],
+                       **speed,
                        "test_samples": len(test_data), "finetune": _describe(finetune)}
                 log.info(f"{model_id} {rule} s{seed} n{n}: {row['blocks']}: top-1 {row['top1_acc']:.2f}% "
                          f"(fine-tuned {row['finetuned_top1_acc']}), x{row['speedup_b64']:.2f} at batch 64")
                 done = pd.concat([done, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True)
-                tmp = table_path.with_name(table_path.name + ".partial")
-                done.to_csv(tmp, index=False)
-                tmp.replace(table_path)
+                _write(done, table_path)
                 if not keep_models:
                     shutil.rmtree(folder, ignore_errors=True)
     if not keep_models and not any(work.iterdir()):
         work.rmdir()
     return done
+
+
+def speedups(bundle: ModelBundle, small: ModelBundle, seconds: float) -> dict[str, float]:
+    """Throughput of ``small`` over ``bundle``'s, both measured in one run, at batch 1 and 64."""
+    out = {}
+    for b in (1, 64):
+        rates = throughput({"full": bundle.model, "compressed": small.model}, bundle.input_size, batch_size=b,
+                           seconds=seconds)
+        out[f"speedup_b{b}"] = rates["compressed"] / rates["full"]
+    return out
+
+
+def remeasure_speed(models: dict[str, ModelBundle], out: str | Path, *, speed_seconds: float = 3.0) -> pd.DataFrame:
+    """Measure the speed-ups of every variant in ``out/compression.csv`` again (e.g. on a quieter
+    machine): they depend only on which blocks are gone, so the variants are rebuilt, not retrained."""
+    table_path = Path(out) / "compression.csv"
+    table = pd.read_csv(table_path)
+    for i, r in table.iterrows():
+        if r["model_id"] not in models:
+            continue
+        bundle = models[r["model_id"]]
+        blocks = str(r["blocks"]).split() if isinstance(r["blocks"], str) else []
+        for k, v in speedups(bundle, without_blocks(bundle, blocks), speed_seconds).items():
+            table.loc[i, k] = v
+        _write(table, table_path)
+    return table
+
+
+def _write(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def _describe(finetune: dict | None) -> str:
