@@ -57,18 +57,24 @@ def test_discovery_finds_the_blocks_in_forward_order():
 
 def _explicit_shortcut(block, x):
     """What a block without its residual branch computes, written out by hand per block type."""
-    if isinstance(block, torchvision.models.resnet.Bottleneck | torchvision.models.resnet.BasicBlock):
+    from timm.models import resnet as timm_resnet
+
+    if isinstance(block, torchvision.models.resnet.Bottleneck | torchvision.models.resnet.BasicBlock
+                  | timm_resnet.Bottleneck | timm_resnet.BasicBlock):
         return torch.relu(block.downsample(x) if block.downsample is not None else x)
     return x  # a pre-norm transformer block: x + 0 + 0
 
 
-@pytest.mark.parametrize("case", ["cifar_resnet50", "resnet18", "vit"])
+@pytest.mark.parametrize("case", ["cifar_resnet50", "resnet18", "timm_resnet26", "timm_resnet18", "vit"])
 def test_removing_a_block_equals_the_explicit_shortcut_computation(case):
     torch.manual_seed(0)
     if case == "cifar_resnet50":
         net, size, names = _trained_like(lc.create_model("arch:cifar_resnet50").network), 32, ["layer2.0", "layer3.3"]
     elif case == "resnet18":
         net, size, names = _trained_like(torchvision.models.resnet18(num_classes=10)), 64, ["layer2.0", "layer4.1"]
+    elif case.startswith("timm_"):  # timm's Bottleneck (act3) and BasicBlock (act2)
+        net = _trained_like(timm.create_model(case[5:], num_classes=10))
+        size, names = 64, ["layer1.0", "layer2.0", "layer3.1"]
     else:
         net, size, names = _vit().eval(), 32, ["blocks.0", "blocks.7"]
     x = torch.rand(3, 3, size, size)

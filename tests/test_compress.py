@@ -53,7 +53,7 @@ def test_greedy_remove_1_takes_the_block_of_lowest_measured_criticality(tiny_cif
     ckpt = _save(bundle, tmp_path / "m.safetensors")
     measured = lc.measure(bundle, str(tiny_cifar / "train"), unit="block", reset="remove", samples=None,
                           progress=False)
-    lowest = measured.sort_values("criticality").iloc[0]
+    lowest = measured.sort_values(["criticality", "layer_index"]).iloc[0]
     assert measured["criticality"].nunique() > 1 and lowest["criticality"] < measured["criticality"].iloc[1:].max()
     out = tmp_path / "c1"
     proc = run_cli("compress", "--model", f"file:{ckpt}", "--arch", "cifar_resnet50", "--num-classes", "3",
@@ -94,8 +94,14 @@ def test_greedy_remeasures_after_each_removal_and_respects_max_drop(tiny_cifar):
     again = lc.measure(without_blocks(bundle, result.removed[:1]), data, unit="block", reset="remove",
                        samples=None, progress=False)
     assert result.removed[1] == again.sort_values(["criticality", "layer_index"]).iloc[0]["layer"]
-    capped = select_greedy(bundle, data, max_drop=0.0)
-    assert all(capped.base_top1_acc - acc <= 0 for acc in capped.steps["top1_acc"])
+    # --max-drop: allow exactly the first step's loss; greedy then stops before the first removal beyond it
+    first_loss = result.base_top1_acc - result.steps["top1_acc"].iloc[0]
+    capped = select_greedy(bundle, data, max_drop=first_loss + 1e-9)
+    assert len(capped.steps) >= 1 and capped.removed[0] == result.removed[0]
+    assert all(capped.base_top1_acc - acc <= first_loss + 1e-9 for acc in capped.steps["top1_acc"])
+    nxt = lc.measure(without_blocks(bundle, capped.removed), data, unit="block", reset="remove", samples=None,
+                     progress=False).sort_values(["criticality", "layer_index"]).iloc[0]
+    assert capped.base_top1_acc - nxt["top1_acc"] > first_loss + 1e-9  # why it stopped
 
 
 def test_baseline_rules(tiny_cifar):
@@ -154,6 +160,34 @@ def test_compress_bad_inputs_are_one_line_and_write_nothing(tiny_cifar, tmp_path
         assert not out.exists() and not (tmp_path / "o.partial").exists()
     proc = run_cli(*base, "--remove", "1", "--out", str(tmp_path / "taken"))
     assert proc.returncode == 2 and "exists already" in proc.stderr
+    for extra, words in [(["--layers", "layer4.*"], "do not apply"), (["--remove", "0"], "between 1 and 15"),
+                         (["--finetune-epochs", "1", "--finetune-data", str(tmp_path / "nope")], "no train/ folder"),
+                         (["--finetune-epochs", "1", "--finetune-data", str(tiny_cifar), "--finetune-method", "sgdx"],
+                          "sgdx")]:
+        proc = run_cli(*base, "--remove", "1", *extra, "--out", str(tmp_path / "o"))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
+        assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_saved_model_keeps_its_input_normalization_and_stale_partials_go(tiny_cifar, tmp_path):
+    bundle = _bundle(tiny_cifar / "train")
+    x = torch.rand(2, 3, 32, 32)
+    for mean_std in [(None, None), ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))]:
+        bundle.model = lc.models.NormalizedModel(bundle.network, *mean_std).eval()
+        out = tmp_path / f"n{mean_std[0] is None}"
+        out.with_name(out.name + ".partial").mkdir()
+        (out.with_name(out.name + ".partial") / "junk.txt").write_text("from an earlier run of another model")
+        compress(bundle, out, rule="random", remove=1, seed=0)
+        assert not (out / "junk.txt").exists() and not (out / "in-progress.json").exists()
+        loaded = lc.create_model(f"file:{out / 'model.safetensors'}")
+        assert loaded.model.normalize == (mean_std[0] is not None)
+        with torch.no_grad():
+            expected = without_blocks(bundle, json.loads((out / "compress.json").read_text())["removed_blocks"])
+            torch.testing.assert_close(loaded.model(x), expected.model(x))
+    with pytest.raises(lc.LayercritError, match="normalization"):  # fine-tuning would train with other inputs
+        compress(bundle, tmp_path / "ft", rule="random", remove=1, finetune={"data": tiny_cifar, "epochs": 1})
+
 
 
 def test_compress_compare_table_plot_and_resume(tiny_cifar, tmp_path):
@@ -189,5 +223,13 @@ def test_compress_compare_table_plot_and_resume(tiny_cifar, tmp_path):
                                   table.drop(columns=["speedup_b1", "speedup_b64"]))
     assert (again["speedup_b1"] > 0).all() and not again[["speedup_b1", "speedup_b64"]].equals(
         table[["speedup_b1", "speedup_b64"]])  # measured anew
+    other = _bundle(tiny_cifar / "train")
+    with torch.no_grad():
+        other.network.fc.bias.add_(1.0)
+    ckpt2 = _save(other, tmp_path / "m2.safetensors")
+    proc = run_cli(*[a if a != f"tiny=file:{ckpt}" else f"tiny=file:{ckpt2}" for a in args])
+    assert proc.returncode == 2 and "other weights" in proc.stderr  # no rows of another model under one id
+    proc = run_cli(*[a if a != "16" else "8" for a in args])
+    assert proc.returncode == 2 and "finetune" in proc.stderr  # nor rows of other fine-tuning settings
     bad = run_cli("compress-compare", "--model", "nospec", "--data", str(tiny_cifar), "--out", str(tmp_path / "b"))
     assert bad.returncode == 2 and "ID=SPEC" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -99,6 +99,8 @@ def run_compress(args) -> int:
 
     if args.remove is None and args.max_drop is None:
         raise LayercritError("say how much to remove: --remove N (blocks) or --max-drop PP (accuracy points)")
+    if args.unit != "layer" or args.layers or args.types != "conv,linear":
+        raise LayercritError("compress chooses among all residual blocks: --unit, --types and --layers do not apply")
     if args.finetune_epochs and not args.finetune_data:
         raise LayercritError("--finetune-epochs needs --finetune-data (a CIFAR-10 root with train/ and test/)")
     if args.finetune_epochs < 0:

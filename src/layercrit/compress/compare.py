@@ -34,6 +34,8 @@ def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: 
     """Run the comparison; rows go to ``out/compression.csv`` (returned as a DataFrame)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, models, {"selection_data": data.fingerprint, "test_data": test_data.fingerprint,
+                                  "finetune": _describe(finetune)})
     table_path = out / "compression.csv"
     done = pd.read_csv(table_path) if table_path.is_file() else pd.DataFrame(columns=COLUMNS)
     keys = {(r.model_id, r.rule, int(r.seed), int(r.n_removed)) for r in done.itertuples()}
@@ -84,8 +86,9 @@ def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: 
 def speedups(bundle: ModelBundle, small: ModelBundle, seconds: float) -> dict[str, float]:
     """Throughput of ``small`` over ``bundle``'s, both measured in one run, at batch 1 and 64."""
     out = {}
+    full, compressed = bundle.model.cpu(), small.model.cpu()  # CPU inference speed, whatever measured blocks
     for b in (1, 64):
-        rates = throughput({"full": bundle.model, "compressed": small.model}, bundle.input_size, batch_size=b,
+        rates = throughput({"full": full, "compressed": compressed}, bundle.input_size, batch_size=b,
                            seconds=seconds)
         out[f"speedup_b{b}"] = rates["compressed"] / rates["full"]
     return out
@@ -95,6 +98,7 @@ def remeasure_speed(models: dict[str, ModelBundle], out: str | Path, *, speed_se
     """Measure the speed-ups of every variant in ``out/compression.csv`` again (e.g. on a quieter
     machine): they depend only on which blocks are gone, so the variants are rebuilt, not retrained."""
     table_path = Path(out) / "compression.csv"
+    _check_settings(Path(out), models, None)
     table = pd.read_csv(table_path)
     for i, r in table.iterrows():
         if r["model_id"] not in models:
@@ -105,6 +109,35 @@ def remeasure_speed(models: dict[str, ModelBundle], out: str | Path, *, speed_se
             table.loc[i, k] = v
         _write(table, table_path)
     return table
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def _check_settings(out: Path, models: dict[str, ModelBundle], settings: dict | None) -> None:
+    """Refuse to mix rows of other weights or other settings into one comparison (``settings``
+    None: only check the models). Models may be added to a comparison later."""
+    import json
+
+    from ..errors import LayercritError
+
+    path = out / SETTINGS_FILE
+    stored = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    weights = {i: b.checksum() for i, b in models.items()}
+    changed = [i for i, c in weights.items() if stored["models"].get(i, c) != c]
+    if changed:
+        raise LayercritError(f"{out} holds rows of other weights under the id(s) {', '.join(changed)}: "
+                             "use other ids or another --out")
+    if settings is None:
+        return
+    differ = [k for k, v in settings.items() if k in stored and stored[k] != v]
+    if differ:
+        raise LayercritError(f"{out} holds a comparison with other {', '.join(differ)} settings: use the same "
+                             "options, or another --out")
+    stored = {**stored, **settings, "models": {**stored["models"], **weights}}
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(stored, indent=2))
+    tmp.replace(path)
 
 
 def _write(table: pd.DataFrame, path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data import EvalData
 from ..errors import LayercritError
 from ..models import ModelBundle, save_safetensors
-from ..models.checkpoint import ARCH_METADATA, CLASSES_METADATA
+from ..models.checkpoint import describe_weights
 from .cost import flops, parameter_count
 from .select import RULES, select_greedy, select_magnitude, select_random, without_blocks
 
@@ -18,10 +18,11 @@ log = logging.getLogger("layercrit")
 MODEL_FILE = "model.safetensors"
 SIDECAR_FILE = "compress.json"
 FINETUNED_DIR = "finetuned"
+STAMP_FILE = "in-progress.json"  # what OUT.partial holds the work of
 
 
 def top1(bundle: ModelBundle, data: EvalData) -> float:
-    """Top-1 accuracy (%) of ``bundle`` on ``data`` (the training lab's evaluation)."""
+    """Top-1 accuracy (%) of ``bundle`` on ``data`` (the training lab's evaluation, on the model's device)."""
     from ..train.loop import accuracy
 
     return accuracy(bundle.model, data)
@@ -57,20 +58,30 @@ def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality",
     parameters, FLOPs, test top-1 where ``test_data`` is given). ``finetune`` (keyword arguments
     of :func:`layercrit.train.train` plus ``method`` and ``data``, the CIFAR-10 root) fine-tunes
     the compressed model with the training lab into ``out/finetuned``. Everything is written
-    into ``out.partial`` first and renamed when complete; a rerun after an interruption reuses it.
+    into ``out.partial`` first and renamed when complete. A rerun after an interruption chooses
+    the blocks again (deterministically) and, where base weights, blocks and fine-tuning options
+    are the same, continues the fine-tuning in ``out.partial``; anything else there is discarded.
     """
     out = Path(out)
     if out.exists():
         raise LayercritError(f"{out} exists already: choose another --out, or delete it")
     if not out.parent.is_dir():
         raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
+    if finetune:
+        _check_finetune(bundle, finetune)  # before the (long) selection
     blocks, basis = choose_blocks(bundle, rule, remove=remove, max_drop=max_drop, data=data, seed=seed,
                                   batch_size=batch_size, device=device, progress=progress)
     small = without_blocks(bundle, blocks)
     tmp = out.with_name(out.name + ".partial")
+    stamp = json.dumps({"base_weights": bundle.checksum(), "blocks": blocks, "rule": rule,
+                        "finetune": {k: v for k, v in (finetune or {}).items() if k != "threads"}},
+                       sort_keys=True, default=str)
+    if tmp.exists() and not ((tmp / STAMP_FILE).is_file() and (tmp / STAMP_FILE).read_text() == stamp):
+        shutil.rmtree(tmp)  # left by a run of another model or other options
     tmp.mkdir(exist_ok=True)
+    (tmp / STAMP_FILE).write_text(stamp)
     save_safetensors(small.network, tmp / MODEL_FILE,
-                     metadata={ARCH_METADATA: small.arch, CLASSES_METADATA: str(small.num_classes),
+                     metadata={**describe_weights(small.arch, small.num_classes, *_normalization(bundle)),
                                "layercrit.base_spec": bundle.spec, "layercrit.removed_blocks": ",".join(blocks)})
     size = bundle.input_size
     info = {"base_spec": bundle.spec, "base_arch": bundle.arch, "arch": small.arch, "rule": rule, "seed": seed,
@@ -95,11 +106,43 @@ def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality",
     (tmp / SIDECAR_FILE).write_text(json.dumps(info, indent=2, default=float))
     if finetune:  # the fine-tuned model's init_from points into the temporary folder: record the final one
         _repoint(tmp / FINETUNED_DIR, tmp, out)
+    (tmp / STAMP_FILE).unlink()
     shutil.move(str(tmp), str(out))
     log.info(f"removed {len(blocks)} block(s) ({', '.join(blocks) or 'none'}): "
              f"{info['params']['compressed'] / info['params']['base']:.1%} of the parameters, "
              f"{info['flops']['compressed'] / info['flops']['base']:.1%} of the FLOPs; saved to {out}")
     return info
+
+
+def _check_finetune(bundle: ModelBundle, finetune: dict) -> None:
+    from ..models import get_arch
+    from ..train import get_recipe
+
+    if "data" not in finetune:
+        raise LayercritError("fine-tuning needs data: the CIFAR-10 root (--finetune-data)")
+    root = Path(finetune["data"])
+    if not ((root / "train").is_dir() or (root / "cifar-10-batches-py").is_dir()):
+        raise LayercritError(f"--finetune-data {root}: no train/ folder or cifar-10-batches-py there: give the "
+                             "CIFAR-10 root, e.g. ../shared/data/cifar10")
+    get_recipe(finetune.get("method", "standard"))  # unknown method: one clear error
+    arch = get_arch(bundle.arch)
+    if not _close(_normalization(bundle), arch):
+        raise LayercritError(f"fine-tuning trains with {bundle.arch}'s input normalization, which this model does not "
+                             "use: compress without fine-tuning, or fine-tune it yourself")
+
+
+def _close(norm: tuple, arch) -> bool:
+    mean, std = norm
+    if mean is None:
+        return False
+    return all(abs(a - b) < 1e-6 for a, b in zip([*mean, *std], [*arch.mean, *arch.std]))
+
+
+def _normalization(bundle: ModelBundle) -> tuple:
+    model = bundle.model
+    if not model.normalize:
+        return None, None
+    return model.mean.flatten().tolist(), model.std.flatten().tolist()
 
 
 def _repoint(run_dir: Path, tmp: Path, out: Path) -> None:

@@ -30,6 +30,8 @@ def without_blocks(bundle: ModelBundle, blocks: list[str]) -> ModelBundle:
     variant (``<arch>:remove=...``), whose factory builds the same smaller network."""
     if not blocks:
         return bundle
+    order = {b: i for i, b in enumerate(block_names(bundle))}
+    blocks = sorted(blocks, key=lambda b: order.get(b, len(order)))  # one name per network: forward order
     model = copy.deepcopy(bundle.model)
     remove_blocks(model.model, list(blocks))
     arch = variant_name(bundle.arch, list(blocks))
@@ -44,7 +46,7 @@ def block_names(bundle: ModelBundle) -> list[str]:
 
 def _check_count(bundle: ModelBundle, n: int) -> list[str]:
     names = block_names(bundle)
-    if not 0 <= n < len(names):
+    if not 1 <= n < len(names):
         raise LayercritError(f"cannot remove {n} of the {len(names)} residual blocks of {bundle.model_id}: "
                              f"choose --remove between 1 and {len(names) - 1}")
     return names

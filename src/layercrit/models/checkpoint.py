@@ -9,6 +9,7 @@ import hashlib
 import pickle
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,20 +125,50 @@ def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str
 
 ARCH_METADATA = "layercrit.arch"  # safetensors metadata keys that make a checkpoint self-describing
 CLASSES_METADATA = "layercrit.num_classes"
+NORMALIZATION_METADATA = "layercrit.normalization"  # JSON [mean, std], or "none" for raw [0, 1] input
 
 
-def checkpoint_arch(path: str | Path) -> tuple[str | None, int | None]:
-    """(architecture, class count) recorded in a .safetensors file's metadata, else (None, None)."""
+def describe_weights(arch: str, num_classes: int, mean, std) -> dict[str, str]:
+    """safetensors metadata with which ``file:`` loads the weights without --arch/--mean/--std."""
+    import json
+
+    norm = "none" if mean is None or std is None else json.dumps([[float(v) for v in mean], [float(v) for v in std]])
+    return {"arch": arch, ARCH_METADATA: arch, CLASSES_METADATA: str(num_classes), NORMALIZATION_METADATA: norm}
+
+
+@dataclass
+class CheckpointInfo:
+    """What a .safetensors file written by layercrit records about its network (None: not recorded)."""
+
+    arch: str | None = None
+    num_classes: int | None = None
+    normalization: tuple | None = None  # (mean, std), or (None, None) for raw input; None: not recorded
+
+
+def checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Read the metadata of a .safetensors file (anything else, or unreadable: nothing recorded)."""
+    import json
+
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
-        return None, None
+        return CheckpointInfo()
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception:
-        return None, None  # unreadable: the regular load reports it
+        return CheckpointInfo()  # unreadable: the regular load reports it
     classes = meta.get(CLASSES_METADATA)
+    norm, recorded = None, meta.get(NORMALIZATION_METADATA)
+    if recorded == "none":
+        norm = (None, None)
+    elif recorded:
+        try:
+            mean, std = json.loads(recorded)
+            norm = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        except (ValueError, TypeError):
+            raise LayercritError(f"{path}: unreadable {NORMALIZATION_METADATA} metadata {recorded!r}: "
+                                 "pass --mean and --std") from None
     arch = meta.get(ARCH_METADATA) or meta.get("arch")  # "arch": what the training lab has always written
-    return arch, int(classes) if classes and classes.isdigit() else None
+    return CheckpointInfo(arch, int(classes) if classes and classes.isdigit() else None, norm)

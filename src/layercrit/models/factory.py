@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LayercritError
-from .checkpoint import checkpoint_arch, load_into, load_state_dict, weights_checksum
+from .checkpoint import checkpoint_info, load_into, load_state_dict, weights_checksum
 from .registry import ArchSpec, get_arch
 from .wrapper import NormalizedModel
 
@@ -75,15 +75,18 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
         net = build_seeded(_factory(a, nc), init_seed)
         default_id = rest
     elif kind == "file":
-        recorded_arch, recorded_classes = checkpoint_arch(rest)  # files written by layercrit name their arch
-        arch = arch or recorded_arch
+        recorded = checkpoint_info(rest)  # files written by layercrit record arch, classes, normalization
+        arch = arch or recorded.arch
         if not arch:
             raise LayercritError(f"{spec} needs --arch <architecture> to know what network the weights belong to")
         a = get_arch(arch)
-        nc = num_classes or recorded_classes or a.num_classes
-        state = load_state_dict(rest, trust_pickle=trust_pickle)
-        net = build_seeded(_factory(a, nc), init_seed)
-        load_into(net, state, rest)
+        nc = num_classes or recorded.num_classes or a.num_classes
+        if recorded.normalization is not None and mean is None and std is None:
+            mean, std = recorded.normalization
+            if mean is None:  # recorded as raw [0, 1] input
+                model = NormalizedModel(_load_file(a, nc, rest, trust_pickle, init_seed), None, None).eval()
+                return ModelBundle(model, _factory(a, nc), spec, a.name, nc, a.input_size, name or Path(rest).stem)
+        net = _load_file(a, nc, rest, trust_pickle, init_seed)
         default_id = Path(rest).stem
     elif kind == "timm":
         a = get_arch(rest)
@@ -100,6 +103,13 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
     std = a.std if std is None else tuple(std)
     model = NormalizedModel(net, mean, std).eval()
     return ModelBundle(model, _factory(a, nc), spec, a.name, nc, a.input_size, name or default_id)
+
+
+def _load_file(a: ArchSpec, nc: int, path: str, trust_pickle: bool, init_seed: int) -> nn.Module:
+    state = load_state_dict(path, trust_pickle=trust_pickle)
+    net = build_seeded(_factory(a, nc), init_seed)
+    load_into(net, state, path)
+    return net
 
 
 def _zoo(model_id: str, spec: str, *, num_classes, name, trust_pickle, mean, std, checkpoint) -> ModelBundle:

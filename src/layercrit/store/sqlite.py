@@ -84,12 +84,21 @@ class ResultStore:
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30)
             self.conn.executescript(_SCHEMA)
-            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(results)")}
-            if "unit" not in columns:  # a database written before block units existed
-                with self.conn:
-                    self.conn.execute(f"ALTER TABLE results ADD COLUMN {UNIT_COLUMN}")
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise LayercritError(f"{self.path} is not a layercrit results database ({e}): choose another --db") from None
+
+    def _migrate(self) -> None:
+        """Bring a database written by an earlier layercrit up to this schema."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(results)")}
+        if "unit" not in columns:  # written before block units existed: every row is a layer
+            try:
+                with self.conn:
+                    self.conn.execute(f"ALTER TABLE results ADD COLUMN {UNIT_COLUMN}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process migrated it just now: fine
+                    raise LayercritError(f"cannot update {self.path} to this layercrit's schema ({e}): "
+                                         "make the file writable once") from None
 
     def close(self) -> None:
         self.conn.close()

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LayercritError
 from ..models import NormalizedModel, build_seeded, get_arch, save_safetensors, weights_checksum
-from ..models.checkpoint import ARCH_METADATA, CLASSES_METADATA, load_into, load_state_dict
+from ..models.checkpoint import describe_weights, load_into, load_state_dict
 from . import data as tdata
 from .recipes import Phase, Recipe, TrainConfig, get_recipe, make_config
 
@@ -368,7 +368,8 @@ class _Run:
     # --- evaluation and outputs ------------------------------------------------------------
     def _arch_metadata(self) -> dict[str, str]:
         """Makes the weights self-describing: ``file:model.safetensors`` loads without --arch."""
-        return {"arch": self.cfg.arch, ARCH_METADATA: self.cfg.arch, CLASSES_METADATA: str(self.num_classes)}
+        arch = get_arch(self.cfg.arch)
+        return describe_weights(self.cfg.arch, self.num_classes, arch.mean, arch.std)
 
     def _final_model(self) -> NormalizedModel:
         return self.ema.module if self.ema is not None else self.model
@@ -441,9 +442,10 @@ def weights_checksum_file(path: Path) -> str:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data, batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of ``model`` on ``data``, on whatever device the model is."""
     model.eval()
     correct = 0
-    for x, y in data.batches(batch_size):
+    for x, y in data.batches(batch_size, next(model.parameters()).device):
         correct += (model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y).sum().item()
     return 100.0 * correct / len(data)
 
