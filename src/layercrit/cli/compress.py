@@ -198,4 +198,4 @@ def write_comparison(table, out) -> None:
     (out / "compression.md").write_text(compression_markdown(summary))
     fig = compression_figure(table)
     for ext in ("png", "pdf"):
-        fig.savefig(out / f"accuracy_vs_speed.{ext}", dpi=150)
+        fig.savefig(out / f"accuracy_vs_speed.{ext}", dpi=150, bbox_inches="tight")
