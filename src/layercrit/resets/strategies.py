@@ -47,11 +47,17 @@ class Reset:
     name: str
     stochastic: bool = False  # do trials differ?
 
-    def values(self, network: nn.Module, unit: Layer, trial: int) -> dict[str, torch.Tensor]:
+    def values(self, network: nn.Module, unit: Layer | str, trial: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
-def _params_of(network: nn.Module, unit: Layer) -> dict[str, torch.Tensor]:
+def _as_unit(unit: Layer | str) -> Layer:
+    """A module name means a layer unit: its own parameters."""
+    return Layer(-1, unit, "layer", "") if isinstance(unit, str) else unit
+
+
+def _params_of(network: nn.Module, unit: Layer | str) -> dict[str, torch.Tensor]:
+    unit = _as_unit(unit)
     module = network.get_submodule(unit.name)
     return {n: module.get_parameter(n) for n in unit.parameter_names(module)}
 
@@ -86,6 +92,7 @@ class RemoveReset(Reset):
     name = "remove"
 
     def values(self, network, unit, trial):
+        unit = _as_unit(unit)
         if not unit.remove:
             raise LayercritError(f"--reset remove applies to residual blocks (--unit block), not to layer {unit.name}")
         module = network.get_submodule(unit.name)
