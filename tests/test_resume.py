@@ -43,11 +43,16 @@ def _start(args):
 
 
 def _interrupt_after(proc, db, images, sig):
-    deadline = time.time() + 300
-    while _progress(db) < images:
-        assert proc.poll() is None, f"run ended before it could be interrupted: {proc.communicate()}"
-        assert time.time() < deadline, "measurement made no progress"
-        time.sleep(0.05)
+    deadline = time.time() + 600  # generous: a loaded 2-core machine is slow, and this is no timing test
+    try:
+        while _progress(db) < images:
+            assert proc.poll() is None, f"run ended before it could be interrupted: {proc.communicate()}"
+            assert time.time() < deadline, "measurement made no progress"
+            time.sleep(0.05)
+    except BaseException:
+        proc.kill()  # never leave the measuring process behind a failed test
+        proc.communicate()
+        raise
     proc.send_signal(sig)
     return proc.communicate(timeout=60)
 
