@@ -2,15 +2,36 @@
 
 Pipeline: models (create_model) -> data (load_data) -> resets -> engine (measure)
 -> store (ResultStore, export). The CLI (``layercrit``) is a thin layer over this API.
+
+The names below are imported on first use (PEP 562), so ``import layercrit`` (and the CLI's
+start, which must answer Ctrl-C with one line at any moment) does not import PyTorch.
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .data import EvalData, load_data  # noqa: E402
-from .engine import measure  # noqa: E402
 from .errors import LayercritError  # noqa: E402
-from .models import ModelBundle, create_model, list_archs, register_arch  # noqa: E402
-from .resets import discover_layers  # noqa: E402
-from .store import ResultStore, export  # noqa: E402
+
+_LAZY = {
+    "EvalData": "data", "load_data": "data", "measure": "engine", "ModelBundle": "models",
+    "create_model": "models", "list_archs": "models", "register_arch": "models", "discover_layers": "resets",
+    "ResultStore": "store", "export": "store",
+}
 
 __all__ = ["EvalData", "LayercritError", "ModelBundle", "ResultStore", "create_model", "discover_layers", "export",
            "list_archs", "load_data", "measure", "register_arch", "__version__"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layercrit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
