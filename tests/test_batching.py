@@ -1,0 +1,165 @@
+"""--batch-size auto (engine/batching.py) and the fast-bf16 check (engine/hardware.py). No timing assertions."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from layercrit.engine import batching, hardware
+from layercrit.engine.batching import (BatchChoice, auto_batch_size, choose_batch_size, estimate_bytes,
+                                       parse_batch_size, parse_memory, peak_bytes)
+from layercrit.errors import LayercritError
+
+
+# --- parsing -------------------------------------------------------------------------------------------
+
+def test_parse_memory_sizes_and_shares():
+    assert parse_memory("8G") == 8 * 2**30
+    assert parse_memory("512MiB") == 512 * 2**20
+    assert parse_memory("2.5gb") == int(2.5 * 2**30)
+    assert parse_memory("1234") == 1234
+    assert parse_memory(None) is None
+    assert 0 < parse_memory("50%") <= batching.free_memory("cpu")
+    for bad in ("lots", "-1G", "0", "12 parsecs", "0%", "150%"):
+        with pytest.raises(LayercritError, match="--max-memory"):
+            parse_memory(bad)
+
+
+def test_parse_batch_size():
+    assert parse_batch_size("auto") == "auto" and parse_batch_size("AUTO") == "auto"
+    assert parse_batch_size("64") == 64 and parse_batch_size(32) == 32
+    for bad in ("0", "-3", "big"):
+        with pytest.raises(LayercritError, match="--batch-size"):
+            parse_batch_size(bad)
+
+
+# --- the chooser, with a fake workload and a fake clock ---------------------------------------------------
+
+class FakeWork:
+    """run(b) advances a fake clock by b / rate(b) seconds."""
+
+    def __init__(self, rates: dict[int, float]):
+        self.rates, self.now, self.calls = rates, 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, b: int) -> None:
+        self.calls.append(b)
+        self.now += b / self.rates[b]
+
+
+def test_picks_the_fastest_candidate_that_fits():
+    work = FakeWork({8: 10, 16: 20, 32: 30, 64: 30.5, 128: 50})
+    c = choose_batch_size(work, n_images=1000, budget_bytes=10**9, candidates=(8, 16, 32, 64, 128),
+                          memory=(0, 10**6), clock=work.clock, max_seconds=1e9)
+    # 64 is not 3 % faster than 32: the search stops there (128 is never tried)
+    assert c.batch_size == 32 and set(c.images_per_s) == {8, 16, 32, 64} and 128 not in work.calls
+    assert c.images_per_s[32] == pytest.approx(30)
+
+
+def test_budget_excludes_large_batches():
+    work = FakeWork({8: 10, 16: 20, 32: 40, 64: 80})
+    per_image = 10 * 2**20
+    budget = int(batching.SAFETY * 20 * per_image)  # 16 images fit, 32 do not
+    c = choose_batch_size(work, n_images=1000, budget_bytes=budget, candidates=(8, 16, 32, 64),
+                          memory=(0, per_image), clock=work.clock, max_seconds=1e9)
+    assert c.batch_size == 16 and c.too_big == [32, 64] and max(work.calls) == 16
+
+
+def test_below_the_smallest_candidate_and_nothing_fits():
+    work = FakeWork({b: 10.0 for b in (1, 2, 4, 8)})
+    c = choose_batch_size(work, n_images=100, budget_bytes=int(batching.SAFETY * 5 * 100), candidates=(8, 16),
+                          memory=(0, 100), clock=work.clock)
+    assert c.batch_size == 4
+    with pytest.raises(LayercritError, match="holds no batch.*--max-memory"):
+        choose_batch_size(work, n_images=100, budget_bytes=50, memory=(0, 100), clock=work.clock)
+
+
+def test_candidates_capped_at_the_number_of_images():
+    work = FakeWork({8: 10, 16: 20, 20: 40})
+    c = choose_batch_size(work, n_images=20, budget_bytes=10**9, candidates=(8, 16, 32, 64),
+                          memory=(0, 1), clock=work.clock, max_seconds=1e9)
+    assert c.batch_size == 20 and set(c.images_per_s) == {8, 16, 20}
+
+
+def test_time_limit_stops_the_search():
+    work = FakeWork({8: 1, 16: 2, 32: 4})  # 3 calls of 8 images = 24 s
+    c = choose_batch_size(work, n_images=100, budget_bytes=10**9, candidates=(8, 16, 32), memory=(0, 1),
+                          clock=work.clock, max_seconds=30)
+    assert c.batch_size == 8 and set(c.images_per_s) == {8}
+
+
+# --- memory counting ---------------------------------------------------------------------------------
+
+def test_peak_bytes_counts_live_tensors():
+    def work():
+        a = torch.ones(1000, dtype=torch.float32)  # 4000 B
+        b = torch.ones(500, dtype=torch.float64)  # 4000 B, both alive
+        del a
+        c = torch.ones(250)  # 1000 B: a's memory is free again
+        return b.sum() + c.sum()
+
+    assert 8000 <= peak_bytes(work) < 9000
+
+
+def test_estimate_bytes_per_image_of_a_conv_net():
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)).eval()
+    images = torch.rand(4, 3, 32, 32)
+    with torch.inference_mode():
+        fixed, per_image = estimate_bytes(lambda b: net(images[:b]), 4)
+    one_activation = 16 * 32 * 32 * 4
+    assert one_activation <= per_image <= 6 * one_activation
+
+
+def test_auto_batch_size_on_the_engine(tiny_model, tiny_data):
+    model, _ = tiny_model
+    from layercrit.models import NormalizedModel
+
+    net = NormalizedModel(model, None, None)
+    for engine in ("cached", "naive"):
+        c = auto_batch_size(net, tiny_data.images, ["model.conv1", "model.conv2", "model.fc"], engine=engine,
+                            candidates=(8, 16, 48), max_seconds=30)
+        assert isinstance(c, BatchChoice) and c.batch_size in (8, 16, 48) and c.bytes_per_image > 0
+        json.dumps(c.record())  # goes into the run's config
+    small = auto_batch_size(net, tiny_data.images, ["model.conv1"], candidates=(8, 16, 48), max_memory="1M")
+    assert small.budget_bytes == 2**20 and "--max-memory" in small.budget
+    assert all(p.requires_grad for p in model.parameters())  # the model is left as it was
+
+
+# --- fast bf16 ------------------------------------------------------------------------------------------
+
+def _flags(monkeypatch, flags):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+
+
+def test_bf16_fast_on_cpus(monkeypatch):
+    for flags, fast in (({"avx512_bf16", "avx2"}, True), ({"amx_bf16", "amx_tile"}, True),
+                        ({"avx2", "avx512f"}, False)):
+        _flags(monkeypatch, flags)
+        assert hardware.bf16_fast("cpu") is fast
+        note = hardware.precision_speed_note("bf16", "cpu")
+        assert (note is None) is fast
+        if note:
+            assert "\n" not in note and "AVX512-BF16" in note and "--precision fp32" in note
+    _flags(monkeypatch, set())  # cannot tell: no warning on a guess
+    assert hardware.bf16_fast("cpu")
+    assert hardware.precision_speed_note("fp32", "cpu") is None
+
+
+def test_bf16_fast_on_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
+    note = hardware.precision_speed_note("bf16", "cuda")
+    assert note and "7.5 < 8.0" in note and "Tesla T4" in note
+    assert hardware.precision_speed_note("fp16", "cuda") is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    assert hardware.bf16_fast("cuda")
+
+
+def test_cpu_flags_reads_this_machine():
+    flags = hardware.cpu_flags()
+    assert isinstance(flags, frozenset)
+    assert hardware.cpu_bf16_kind() in ("amx", "avx512_bf16", "none")
