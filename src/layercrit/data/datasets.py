@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -28,6 +28,18 @@ SPLIT_NAMES = {"train", "val", "test"}
 CIFAR10_DIR = "cifar-10-batches-py"
 
 
+@dataclass(frozen=True)
+class DataOrigin:
+    """Where an :class:`EvalData` came from: ``load_data(path, **options)`` loads it again (e.g. on
+    another machine that sees the same files)."""
+
+    path: str  # absolute
+    options: tuple[tuple[str, Any], ...]  # load_data's keyword arguments that decide the images
+
+    def load(self, *, progress: bool = False, cache: bool = True) -> EvalData:
+        return load_data(self.path, **dict(self.options), progress=progress, cache=cache)
+
+
 @dataclass
 class EvalData:
     """A fixed evaluation set: the same images for every layer and trial."""
@@ -37,6 +49,7 @@ class EvalData:
     classes: list[str]
     fingerprint: str
     source: str = "tensors"
+    origin: DataOrigin | None = None  # None: in-memory data (built from tensors, or a subset)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -121,6 +134,8 @@ class _Decoded(Dataset):
         try:
             img = item if not isinstance(item, str) else _open_rgb(item)
             return self.transform(img), label, None
+        except LayercritError as e:  # an image refused with its reason (e.g. float values outside [0, 1])
+            return None, label, str(e)
         except Exception as e:  # unreadable or corrupt image
             return None, label, f"{item}: {type(e).__name__}"
 
@@ -132,15 +147,124 @@ def _collate(batch):
 
 
 def _open_rgb(path: str):
+    """An image file as 8-bit RGB. High-bit-depth images (16-bit PNG/TIFF, 32-bit integer) are scaled
+    down to 8 bits, float images with values in [0, 1] are scaled by 255; anything else is refused."""
     from PIL import Image
 
     with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or im.mode.startswith(("I;", "F;")):
+            return _to_rgb8(im, path)
         return im.convert("RGB")
+
+
+def _to_rgb8(im, path: str):
+    """A single-channel image of 16/32-bit integers or floats as 8-bit RGB, values scaled, not clipped."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(im)
+    if a.size == 0:
+        raise LayercritError(f"{path} is an empty image")
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise LayercritError(f"{path} is a float image holding NaN or Inf values: convert it to an 8-bit image")
+        low, high = float(a.min()), float(a.max())
+        if low < 0 or high > 1:
+            raise LayercritError(f"{path} is a float image with values in [{low:g}, {high:g}], not [0, 1]: "
+                                 "convert it to an 8-bit image")
+        eight = np.rint(a.astype(np.float64) * 255)
+    else:
+        a = a.astype(np.int64)
+        low, high = int(a.min()), int(a.max())
+        if low < 0 or high > 65535:
+            raise LayercritError(f"{path} is a {im.mode} image with values in [{low}, {high}], beyond 16 bits: "
+                                 "convert it to an 8-bit image")
+        bits16 = im.mode.startswith("I;16") or high > 255  # a 16-bit file, or 32-bit mode holding 16-bit data
+        eight = np.rint(a * (255 / 65535)) if bits16 else a
+    gray = Image.fromarray(np.clip(eight, 0, 255).astype(np.uint8), mode="L")
+    return gray.convert("RGB")
+
+
+def _walk_images(root: Path, class_dirs: list[str], extensions) -> list[tuple[str, int]]:
+    """(path, class index) of every image below the class folders, in sorted order.
+
+    Directory symlinks are followed, but each real folder is walked once: a link to the data folder,
+    to a folder above it (a loop), to another class folder or to a folder already walked is skipped,
+    and a file reached by two paths (links) in one class counts once. A file reached from two class
+    folders is refused (which label would be right?). Skips are reported in one warning.
+    """
+    items: list[tuple[str, int]] = []
+    root_real = os.path.realpath(root)
+    class_reals = {os.path.realpath(root / name) for name in class_dirs}
+    seen_dirs: set[str] = set()
+    seen_files: dict[str, tuple[int, str]] = {}
+    skipped_dirs, skipped_files = [], 0
+    for label, name in enumerate(class_dirs):
+        stack = [root / name]
+        groups: list[tuple[str, list[tuple[str, int]]]] = []  # (folder, its images): sorted as torchvision does
+        while stack:
+            folder = stack.pop()
+            real = os.path.realpath(folder)
+            is_class_dir = folder == root / name
+            if (real in seen_dirs or real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep)
+                    or (not is_class_dir and real in class_reals)):
+                skipped_dirs.append(str(folder))
+                continue
+            seen_dirs.add(real)
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as e:
+                from ..paths import describe_os_error
+
+                raise LayercritError(f"cannot read data folder {folder}: {describe_os_error(e)}: check its "
+                                     "permissions") from None
+            subdirs, group = [], []
+            groups.append((str(folder), group))
+            for entry in entries:
+                path = os.path.join(folder, entry.name)
+                try:
+                    is_dir = entry.is_dir()  # follows symlinks
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    subdirs.append(Path(path))
+                    continue
+                if not entry.name.lower().endswith(extensions):
+                    continue
+                real_file = os.path.realpath(path)
+                if real_file in seen_files:
+                    first_label, first_path = seen_files[real_file]
+                    if first_label != label:
+                        raise LayercritError(f"image {real_file} is reached from two class folders ({first_path} and "
+                                             f"{path}, through links): remove one of the links")
+                    skipped_files += 1
+                    continue
+                seen_files[real_file] = (label, path)
+                group.append((path, label))
+            stack.extend(reversed(subdirs))  # depth-first, in sorted order
+        for _, group in sorted(groups, key=lambda g: g[0]):
+            items.extend(group)
+    if skipped_dirs or skipped_files:
+        what = []
+        if skipped_dirs:
+            what.append(f"{len(skipped_dirs)} linked folder(s) (e.g. {skipped_dirs[0]}: a loop, a link to a class "
+                        "folder or a second link to a folder)")
+        if skipped_files:
+            what.append(f"{skipped_files} image(s) reached twice through links")
+        log.warning(f"data folder {root}: skipped {' and '.join(what)}; every image counts once")
+    return items
 
 
 def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
     """Return ([(path or PIL image, label)], class names, description)."""
-    if (root / CIFAR10_DIR).is_dir() or root.name == CIFAR10_DIR:
+    from ..paths import describe_os_error
+
+    try:
+        is_cifar = (root / CIFAR10_DIR).is_dir() or root.name == CIFAR10_DIR
+        children = sorted(root.iterdir(), key=lambda p: p.name) if not is_cifar else []
+    except OSError as e:
+        raise LayercritError(f"cannot read data folder {root}: {describe_os_error(e)}: check its permissions") from None
+    if is_cifar:
         from torchvision.datasets import CIFAR10
 
         base = root.parent if root.name == CIFAR10_DIR else root
@@ -149,17 +273,16 @@ def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
         except Exception as e:
             raise LayercritError(f"CIFAR-10 files in {base} are unreadable ({type(e).__name__}): download them again") from None
         return [(ds[i][0], ds.targets[i]) for i in range(len(ds))], list(ds.classes), f"cifar10:{base}:{split}"
-    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())
+    subdirs = [p.name for p in children if p.is_dir()]
     if not subdirs:
         raise LayercritError(f"data folder {root} holds no class folders: give a folder with one subfolder per class")
     if set(subdirs) <= SPLIT_NAMES:
         pick = split if split in subdirs else subdirs[-1]
         raise LayercritError(f"data folder {root} holds split folders ({', '.join(subdirs)}), not classes: "
                              f"pass {root / pick}")
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    class_to_idx = {c: i for i, c in enumerate(subdirs)}
-    items = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    items = _walk_images(root, subdirs, tuple(IMG_EXTENSIONS))
     if not items:
         raise LayercritError(f"data folder {root} holds no images ({', '.join(IMG_EXTENSIONS)}): check the path")
     return items, subdirs, f"folder:{root}"
@@ -186,7 +309,10 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     resize, crop = resize or default_resize, crop or default_crop
     description = f"{description}|resize={resize}|crop={crop}"
     key = _cache_key(items, classes, resize, crop) if cache else None
+    origin = DataOrigin(os.path.abspath(root), (("input_size", input_size), ("samples", samples), ("seed", seed),
+                                                ("split", split), ("resize", resize), ("crop", crop)))
     if key is not None and (cached := _read_cache(key)) is not None:
+        cached.origin = origin
         return cached
     transform = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.PILToTensor()])
     if num_workers is None:
@@ -199,10 +325,12 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     offset = 0
     for batch, errors in tqdm(loader, desc="decoding images", unit="batch", disable=not progress, leave=False):
         if errors:
-            raise LayercritError(f"unreadable image {errors[0]}: remove or replace it")
+            raise LayercritError(f"unreadable image {errors[0]}: remove or replace it"
+                                 + (f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""))
         images_t[offset:offset + len(batch)] = batch
         offset += len(batch)
-    data = EvalData(images_t, labels_t, classes, fingerprint_tensors(images_t, labels_t, classes), description)
+    data = EvalData(images_t, labels_t, classes, fingerprint_tensors(images_t, labels_t, classes), description,
+                    origin)
     if key is not None:
         _write_cache(key, data)
     return data
@@ -212,9 +340,12 @@ def _cache_key(items, classes, resize: int, crop: int) -> str | None:
     """Identifies decoded data by its files (path, size, mtime), order, classes and transform."""
     if not items or not isinstance(items[0][0], str):
         return None  # in-memory sources (torchvision CIFAR-10) decode fast anyway
-    h = hashlib.sha256(f"v1|{resize}|{crop}|{'/'.join(classes)}".encode())
+    h = hashlib.sha256(f"v2|{resize}|{crop}|{'/'.join(classes)}".encode())
     for path, label in items:
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # reported when decoding
         h.update(f"|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{label}".encode())
     return h.hexdigest()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,27 @@ _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 IGNORABLE_MISSING = ("num_batches_tracked",)
 
 
+def _check_readable(path: Path) -> None:
+    """A missing, unreadable or non-file checkpoint path: one line saying which."""
+    import os
+
+    from ..paths import describe_os_error
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise LayercritError(f"checkpoint not found: {path}: check the path") from None
+    except OSError as e:
+        raise LayercritError(f"cannot read checkpoint {path}: {describe_os_error(e)}: check the path and its "
+                             "permissions") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise LayercritError(f"checkpoint {path} is not a file: give a checkpoint file")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as e:
+        raise LayercritError(f"cannot read checkpoint {path}: {describe_os_error(e)}: check its permissions") from None
+
+
 def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, safe_globals=()) -> Any:
     """Read a file as it is: a ``.safetensors`` file as a dict, else ``torch.load(weights_only=True)``.
 
@@ -31,30 +53,53 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, safe_global
     anything else is refused, unless ``trust_pickle`` (an explicit opt-in for trusted files).
     """
     path = Path(path)
-    if not path.is_file():
-        raise LayercritError(f"checkpoint not found: {path}: check the path")
+    _check_readable(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises several types for bad headers
-            raise LayercritError(f"{path} is not a readable .safetensors file ({e}): re-export or download it again") from None
+            raise LayercritError(f"{path} is not a readable .safetensors file ({_first_line(e)}): re-export or "
+                                 "download it again") from None
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(list(safe_globals)):
             warnings.simplefilter("ignore")  # pickle-protocol warnings; the refusal below says enough
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
         if not trust_pickle:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            if found is None and not _needs_objects(str(e)):
+                raise LayercritError(f"{path} is not a readable PyTorch checkpoint ({_first_line(e)}): "
+                                     "check the file") from None
             what = f"it holds {found.group(1)}" if found else "it holds non-tensor objects"
             raise LayercritError(
                 f"{path} needs arbitrary unpickling ({what}), refused for safety: convert it to "
                 ".safetensors, or pass --trust-pickle if you trust its source"
             ) from None
+    except MemoryError:
+        raise LayercritError(f"{path} is too large to load into memory: check the file") from None
+    except RecursionError:
+        raise LayercritError(f"{path} is nested too deeply to be a checkpoint: check the file") from None
     except Exception as e:
         raise LayercritError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}): check the file") from None
-    return torch.load(path, map_location="cpu", weights_only=False)  # explicit --trust-pickle only
+    try:  # explicit --trust-pickle only
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except (MemoryError, RecursionError, Exception) as e:
+        raise LayercritError(f"{path} is not a readable PyTorch checkpoint, even with --trust-pickle "
+                             f"({type(e).__name__}: {_first_line(e)}): check the file") from None
+
+
+def _needs_objects(message: str) -> bool:
+    """Whether a weights_only refusal is about objects (rather than a file that is no pickle at all)."""
+    return "weights_only" in message.lower() and "invalid load key" not in message.lower()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0][:160] if text else type(e).__name__)
 
 
 def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -62,17 +107,30 @@ def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
     return _flatten(read_checkpoint(path, trust_pickle=trust_pickle), Path(path))
 
 
+MAX_NESTING = 8  # dicts inside dicts a checkpoint may nest its weights in ({"state_dict": {"model": ...}})
+
+
 def _flatten(obj, path: Path) -> dict[str, torch.Tensor]:
-    while isinstance(obj, dict):
+    """The name -> tensor dict inside a loaded checkpoint, following ``_NESTED_KEYS`` at most
+    ``MAX_NESTING`` levels deep and never the same object twice (a file may hold a cycle)."""
+    seen: set[int] = set()
+    for _ in range(MAX_NESTING + 1):
+        if not isinstance(obj, dict):
+            break
+        if id(obj) in seen:
+            raise LayercritError(f"{path} holds a dict that contains itself: it is no checkpoint; save model.state_dict()")
+        seen.add(id(obj))
         nested = next((k for k in _NESTED_KEYS if isinstance(obj.get(k), dict)), None)
         if nested is None:
             break
         obj = obj[nested]
+    else:
+        raise LayercritError(f"{path} nests its weights more than {MAX_NESTING} levels deep: save model.state_dict()")
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict):
         raise LayercritError(f"{path} holds a {type(obj).__name__}, not a state dict: save model.state_dict()")
-    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not state:
         raise LayercritError(f"{path} holds no tensors: save model.state_dict()")
     for prefix in ("module.",):
@@ -102,7 +160,18 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     if problem:
         raise LayercritError(f"checkpoint {source} does not fit the architecture ({problem}): "
                              "check --arch and --num-classes")
+    bad = nonfinite_tensors(state)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise LayercritError(f"checkpoint {source} holds non-finite values (NaN or Inf) in {shown}: the weights are "
+                             "damaged or training diverged; use another checkpoint")
     model.load_state_dict(state, strict=False)  # strictness checked above, with ignorable buffers allowed
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors in ``state`` holding NaN or Inf."""
+    return [k for k, v in state.items()
+            if (v.is_floating_point() or v.is_complex()) and v.numel() and not bool(torch.isfinite(v).all())]
 
 
 def weights_checksum(model: nn.Module) -> str:
