@@ -189,3 +189,59 @@ def test_runs_recorded_before_a_new_hyperparameter_still_match():
     assert cfg.same_as(stored)
     assert not cfg.same_as({**stored, "epochs": 3})
     assert not make_config("standard", epochs=2, init_from="w.safetensors").same_as(stored)
+
+
+def test_snapshot_epochs_are_written_evaluated_and_survive_a_resume(tiny_cifar, tmp_path):
+    kw = dict(epochs=3, batch_size=32, save_epochs=[1, 2])
+    full = train("standard", tiny_cifar, tmp_path / "full", progress=False, **kw)
+    files = sorted(p.name for p in (tmp_path / "full").iterdir())
+    assert files == ["epoch-1.safetensors", "epoch-2.safetensors", "init.safetensors", "model.safetensors", "run.json"]
+    assert [s["epoch"] for s in full["snapshots"]] == [1, 2]
+    for snap in full["snapshots"]:
+        model = create_model(f"file:{tmp_path / 'full' / snap['file']}")  # self-describing: no --arch needed
+        assert model.checksum() == snap["weights_sha256"] and 0 <= snap["clean_test_acc"] <= 100
+    assert len({s["weights_sha256"] for s in full["snapshots"]} | {full["weights_sha256"]}) == 3
+    # snapshots leave the run's own randomness alone: the final weights equal a run without them
+    plain = train("standard", tiny_cifar, tmp_path / "plain", progress=False, epochs=3, batch_size=32)
+    assert plain["weights_sha256"] == full["weights_sha256"]
+    # interrupted after epoch 1 and resumed: the same snapshots and the same final weights
+    train("standard", tiny_cifar, tmp_path / "resumed", progress=False, stop_after_epoch=1, **kw)
+    resumed = train("standard", tiny_cifar, tmp_path / "resumed", progress=False, **kw)
+    assert [s["weights_sha256"] for s in resumed["snapshots"]] == [s["weights_sha256"] for s in full["snapshots"]]
+    assert resumed["weights_sha256"] == full["weights_sha256"]
+    with pytest.raises(LayercritError, match="beyond the run's 3 epochs"):
+        train("standard", tiny_cifar, tmp_path / "late", progress=False, epochs=3, save_epochs="2,4")
+    assert not (tmp_path / "late").exists()
+
+
+def test_contrastive_snapshot_carries_a_trained_probe(tiny_cifar, tmp_path):
+    side = train("simclr", tiny_cifar, tmp_path / "s", progress=False, epochs=2, batch_size=32, probe_epochs=1,
+                 save_epochs=[1])
+    init, snap = load_state_dict(tmp_path / "s" / "init.safetensors"), load_state_dict(tmp_path / "s" / "epoch-1.safetensors")
+    assert not torch.equal(init["fc.weight"], snap["fc.weight"])  # the probe was fitted on epoch-1 features
+    assert not torch.equal(init["conv1.weight"], snap["conv1.weight"])  # and the backbone had trained
+    assert side["snapshots"][0]["epoch"] == 1
+
+
+def test_bf16_training_is_deterministic_and_leaves_global_state_alone(tiny_cifar, tmp_path):
+    torch.manual_seed(123)
+    rng_before, threads_before = torch.get_rng_state(), torch.get_num_threads()
+    kw = dict(epochs=1, batch_size=32, precision="bf16")
+    a = train("standard", tiny_cifar, tmp_path / "a", progress=False, threads=2, **kw)
+    b = train("standard", tiny_cifar, tmp_path / "b", progress=False, threads=2, **kw)
+    fp32 = train("standard", tiny_cifar, tmp_path / "c", progress=False, threads=2, epochs=1, batch_size=32)
+    assert a["weights_sha256"] == b["weights_sha256"] != fp32["weights_sha256"]
+    assert a["hyperparameters"]["precision"] == "bf16" and a["torch_threads"] == 2
+    assert torch.equal(torch.get_rng_state(), rng_before) and torch.get_num_threads() == threads_before
+    with pytest.raises(LayercritError, match="precision"):
+        make_config("standard", precision="fp8")
+    with pytest.raises(LayercritError, match="threads must be at least 1"):
+        train("standard", tiny_cifar, tmp_path / "d", threads=-2, **kw)
+
+
+def test_a_diverging_loss_stops_training_with_one_clear_error(tiny_cifar, tmp_path):
+    with pytest.raises(LayercritError, match="training loss became (nan|inf)"):
+        train("standard", tiny_cifar, tmp_path / "x", progress=False, epochs=1, batch_size=32, lr=1e30)
+    assert not (tmp_path / "x" / "run.json").exists() and not (tmp_path / "x" / "model.safetensors").exists()
+    with pytest.raises(LayercritError, match="lr must be a positive number"):
+        make_config("standard", lr=float("nan"))

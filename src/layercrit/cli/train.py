@@ -23,6 +23,9 @@ _HELP = {
     "step_size": "attack step size (default 1.25*eps for 1 step, else 2.5*eps/steps)",
     "train_samples": "train on a random subset of N training images (default: all)",
     "eval_samples": "test images for the clean accuracy (default: all)",
+    "precision": "fp32 (default) or bf16: autocast of the training forward passes (1.6x faster on a CPU with "
+                 "avx512_bf16; evaluation stays fp32)",
+    "save_epochs": "also write epoch-N.safetensors after these epochs, e.g. 1,3,10 (a training trajectory)",
     "init_from": "start from these weights (a .safetensors of --arch) instead of a fresh initialization: fine-tuning",
 }
 
@@ -36,7 +39,7 @@ def _bool(text: str) -> bool:
 
 
 def register(sub) -> None:
-    from ..train.recipes import TrainConfig
+    from ..train.config import TrainConfig
 
     t = sub.add_parser("train", help="train a model with one training method (standard, improved, pgd-linf, ...)",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,11 +54,11 @@ def register(sub) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "method":
             continue
-        kind = {"int": int, "float": float, "bool": _bool, "str": str}[f.type]
+        kind = {"int": int, "float": float, "bool": _bool, "str": str}.get(str(f.type), str)
         if f.name == "eps":
             kind = str
         g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind,
-                       metavar="EPS" if f.name == "eps" else f.type.upper(),
+                       metavar={"eps": "EPS", "save_epochs": "N,N,..."}.get(f.name, str(f.type).upper()),
                        help=_HELP.get(f.name))
     t.set_defaults(func=run_train)
 

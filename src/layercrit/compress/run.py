@@ -23,7 +23,7 @@ STAMP_FILE = "in-progress.json"  # what OUT.partial holds the work of
 
 def top1(bundle: ModelBundle, data: EvalData) -> float:
     """Top-1 accuracy (%) of ``bundle`` on ``data`` (the training lab's evaluation, on the model's device)."""
-    from ..train.loop import accuracy
+    from ..accuracy import accuracy
 
     return accuracy(bundle.model, data)
 

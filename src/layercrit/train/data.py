@@ -16,8 +16,7 @@ from torchvision.transforms import v2
 
 from ..data import EvalData, load_data
 from ..errors import LayercritError
-
-AUGMENTS = ("none", "flip-crop", "randaugment", "autoaugment", "augmix", "trivialaugment")
+from .config import AUGMENTS
 
 
 def load_split(root: str | Path, split: str, *, samples: int | None = None, seed: int = 0,

@@ -8,13 +8,14 @@ what gets evaluated and saved.
 """
 from __future__ import annotations
 
-from .recipes import Phase, Recipe, register
+from .phases import SupervisedPhase
+from .registry import Recipe, register
 from .standard import supervised_step
 
 register(Recipe(
     "improved",
     "label smoothing, MixUp/CutMix, TrivialAugment, warm-up + cosine, no decay on norms/biases, EMA",
-    [Phase("train", "supervised", lambda c: c.epochs, supervised_step)],
+    [SupervisedPhase("train", supervised_step)],
     dict(augment="trivialaugment", label_smoothing=0.1, mixup_alpha=0.2, cutmix_alpha=1.0, nesterov=True,
          warmup_epochs=1.0, no_decay_norm_bias=True, weight_decay=5e-4, ema_decay=0.998),
 ))

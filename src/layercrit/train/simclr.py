@@ -15,16 +15,11 @@ frozen-random  Control: the randomly initialized backbone stays frozen, only ``f
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import simclr_transform, to_float
-from .recipes import Phase, Recipe, register
-
-
-class ProjectionHead(nn.Sequential):
-    def __init__(self, dim: int, out: int):
-        super().__init__(nn.Linear(dim, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True), nn.Linear(dim, out))
+from .phases import ContrastivePhase, ProbePhase, features
+from .registry import Recipe, register
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -36,34 +31,23 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(sim, idx ^ 1)  # the positive of 2i is 2i + 1 and vice versa
 
 
-def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input of the classifier ``fc`` (penultimate features) for [0, 1] images ``x``."""
-    net = model.model if hasattr(model, "model") else model
-    captured = []
-    handle = net.fc.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    return captured[0]
-
-
 def simclr_step(ctx, x, y):
     b = x.shape[0]
     views = to_float(x.reshape(b * 2, *x.shape[2:]))  # [B, 2, C, H, W] -> [2B, C, H, W], pairs adjacent
     z = ctx.head(features(ctx.model, views))
-    return nt_xent(z, ctx.cfg.temperature), None
+    return nt_xent(z.float(), ctx.cfg.temperature), None
 
 
+_PROBE = ProbePhase("probe")
 register(Recipe(
     "simclr", "SimCLR contrastive pre-training of the backbone, then a linear probe on frozen features",
-    [Phase("pretrain", "ssl", lambda c: c.epochs, simclr_step, views=2, transform=lambda c: simclr_transform()),
-     Phase("probe", "probe", lambda c: c.probe_epochs)],
+    [ContrastivePhase("pretrain", simclr_step, views=2, transform=lambda c: simclr_transform(), probe=_PROBE),
+     _PROBE],
     dict(probe_epochs=10, augment="none", temperature=0.5),
 ))
 
 register(Recipe(
     "frozen-random", "control: random backbone frozen, only fc trained (linear probe)",
-    [Phase("probe", "probe", lambda c: c.epochs)],
+    [ProbePhase("probe", epochs=lambda c: c.epochs, calibrate_bn=True)],
     dict(epochs=10, augment="none"),
 ))

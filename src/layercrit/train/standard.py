@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import to_float
-from .recipes import Phase, Recipe, register
+from .phases import SupervisedPhase
+from .registry import Recipe, register
 
 
 def supervised_step(ctx, x, y):
@@ -29,8 +30,7 @@ def supervised_step(ctx, x, y):
 
 
 def supervised(name: str, summary: str, **defaults) -> Recipe:
-    return register(Recipe(name, summary, [Phase("train", "supervised", lambda c: c.epochs, supervised_step)],
-                           defaults))
+    return register(Recipe(name, summary, [SupervisedPhase("train", supervised_step)], defaults))
 
 
 supervised("standard", "SGD + momentum, flip + crop, cosine schedule (the baseline)")

@@ -1,17 +1,15 @@
-"""The method registry: a :class:`Recipe` per training method, built from phases.
-
-A recipe is defaults (hyperparameters that differ from :class:`TrainConfig`'s) plus the phases it
-runs: ``supervised`` (the whole classifier, a ``step`` per batch), ``ssl`` (contrastive pre-training
-of the backbone) or ``probe`` (a linear classifier ``fc`` on frozen features). The recipes live in
-``standard.py``, ``improved.py``, ``adversarial.py`` and ``simclr.py``; ``loop.py`` runs them.
-"""
+"""A training run's settings: :class:`TrainConfig` (every hyperparameter, recorded in ``run.json``),
+``make_config`` (a recipe's defaults, then overrides, checked once) and ``parse_eps``."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Callable
+import math
+from dataclasses import dataclass
 
 from ..errors import LayercritError
+
+AUGMENTS = ("none", "flip-crop", "randaugment", "autoaugment", "augmix", "trivialaugment")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -49,62 +47,23 @@ class TrainConfig:
     robust_eval_samples: int = 500  # test images for PGD accuracy (adversarial methods)
     robust_eval_steps: int = 10     # PGD steps of the robustness evaluation (at the training eps)
     init_from: str = ""             # start from these weights (.safetensors of arch), e.g. fine-tuning
+    precision: str = "fp32"         # fp32 | bf16: autocast of the training forward passes (evaluation is fp32)
+    save_epochs: tuple[int, ...] = ()  # also write epoch-N.safetensors after these epochs (trajectories)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["save_epochs"] = list(self.save_epochs)  # JSON round trip: a list
+        return d
 
     def same_as(self, stored: dict) -> bool:
         """Whether a recorded configuration equals this one; keys it lacks (added to layercrit
         later) count as their defaults, which reproduce the behaviour before they existed."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults = TrainConfig(method=self.method).to_dict()
         return {**defaults, **stored} == self.to_dict()
 
 
 HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "method")
-
-
-@dataclass
-class Phase:
-    name: str
-    kind: str                        # supervised | ssl | probe
-    epochs: Callable[[TrainConfig], int]
-    step: Callable | None = None     # supervised/ssl: step(ctx, x_uint8, y) -> (loss, logits or None)
-    views: int = 1                   # augmented views per image (SimCLR: 2)
-    transform: Callable | None = None  # cfg -> per-sample v2 transform (default: data.train_transform(cfg.augment))
-
-
-@dataclass
-class Recipe:
-    name: str
-    summary: str
-    phases: list[Phase]
-    defaults: dict = field(default_factory=dict)
-    adversarial: bool = False
-    validate: Callable[[TrainConfig], None] | None = None
-
-
-METHODS: dict[str, Recipe] = {}
-
-
-def register(recipe: Recipe) -> Recipe:
-    METHODS[recipe.name] = recipe
-    return recipe
-
-
-def get_recipe(method: str) -> Recipe:
-    _load()
-    if method not in METHODS:
-        raise LayercritError(f"unknown training method '{method}': use one of {', '.join(list_methods())}")
-    return METHODS[method]
-
-
-def list_methods() -> list[str]:
-    _load()
-    return list(METHODS)
-
-
-def _load() -> None:
-    from . import standard, improved, adversarial, simclr  # noqa: F401  (each registers its recipes; this order)
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 def parse_eps(value) -> float:
@@ -121,39 +80,71 @@ def parse_eps(value) -> float:
         raise LayercritError(f"eps '{value}' is not a number: give e.g. 2/255, 0.0078 or 0.5") from None
 
 
-def make_config(method: str, **overrides) -> TrainConfig:
-    """The recipe's defaults, then ``overrides``; unknown names and bad values are LayercritErrors."""
-    recipe = get_recipe(method)
+def parse_epochs(value) -> tuple[int, ...]:
+    """``[1, 3, 10]``, ``"1,3,10"`` or ``""`` -> a sorted tuple of distinct positive epochs."""
+    items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    try:
+        epochs = sorted({int(v) for v in items if not isinstance(v, (bool, float))})
+        if len(epochs) != len(set(items)) or any(e < 1 for e in epochs):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise LayercritError(f"save_epochs = {value!r} should be epoch numbers >= 1, e.g. 1,3,10") from None
+    return tuple(epochs)
+
+
+def make_config(method: str, defaults: dict | None = None, validate=None, **overrides) -> TrainConfig:
+    """``defaults`` (a recipe's), then ``overrides``; unknown names and bad values are LayercritErrors.
+
+    ``validate(cfg)`` adds the recipe's own checks. Prefer :func:`layercrit.train.make_config`,
+    which looks the recipe up by ``method``.
+    """
     unknown = sorted(set(overrides) - set(HYPERPARAMETERS))
     if unknown:
         raise LayercritError(f"unknown hyperparameter(s) {', '.join(unknown)} for method {method}: "
                              f"use any of {', '.join(HYPERPARAMETERS)}")
-    values = {**recipe.defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    values = {**(defaults or {}), **{k: v for k, v in overrides.items() if v is not None}}
     if "eps" in values:
         values["eps"] = parse_eps(values["eps"])
+    if "save_epochs" in values:
+        values["save_epochs"] = parse_epochs(values["save_epochs"])
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for k, v in list(values.items()):
-        want = {"int": int, "float": float, "bool": bool, "str": str}[types[k]]
+        want = _KINDS.get(str(types[k]))
+        if want is None:
+            continue  # parsed above
         if want is float and isinstance(v, int) and not isinstance(v, bool):
             v = values[k] = float(v)
         if not isinstance(v, want) or (want is int and isinstance(v, bool)):
             raise LayercritError(f"hyperparameter {k} = {v!r} should be a {want.__name__}")
     cfg = TrainConfig(method=method, **values)
-    _check(cfg, recipe)
+    _check(cfg)
+    if validate is not None:
+        validate(cfg)
     return cfg
 
 
-def _check(cfg: TrainConfig, recipe: Recipe) -> None:
-    from .data import AUGMENTS
-
+def _check(cfg: TrainConfig) -> None:
     if cfg.augment not in AUGMENTS:
         raise LayercritError(f"unknown augmentation '{cfg.augment}': use one of {', '.join(AUGMENTS)}")
     if cfg.schedule not in ("cosine", "step", "constant"):
         raise LayercritError(f"unknown schedule '{cfg.schedule}': use cosine, step or constant")
+    if cfg.precision not in PRECISIONS:
+        raise LayercritError(f"unknown precision '{cfg.precision}': use {' or '.join(PRECISIONS)}")
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise LayercritError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise LayercritError(f"lr must be positive, got {cfg.lr}")
-    if recipe.validate is not None:
-        recipe.validate(cfg)
+    for name in ("train_samples", "eval_samples", "robust_eval_samples", "probe_epochs", "steps",
+                 "robust_eval_steps", "proj_dim"):
+        if getattr(cfg, name) < 0:
+            raise LayercritError(f"{name} must be 0 or more, got {getattr(cfg, name)}")
+    for name in ("lr", "probe_lr", "temperature"):
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value <= 0:
+            raise LayercritError(f"{name} must be a positive number, got {value}")
+    for name in ("momentum", "weight_decay", "warmup_epochs", "label_smoothing", "mixup_alpha", "cutmix_alpha",
+                 "ema_decay", "noise_std", "eps", "step_size"):
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value < 0:
+            raise LayercritError(f"{name} must be a finite number >= 0, got {value}")
+    if cfg.ema_decay >= 1 or cfg.label_smoothing >= 1:
+        raise LayercritError("ema_decay and label_smoothing must be below 1")
