@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayercritError
+from ..paths import atomic_write, check_output_file
 from .sqlite import ResultStore
 
 # The original study's raw-results columns, in order (METHOD.md, last section).
@@ -34,8 +35,7 @@ def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str 
         raise LayercritError(f"--out {out}: use a .csv or .parquet file name")
     if layout not in ("tidy", "paper"):
         raise LayercritError(f"--layout {layout}: use tidy or paper")
-    if not out.parent.is_dir():
-        raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
+    check_output_file(out)  # before reading: a folder or a missing folder is named at once
     if unit is None and layout == "paper":
         unit = "layer"
     with ResultStore(db, create=False) as store:
@@ -46,10 +46,9 @@ def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str 
     table = to_paper_layout(tidy, reset) if layout == "paper" else tidy
     if table.empty:
         raise LayercritError(f"{db} holds no '{reset}' rows for the paper layout: pick one with --reset")
-    tmp = out.with_name(out.name + ".partial")  # never leave a half-written export behind
-    if out.suffix == ".csv":
-        table.to_csv(tmp, index=False)
-    else:
-        table.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    with atomic_write(out) as tmp:  # never leave a half-written export (or its temporary) behind
+        if out.suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
     return table
