@@ -144,6 +144,7 @@ def run_compare(args) -> int:
     from ..data import load_data
     from ..errors import LayercritError
     from ..models import create_model
+    from ..paths import safe_name
 
     root = Path(args.data)
     for split in ("train", "test"):
@@ -154,6 +155,9 @@ def run_compare(args) -> int:
         model_id, sep, spec = item.partition("=")
         if not sep or not model_id or not spec:
             raise LayercritError(f"--model {item}: write ID=SPEC, e.g. standard=file:runs/standard/model.safetensors")
+        safe_name(model_id, "--model id")  # it names folders under --out
+        if model_id in specs:
+            raise LayercritError(f"--model id '{model_id}' is given twice: model ids must be unique")
         specs[model_id] = spec
     if any(n < 1 for n in args.remove) or args.random_seeds < 1:
         raise LayercritError("--remove takes positive block counts and --random-seeds at least 1")
@@ -193,9 +197,15 @@ def write_comparison(table, out) -> None:
     from ..analysis.compression import compression_markdown, compression_summary
     from ..report.compression import compression_figure
 
+    from ..paths import atomic_write, write_text
+    from ..report.style import plain_text
+
     summary = compression_summary(table)
-    summary.to_csv(out / "compression_summary.csv", index=False)
-    (out / "compression.md").write_text(compression_markdown(summary))
-    fig = compression_figure(table)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"accuracy_vs_speed.{ext}", dpi=150, bbox_inches="tight")
+    with atomic_write(out / "compression_summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    write_text(out / "compression.md", compression_markdown(summary))
+    with plain_text():  # model ids drawn as they are (no mathtext)
+        fig = compression_figure(table)
+        for ext in ("png", "pdf"):
+            with atomic_write(out / f"accuracy_vs_speed.{ext}") as tmp:
+                fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import EvalData
+from ..paths import atomic_write, path_inside, safe_name, write_text, writing_into
 from ..models import ModelBundle
 from .cost import throughput
 from .run import FINETUNED_DIR, MODEL_FILE, compress, top1
@@ -33,7 +34,10 @@ def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: 
                   keep_models: bool = False, progress: bool = False) -> pd.DataFrame:
     """Run the comparison; rows go to ``out/compression.csv`` (returned as a DataFrame)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    for model_id in models:  # each names folders under out/models: checked before anything is written
+        safe_name(model_id, "model id")
+    with writing_into(out):
+        out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, models, {"selection_data": data.fingerprint, "test_data": test_data.fingerprint,
                                   "finetune": _describe(finetune)})
     table_path = out / "compression.csv"
@@ -42,14 +46,15 @@ def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: 
     plan = [(rule, seed) for rule, seeds in (("criticality", [0]), ("magnitude", [0]),
                                              ("random", list(range(random_seeds)))) for seed in seeds]
     work = out / "models"
-    work.mkdir(exist_ok=True)
+    with writing_into(work):
+        work.mkdir(exist_ok=True)
     for model_id, bundle in models.items():
         base_acc = None
         for n in remove:
             for rule, seed in plan:
                 if (model_id, rule, seed, n) in keys:
                     continue
-                folder = work / f"{model_id}-{rule}-s{seed}-n{n}"
+                folder = path_inside(work, f"{model_id}-{rule}-s{seed}-n{n}", "model id")
                 shutil.rmtree(folder, ignore_errors=True)  # a variant interrupted before its row: start over
                 shutil.rmtree(folder.with_name(folder.name + ".partial"), ignore_errors=True)
                 base_acc = base_acc if base_acc is not None else top1(bundle, test_data)
@@ -122,7 +127,13 @@ def _check_settings(out: Path, models: dict[str, ModelBundle], settings: dict | 
     from ..errors import LayercritError
 
     path = out / SETTINGS_FILE
-    stored = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+        if not isinstance(stored, dict) or not isinstance(stored.get("models"), dict):
+            raise ValueError("not a settings object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LayercritError(f"{path} is damaged ({e}): delete it (and compression.csv) to start the comparison "
+                             "afresh, or use another --out") from None
     weights = {i: b.checksum() for i, b in models.items()}
     changed = [i for i, c in weights.items() if stored["models"].get(i, c) != c]
     if changed:
@@ -135,15 +146,12 @@ def _check_settings(out: Path, models: dict[str, ModelBundle], settings: dict | 
         raise LayercritError(f"{out} holds a comparison with other {', '.join(differ)} settings: use the same "
                              "options, or another --out")
     stored = {**stored, **settings, "models": {**stored["models"], **weights}}
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(stored, indent=2))
-    tmp.replace(path)
+    write_text(path, json.dumps(stored, indent=2))
 
 
 def _write(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def _describe(finetune: dict | None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..analysis import Study, summary
 from ..errors import LayercritError
+from ..paths import writing_into
 from . import style
 from .heatmap import heatmap_figure
 from .page import render_page, std_limit
@@ -37,18 +38,26 @@ def write_report(study: Study, out: str | Path) -> list[Path]:
         raise LayercritError(f"--out {out} is a file: choose a folder")
     if not out.parent.is_dir():
         raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        render(study, tmp)
-        out.mkdir(exist_ok=True)
-        for name in FILES:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing_into(out):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        try:
+            render(study, tmp)
+            out.mkdir(exist_ok=True)
+            for name in FILES:
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return [out / name for name in FILES]
 
 
 def render(study: Study, folder: Path) -> None:
+    """Every report file into ``folder``. Model names and categories are drawn as plain text: a '$'
+    in a name never starts matplotlib's mathtext."""
+    with style.plain_text():
+        _render(study, folder)
+
+
+def _render(study: Study, folder: Path) -> None:
     colors = style.category_colors(list(study.models["category"]))
     row_labels = list(study.models["display_name"])
     common = {"row_labels": row_labels, "col_labels": list(study.layers["label"]),

@@ -14,6 +14,14 @@ MISSING_COLOR = "#e6e6e6"  # a layer a model was not measured on
 UNCATEGORIZED_COLOR = "#9a9a9a"
 
 
+def plain_text():
+    """A context in which matplotlib draws every string as it is (no mathtext: user-supplied names
+    such as '$\\undefinedcmd{x}$' are shown, not parsed)."""
+    import matplotlib
+
+    return matplotlib.rc_context({"text.parse_math": False, "text.usetex": False})
+
+
 def colormap(name: str) -> mcolors.Colormap:
     return sns.color_palette(name, as_cmap=True)
 
