@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import validate
 from .common import MODEL_EPILOG, add_model_args, create_from_args, samples_arg
 
 COMPRESS_EPILOG = """\
@@ -106,7 +107,7 @@ def run_compress(args) -> int:
     if args.finetune_epochs < 0:
         raise LayercritError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     resolve_device(args.device)
-    if args.threads:
+    if validate.threads(args.threads):
         torch.set_num_threads(args.threads)
     bundle = create_from_args(args)
     progress = not args.no_progress
@@ -146,10 +147,6 @@ def run_compare(args) -> int:
     from ..models import create_model
     from ..paths import safe_name
 
-    root = Path(args.data)
-    for split in ("train", "test"):
-        if not (root / split).is_dir():
-            raise LayercritError(f"--data {root} has no {split}/ folder: give a CIFAR-10-like root with train/ and test/")
     specs = {}
     for item in args.model:
         model_id, sep, spec = item.partition("=")
@@ -159,9 +156,13 @@ def run_compare(args) -> int:
         if model_id in specs:
             raise LayercritError(f"--model id '{model_id}' is given twice: model ids must be unique")
         specs[model_id] = spec
+    root = Path(args.data)
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise LayercritError(f"--data {root} has no {split}/ folder: give a CIFAR-10-like root with train/ and test/")
     if any(n < 1 for n in args.remove) or args.random_seeds < 1:
         raise LayercritError("--remove takes positive block counts and --random-seeds at least 1")
-    if args.threads:
+    if validate.threads(args.threads):
         torch.set_num_threads(args.threads)
     models = {i: create_model(s, arch=args.arch, name=i) for i, s in specs.items()}
     if args.remeasure_speed:
