@@ -1,0 +1,770 @@
+"""Hostile input and failing disks (issue 14): the bad-input matrix, through the real CLI.
+
+Every case runs ``python -m layercrit.cli ...`` in a subprocess with a timeout (a hang fails the
+case) and asserts the exit status, exactly one ``layercrit: error:`` line and no traceback, that
+nothing was written where the case must not write (a snapshot of its folder and of the shared
+inputs before and after), and whatever the case is about. Cases that only need plain files run
+two at a time (each is mostly the start of a Python process). Full and read-only disks use a
+small tmpfs (root only); permission-denied files are made for a uid the test process does not
+have inside a user namespace (``unshare --user --map-root-user``) when running as root. Both skip
+with a reason where that is impossible. Last: Hypothesis fuzzes the option and study-file
+validation in-process (random values for every field: never a traceback).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+
+TIMEOUT = 240  # seconds per command: generous for a loaded 2-core machine; a hang ends the case as a failure
+MODEL = ["--model", "arch:cifar_resnet50"]
+QUICK = ["--samples", "10", "--trials", "1", "--batch-size", "10", "--layers", "fc", "--no-progress"]
+UNREADABLE_UID = 12345  # owner of the files made unreadable (a uid the test process never has)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+def layercrit(*args: str, cwd: Path, env: dict, prefix: tuple[str, ...] = (), timeout: float = TIMEOUT,
+              ) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess; a hang past ``timeout`` kills it and fails the case."""
+    cmd = [*prefix, sys.executable, "-m", "layercrit.cli", *map(str, args)]
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"layercrit {' '.join(map(str, args))} did not finish within {timeout} s (a hang?): "
+                    f"{(e.stderr or b'')[-500:]!r}")
+
+
+def assert_one_error(proc: subprocess.CompletedProcess, *needles: str, status: int = 2) -> str:
+    """Exit ``status``, exactly one ``layercrit: error:`` line on stderr (warnings aside), no traceback."""
+    err = proc.stderr
+    assert "Traceback" not in err, err[-3000:]
+    assert proc.returncode == status, f"exit {proc.returncode}, stderr:\n{err[-3000:]}"
+    errors = [line for line in err.splitlines() if line.startswith("layercrit: error:")]
+    others = [line for line in err.splitlines() if line.strip() and not line.startswith("layercrit: ")]
+    assert len(errors) == 1, err[-3000:]
+    assert not others, f"stray stderr lines: {others[:5]}"
+    for n in needles:
+        assert n.lower() in errors[0].lower(), errors[0]
+    return errors[0]
+
+
+def assert_clean_success(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def snapshot(*roots: Path) -> dict[str, tuple]:
+    """Every file and folder below ``roots``: (kind, size, mtime) by path; symlinks are not followed."""
+    seen = {}
+    for root in roots:
+        if not root.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                p = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                kind = "l" if os.path.islink(p) else "d" if os.path.isdir(p) else "f"
+                seen[p] = (kind, None if kind == "d" else st.st_size, None if kind == "d" else st.st_mtime_ns)
+    return seen
+
+
+def changes(before: dict, after: dict) -> list[str]:
+    out = [f"new {p}" for p in after.keys() - before.keys()]
+    out += [f"removed {p}" for p in before.keys() - after.keys()]
+    out += [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]]
+    return sorted(out)
+
+
+def image_folder(root: Path, classes: int = 10, per_class: int = 2, size: int = 32) -> Path:
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (size, size), (i * 60, c * 20, 200 - c * 10)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def can_unshare() -> bool:
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def unreadable(path: Path) -> None:
+    """Make ``path`` unreadable for the process that ``unprivileged()`` starts."""
+    if os.geteuid() == 0:
+        os.chown(path, UNREADABLE_UID, UNREADABLE_UID)
+    os.chmod(path, 0)
+
+
+def unprivileged() -> tuple[str, ...]:
+    """Command prefix under which file permissions apply (root would read anything)."""
+    if os.geteuid() != 0:
+        return ()
+    if not can_unshare():
+        pytest.skip("running as root without user namespaces: permission-denied files cannot be made")
+    return ("unshare", "--user", "--map-root-user")
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "2m"):
+    """A small tmpfs at ``path`` (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("full-disk and read-only cases mount a tmpfs: run as root")
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount_ro(path: Path) -> None:
+    r = subprocess.run(["mount", "-o", "remount,ro", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot remount the tmpfs read-only ({r.stderr.strip()})")
+
+
+def fill(path: Path) -> None:
+    """Fill the file system of ``path`` (a tmpfs) to the last byte."""
+    with open(path / "filler", "wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0")
+                f.flush()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the shared inputs: built once per module
+
+@dataclass
+class World:
+    root: Path
+    inputs: Path  # never written by any case
+    data: Path  # 10 classes x 2 images, 32 px (cifar_resnet50's input)
+    ckpt: Path  # cifar_resnet50 weights (.safetensors)
+    db: Path  # a measured database (fc, random, 1 trial, 10 images)
+    env: dict
+    cache: Path
+
+    def case_dir(self, name: str) -> Path:
+        d = self.root / "cases" / name
+        d.mkdir(parents=True)
+        return d
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    from layercrit.models import create_model, save_safetensors
+
+    root = tmp_path_factory.mktemp("hostile")
+    inputs = root / "in"
+    data = image_folder(inputs / "data")
+    bundle = create_model("arch:cifar_resnet50")
+    ckpt = inputs / "good.safetensors"
+    save_safetensors(bundle.network, ckpt)
+    state = {k: v.clone() for k, v in bundle.network.state_dict().items()}
+
+    state["conv1.weight"].view(-1)[0] = float("nan")
+    torch.save(state, inputs / "nan.pt")
+    state["conv1.weight"].view(-1)[0] = float("inf")
+    torch.save({"state_dict": state}, inputs / "inf.pt")
+    huge = {k: v.clone() for k, v in bundle.network.state_dict().items()}
+    huge["fc.weight"].fill_(3e38)  # finite, but the logits overflow: a reset whose metrics are not finite
+    torch.save(huge, inputs / "huge.pt")
+    loop: dict = {}
+    loop["state_dict"] = loop
+    torch.save(loop, inputs / "cycle.pt")
+    deep: dict = {"w": torch.zeros(1)}
+    for _ in range(50):
+        deep = {"state_dict": deep}
+    torch.save(deep, inputs / "deep.pt")
+    (inputs / "text.pt").write_text("this is a text file, not a checkpoint\n" * 20)
+    (inputs / "study-data").mkdir()
+    for split in ("train", "test"):  # a CIFAR-10-like root (train/ and test/) for train and compress-compare
+        shutil.copytree(data, inputs / "cifar" / split)
+
+    cache, mpl = root / "cache", root / "mpl"
+    mpl.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LAYERCRIT_CACHE": str(cache), "MPLCONFIGDIR": str(mpl),
+           "COLUMNS": "200"}
+    env.pop("CI", None)
+    db = inputs / "measured.db"
+    proc = layercrit("measure", *MODEL, "--data", data, "--db", db, *QUICK, cwd=root, env=env)
+    assert_clean_success(proc)
+    return World(root, inputs, data, ckpt, db, env, cache)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the matrix of plain-file cases (run two at a time)
+
+@dataclass
+class Case:
+    name: str
+    defect: int  # the issue's numbered defect it covers
+    args: Callable[[World, Path], list]  # the command line, given the world and the case's own folder
+    needles: tuple[str, ...] = ()  # words the error line must hold (case-insensitive)
+    status: int = 2
+    setup: Callable[[World, Path], None] | None = None
+    check: Callable[[World, Path, subprocess.CompletedProcess], None] | None = None
+    writes: bool = False  # the case may write into its own folder (a success case)
+
+
+def _measure(w: World, d: Path, *extra, db: str = "s.db") -> list:
+    return ["measure", *MODEL, "--data", w.data, "--db", d / db, *QUICK, *extra]
+
+
+def _file_model(path_name: str, *extra) -> Callable[[World, Path], list]:
+    return lambda w, d: ["measure", "--model", f"file:{w.inputs / path_name}", "--arch", "cifar_resnet50",
+                         "--data", w.data, "--db", d / "s.db", *QUICK, *extra]
+
+
+def _copy_db(w: World, d: Path, name: str = "copy.db") -> Path:
+    shutil.copy(w.db, d / name)
+    return d / name
+
+
+def _truncated_db(w: World, d: Path) -> None:
+    data = w.db.read_bytes()
+    (d / "t.db").write_bytes(data[: len(data) * 2 // 3])
+
+
+def _flipped_header_db(w: World, d: Path) -> None:
+    data = bytearray(w.db.read_bytes())
+    data[:16] = b"not sqlite at al"
+    (d / "f.db").write_bytes(bytes(data))
+
+
+def _partial_row(state: str, n: int) -> Callable[[World, Path], None]:
+    """A copy of the measured db whose fc row is replaced by saved progress ``state`` (n images)."""
+    def setup(w: World, d: Path) -> None:
+        db = _copy_db(w, d, "s.db")
+        with sqlite3.connect(db) as c:
+            c.execute("DELETE FROM results")
+            c.execute("UPDATE runs SET finished = NULL")
+            c.execute("INSERT INTO partial (run_id, layer, reset, trial, n_samples, state) "
+                      "VALUES (1, 'fc', 'random', 0, ?, ?)", (n, state))
+        c.close()
+    return setup
+
+
+def _study(text: str) -> Callable[[World, Path], None]:
+    def setup(w: World, d: Path) -> None:
+        (d / "study.toml").write_text(text.replace("DATA", str(w.inputs / "study-data")))
+    return setup
+
+
+def _study_run(w: World, d: Path) -> list:
+    return ["study", "run", d / "study.toml", "--db", d / "s.db", "--no-progress"]
+
+
+STUDY_HEAD = '[study]\ndata = "DATA"\nsamples = 10\ntrials = 1\n'
+
+
+def _symlink_loop(w: World, d: Path) -> None:
+    shutil.copytree(w.data, d / "data", symlinks=True)
+    os.symlink("..", d / "data" / "c0" / "loop")
+    os.symlink("../c0", d / "data" / "c1" / "again")
+
+
+def _no_db_check(w: World, d: Path, proc) -> None:
+    assert not (d / "s.db").exists(), "a failed run must not create the database"
+
+
+def _victim(w: World, d: Path) -> None:
+    (d / "w" / "cc").mkdir(parents=True)
+    victim = d / "victim-criticality-s0-n1"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+
+
+def _victim_intact(w: World, d: Path, proc) -> None:
+    assert (d / "victim-criticality-s0-n1" / "keep.txt").read_text() == "precious"
+    assert not (d / "w" / "cc" / "out").exists()
+
+
+def _float_tiff(w: World, d: Path) -> None:
+    shutil.copytree(w.data, d / "data")
+    Image.fromarray(np.full((32, 32), 7.5, dtype=np.float32)).save(d / "data" / "c3" / "bad.tiff")
+
+
+def _dup_check(w: World, d: Path, proc) -> None:
+    with sqlite3.connect(d / "s.db") as c:
+        rows = c.execute("SELECT reset, COUNT(*) FROM results GROUP BY reset").fetchall()
+    assert dict(rows) == {"zero": 1, "interpolate:0.5": 1}, rows
+
+
+def _nonfinite_check(w: World, d: Path, proc) -> None:
+    assert "non-finite" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    with sqlite3.connect(d / "s.db") as c:
+        rows = c.execute("SELECT criticality, nonfinite FROM results").fetchall()
+    assert rows and all(flag for _, flag in rows), rows
+
+
+def _empty_file(w: World, d: Path) -> None:
+    (d / "empty.db").write_bytes(b"")
+
+
+def _lease_held(w: World, d: Path) -> None:
+    """A copy of the measured db whose model is being measured by a live process (this test's)."""
+    import socket
+
+    db = _copy_db(w, d, "s.db")
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM results")
+        c.execute("UPDATE runs SET finished = NULL")
+        c.execute("CREATE TABLE IF NOT EXISTS writers (model_id TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT "
+                  "NOT NULL, pid INTEGER NOT NULL, since TEXT NOT NULL, heartbeat REAL NOT NULL)")
+        c.execute("INSERT OR REPLACE INTO writers VALUES ('cifar_resnet50', 'other', ?, ?, 'now', ?)",
+                  (socket.gethostname(), os.getpid(), time.time()))
+    c.close()
+
+
+def _lease_stale(w: World, d: Path) -> None:
+    _lease_held(w, d)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with sqlite3.connect(d / "s.db") as c:
+        c.execute("UPDATE writers SET pid = ?", (dead.pid,))
+    c.close()
+
+
+def _rows_complete(w: World, d: Path, proc) -> None:
+    with sqlite3.connect(d / "s.db") as c:
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+
+
+CASES = [
+    # 1 hostile checkpoints: bounded, never a hang
+    Case("checkpoint-cycle", 1, _file_model("cycle.pt"), ("contains itself",), check=_no_db_check),
+    Case("checkpoint-deep", 1, _file_model("deep.pt"), ("levels deep",), check=_no_db_check),
+    Case("checkpoint-text-trust-pickle", 8, _file_model("text.pt", "--trust-pickle"), ("not a readable",),
+         check=_no_db_check),
+    # 2 names that would leave the output folder
+    Case("compress-compare-id-escapes", 2,
+         lambda w, d: ["compress-compare", "--model", f"../../victim=file:{w.ckpt}", "--data", w.inputs / "cifar",
+                       "--out", d / "w" / "cc" / "out", "--remove", "1", "--random-seeds", "1", "--no-progress"],
+         ("cannot be used as a file name",), setup=_victim, check=_victim_intact),
+    Case("study-id-escapes", 2, lambda w, d: ["study", "show", d / "study.toml"], ("path separator",),
+         setup=_study(STUDY_HEAD + '[[models]]\nid = "../../x"\nspec = "arch:cifar_resnet50"\n')),
+    Case("study-id-nul", 8, lambda w, d: ["study", "show", d / "study.toml"], ("NUL",),
+         setup=_study(STUDY_HEAD + '[[models]]\nid = "a\\u0000b"\nspec = "arch:cifar_resnet50"\n')),
+    # 3 NaN is never success
+    Case("checkpoint-nan", 3, _file_model("nan.pt"), ("non-finite", "conv1.weight"), check=_no_db_check),
+    Case("checkpoint-inf-nested", 3, _file_model("inf.pt"), ("non-finite",), check=_no_db_check),
+    Case("std-zero", 3, lambda w, d: _measure(w, d, "--mean", "0,0,0", "--std", "0,0,0"), ("--std",),
+         check=_no_db_check),
+    Case("reset-init-nan", 3, lambda w, d: _measure(w, d, "--reset", f"init:{w.inputs / 'nan.pt'}"),
+         ("non-finite",), check=_no_db_check),
+    Case("reset-nonfinite-recorded", 3, lambda w, d: _measure(w, d, "--reset", f"init:{w.inputs / 'huge.pt'}"),
+         status=0, check=_nonfinite_check, writes=True),
+    # 4 symlink loops never multiply the data: 20 images, so 21 is one too many
+    Case("data-symlink-loop", 4,
+         lambda w, d: ["measure", *MODEL, "--data", d / "data", "--db", d / "s.db", *QUICK, "--samples", "21"],
+         ("more than the 20 images",), setup=_symlink_loop, check=_no_db_check),
+    # 5 duplicate resets and a second writer
+    Case("reset-duplicates", 5,
+         lambda w, d: _measure(w, d, "--reset", "zero", "--reset", "zero", "--reset", "interpolate:0.5",
+                               "--reset", "interpolate:0.50"), status=0, check=_dup_check, writes=True),
+    Case("second-writer-live", 5, lambda w, d: _measure(w, d), ("being measured", "another process"),
+         setup=_lease_held),
+    Case("second-writer-dead", 5, lambda w, d: _measure(w, d), status=0, setup=_lease_stale,
+         check=_rows_complete, writes=True),
+    # 6 unwritable outputs (the disk cases are below, on a tmpfs)
+    Case("export-onto-folder", 6, lambda w, d: ["export", "--db", w.db, "--out", d / "isdir.csv"], ("is a folder",),
+         setup=lambda w, d: (d / "isdir.csv").mkdir()),
+    Case("train-out-is-file", 6,
+         lambda w, d: ["train", "--method", "standard", "--data", w.inputs / "cifar", "--out", d / "f", "--epochs", "1"],
+         ("f",), setup=lambda w, d: (d / "f").write_text("x")),
+    # 7 damaged databases
+    Case("db-truncated", 7, lambda w, d: ["export", "--db", d / "t.db", "--out", d / "x.csv"], ("t.db",),
+         setup=_truncated_db),
+    Case("db-not-sqlite", 7, lambda w, d: ["export", "--db", d / "f.db", "--out", d / "x.csv"], ("f.db",),
+         setup=_flipped_header_db),
+    Case("db-partial-broken-json", 7, lambda w, d: _measure(w, d), ("s.db", "damaged", "saved progress"),
+         setup=_partial_row("{not json", 5)),
+    Case("db-partial-wrong-count", 7, lambda w, d: _measure(w, d), ("s.db", "damaged", "image count"),
+         setup=_partial_row(json.dumps({"n": 50, **dict.fromkeys(
+             ["top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_cos_sim_sq", "pred_l1_err", "pred_l2_err",
+              "pred_ce_loss", "pred_kl_div", "pred_agreement"], 0.0)}), 50)),
+    # 8 validation gaps: the same rules everywhere
+    Case("seed-too-big", 8, lambda w, d: _measure(w, d, "--seed", str(2**70)), ("seed",), check=_no_db_check),
+    Case("num-classes-zero", 8, lambda w, d: _measure(w, d, "--num-classes", "0"), ("num-classes",),
+         check=_no_db_check),
+    Case("num-classes-negative", 8, lambda w, d: _measure(w, d, "--num-classes", "-5"), ("num-classes",),
+         check=_no_db_check),
+    Case("input-size-zero", 8, lambda w, d: _measure(w, d, "--input-size", "0"), ("input-size",),
+         check=_no_db_check),
+    Case("input-size-huge", 8, lambda w, d: _measure(w, d, "--input-size", "100000"), ("input-size",),
+         check=_no_db_check),
+    Case("mean-std-length", 8, lambda w, d: _measure(w, d, "--mean", "1,2", "--std", "1,2"), ("--mean", "3"),
+         check=_no_db_check),
+    Case("threads-negative", 8,
+         lambda w, d: ["train", "--method", "standard", "--data", w.inputs / "cifar", "--out", d / "run", "--threads", "-2"],
+         ("threads",)),
+    Case("train-lr-nan", 3,
+         lambda w, d: ["train", "--method", "standard", "--data", w.inputs / "cifar", "--out", d / "run", "--lr", "nan"],
+         ("lr",)),
+    Case("study-num-classes-text", 8, lambda w, d: ["study", "show", d / "study.toml"], ("num_classes",),
+         setup=_study(STUDY_HEAD + '[[models]]\nid = "m"\nspec = "arch:cifar_resnet50"\nnum_classes = "ten"\n')),
+    Case("study-resets-number", 8, _study_run, ("resets",), setup=_study(STUDY_HEAD.replace(
+        "trials = 1\n", "trials = 1\nresets = 5\n") + '[[models]]\nid = "m"\nspec = "arch:cifar_resnet50"\n'),
+        check=_no_db_check),
+    Case("study-category-number", 8, _study_run, ("category",),
+         setup=_study(STUDY_HEAD + '[[models]]\nid = "m"\nspec = "arch:cifar_resnet50"\ncategory = 7\n'),
+         check=_no_db_check),
+    # 9 writes nothing
+    Case("study-samples-negative", 9, _study_run, ("samples",),
+         setup=_study(STUDY_HEAD.replace("samples = 10", "samples = -1") + '[[models]]\nid = "m"\nspec = "arch:x"\n'),
+         check=_no_db_check),
+    Case("study-trials-zero", 9, _study_run, ("trials",),
+         setup=_study(STUDY_HEAD.replace("trials = 1", "trials = 0") + '[[models]]\nid = "m"\nspec = "arch:x"\n'),
+         check=_no_db_check),
+    Case("study-batch-size-zero", 9, _study_run, ("batch_size",),
+         setup=_study(STUDY_HEAD + 'batch_size = 0\n[[models]]\nid = "m"\nspec = "arch:x"\n'), check=_no_db_check),
+    Case("study-bad-reset", 9, _study_run, ("reset",),
+         setup=_study(STUDY_HEAD + 'resets = ["shuffle"]\n[[models]]\nid = "m"\nspec = "arch:x"\n'),
+         check=_no_db_check),
+    Case("study-spec-not-a-checkpoint", 9, _study_run, ("/etc/passwd",),
+         setup=_study(STUDY_HEAD + '[[models]]\nid = "m"\nspec = "file:/etc/passwd"\narch = "cifar_resnet50"\n'),
+         check=_no_db_check),
+    Case("export-reads-only", 9, lambda w, d: ["export", "--db", d / "empty.db", "--out", d / "x.csv"],
+         ("no results",), setup=_empty_file),
+    # 10 messages that name the real problem
+    Case("types-comma", 10, lambda w, d: _measure(w, d, "--types", ","), ("--types",), check=_no_db_check),
+    Case("input-size-negative", 10, lambda w, d: _measure(w, d, "--input-size", "-5"), ("--input-size",),
+         check=_no_db_check),
+    # 11 images
+    Case("float-tiff-out-of-range", 11,
+         lambda w, d: ["measure", *MODEL, "--data", d / "data", "--db", d / "s.db", *QUICK, "--samples", "all"],
+         ("bad.tiff", "float"), setup=_float_tiff, check=_no_db_check),
+]
+
+
+@pytest.fixture(scope="module")
+def matrix(world):
+    """Run every plain-file case (two at a time); returns name -> (proc, changes, case folder)."""
+    def run(case: Case):
+        d = world.case_dir(case.name)
+        if case.setup:
+            case.setup(world, d)
+        before = snapshot(world.inputs, d)
+        proc = layercrit(*case.args(world, d), cwd=d, env=world.env)
+        after = snapshot(world.inputs, d)
+        return case.name, (proc, changes(before, after), d)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, CASES))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.defect}-{c.name}" for c in CASES])
+def test_matrix(case: Case, world, matrix):
+    proc, changed, d = matrix[case.name]
+    if case.status == 0:
+        assert_clean_success(proc)
+    else:
+        assert_one_error(proc, *case.needles, status=case.status)
+    if not case.writes:
+        assert not changed, f"a failed command wrote or deleted files: {changed}"
+    else:
+        outside = [c for c in changed if not c.split(" ", 1)[1].startswith(str(d))]
+        assert not outside, f"written outside the case's folder: {outside}"
+    if case.check:
+        case.check(world, d, proc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# disks that are full or read-only (tmpfs), files that are unreadable (user namespace)
+
+def test_measure_db_on_read_only_mount(world, tmp_path):
+    with tmpfs(tmp_path / "ro") as ro:
+        remount_ro(ro)
+        proc = layercrit(*_measure(world, ro), cwd=tmp_path, env=world.env)
+        assert_one_error(proc, str(ro / "s.db"), "read-only")
+        assert not (ro / "s.db").exists()
+
+
+def test_measure_db_on_full_disk_keeps_database_readable(world, tmp_path):
+    with tmpfs(tmp_path / "full", "1m") as full:
+        shutil.copy(world.db, full / "s.db")
+        with sqlite3.connect(full / "s.db") as c:  # the model's rows gone: the run must write again
+            c.execute("DELETE FROM results")
+        c.close()
+        fill(full)
+        proc = layercrit(*_measure(world, full), cwd=tmp_path, env=world.env)
+        assert_one_error(proc, "s.db", "no space left")
+        (full / "filler").unlink()
+        proc = layercrit("export", "--db", full / "s.db", "--out", tmp_path / "rows.csv", cwd=tmp_path, env=world.env)
+        assert_one_error(proc, "no results")  # still a readable database, just without rows
+
+
+def test_export_to_read_only_and_full_places(world, tmp_path):
+    with tmpfs(tmp_path / "ro") as ro:
+        remount_ro(ro)
+        proc = layercrit("export", "--db", world.db, "--out", ro / "x.csv", cwd=tmp_path, env=world.env)
+        assert_one_error(proc, str(ro / "x.csv"), "read-only")
+    with tmpfs(tmp_path / "full", "64k") as full:
+        fill(full)
+        proc = layercrit("export", "--db", world.db, "--out", full / "x.csv", cwd=tmp_path, env=world.env)
+        assert_one_error(proc, str(full / "x.csv"), "no space left")
+        assert sorted(p.name for p in full.iterdir()) == ["filler"], "a temporary file was left behind"
+
+
+def test_report_to_read_only_and_full_places(world, tmp_path):
+    with tmpfs(tmp_path / "ro") as ro:
+        remount_ro(ro)
+        proc = layercrit("report", "--db", world.db, "--out", ro / "report", cwd=tmp_path, env=world.env)
+        assert_one_error(proc, "read-only")
+    with tmpfs(tmp_path / "full", "256k") as full:
+        fill(full)
+        proc = layercrit("report", "--db", world.db, "--out", full / "report", cwd=tmp_path, env=world.env)
+        assert_one_error(proc, "no space left")
+        assert sorted(p.name for p in full.iterdir()) == ["filler"], "a temporary folder was left behind"
+
+
+def test_unreadable_inputs(world, tmp_path):
+    prefix = unprivileged()
+    ckpt = tmp_path / "secret.safetensors"
+    shutil.copy(world.ckpt, ckpt)
+    unreadable(ckpt)
+    proc = layercrit("measure", "--model", f"file:{ckpt}", "--arch", "cifar_resnet50", "--data", world.data, "--db",
+                     tmp_path / "s.db", *QUICK, cwd=tmp_path, env=world.env, prefix=prefix)
+    assert_one_error(proc, "permission denied", str(ckpt))  # not "No such file or directory"
+    data = tmp_path / "data"
+    shutil.copytree(world.data, data)
+    unreadable(data)
+    proc = layercrit(*_measure(world, tmp_path)[:3], "--data", data, "--db", tmp_path / "s.db", *QUICK,
+                     cwd=tmp_path, env=world.env, prefix=prefix)
+    assert_one_error(proc, "permission denied", str(data))
+    db = tmp_path / "ro.db"
+    shutil.copy(world.db, db)
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM results")
+    c.close()
+    if os.geteuid() == 0:
+        os.chown(db, UNREADABLE_UID, UNREADABLE_UID)
+    os.chmod(db, 0o444)
+    proc = layercrit(*_measure(world, tmp_path, db="ro.db"), cwd=tmp_path, env=world.env, prefix=prefix)
+    assert_one_error(proc, "ro.db", "read-only")
+    assert not (tmp_path / "s.db").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# concurrency, interrupts, offline, non-finite reporting
+
+def test_two_writers_of_one_model_at_once(world, tmp_path):
+    """Both at once: each ends cleanly (the second waits for nothing: it stops at once with one line, or
+    finds the first's rows), and the database holds every row exactly once."""
+    args = ["measure", *MODEL, "--data", world.data, "--db", tmp_path / "s.db", "--samples", "20", "--trials", "2",
+            "--batch-size", "5", "--layers", "fc", "layer4.2.conv3", "--no-progress"]
+    cmd = [sys.executable, "-m", "layercrit.cli", *map(str, args)]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert "Traceback" not in err, err
+        if p.returncode != 0:
+            assert_one_error(subprocess.CompletedProcess(cmd, p.returncode, out, err), "being measured")
+    assert 0 in [p.returncode for p in procs]
+    proc = layercrit(*args, cwd=tmp_path, env=world.env)  # a rerun completes whatever the second left
+    assert_clean_success(proc)
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        assert c.execute("SELECT COUNT(*), COUNT(DISTINCT layer || reset || trial) FROM results").fetchone() == (4, 4)
+
+
+def _mapped(pid: int, needle: str) -> bool:
+    with contextlib.suppress(OSError):
+        return needle in Path(f"/proc/{pid}/maps").read_text()
+    return False
+
+
+def test_ctrl_c_while_importing_prints_one_line(world, tmp_path):
+    """SIGINT while PyTorch is being imported (the CLI's first second): one line, status 130."""
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("needs /proc to see when the process is importing PyTorch")
+    p = subprocess.Popen([sys.executable, "-m", "layercrit.cli", *_measure(world, tmp_path)], cwd=tmp_path,
+                         env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while p.poll() is None and not _mapped(p.pid, "libtorch") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=TIMEOUT)
+    assert "Traceback" not in err, err
+    assert p.returncode == 130, err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("layercrit: interrupted"), err
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_offline_timm_fails_fast_with_one_line(world, tmp_path):
+    from layercrit.hub import hub_host, reachable
+
+    if reachable(*hub_host()):
+        pytest.skip("the Hugging Face hub is reachable here: the offline case needs no network")
+    proc = layercrit("layers", "--model", "timm:resnet18", cwd=tmp_path, env={**world.env, "HF_HOME": str(tmp_path)})
+    assert_one_error(proc, "timm:resnet18", "cannot be reached")
+    assert "Retrying" not in proc.stderr + proc.stdout
+
+
+def test_nonfinite_reset_flagged_in_report(world, tmp_path):
+    proc = layercrit(*_measure(world, tmp_path, "--reset", f"init:{world.inputs / 'huge.pt'}", "--name",
+                               "$\\undefinedcmd{x}$"), cwd=tmp_path, env=world.env)
+    assert_clean_success(proc)
+    assert "non-finite" in proc.stdout + proc.stderr
+    proc = layercrit("report", "--db", tmp_path / "s.db", "--reset", f"init:{world.inputs / 'huge.pt'}", "--out",
+                     tmp_path / "report", cwd=tmp_path, env=world.env)
+    assert_clean_success(proc)
+    assert "non-finite" in proc.stderr, proc.stderr
+    assert "undefinedcmd" in (tmp_path / "report" / "index.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# in-process: decoding, bounded flattening, names
+
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path):
+    from layercrit.data.datasets import _open_rgb
+
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    rgb = np.asarray(_open_rgb(str(tmp_path / "g16.png")))
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+    assert np.abs(rgb[..., 0].astype(int) - np.rint(ramp / 257)).max() <= 1
+    assert (rgb == 255).mean() < 0.01  # not saturated
+    Image.fromarray(np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)).save(tmp_path / "f.tiff")
+    rgb = np.asarray(_open_rgb(str(tmp_path / "f.tiff")))
+    assert rgb.min() == 0 and rgb.max() == 255 and rgb.mean() > 100  # not black
+
+
+def test_checkpoint_flattening_is_bounded(tmp_path):
+    from layercrit.errors import LayercritError
+    from layercrit.models.checkpoint import _flatten
+
+    a: dict = {}
+    b: dict = {"model": a}
+    a["state_dict"] = b  # a two-step cycle
+    with pytest.raises(LayercritError, match="contains itself"):
+        _flatten(a, tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "a\\b", "a\x00b", ".hidden", "x\n"])
+def test_unsafe_names_are_refused(name, tmp_path):
+    from layercrit.errors import LayercritError
+    from layercrit.paths import path_inside
+
+    with pytest.raises(LayercritError):
+        path_inside(tmp_path, name)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    from layercrit.errors import LayercritError
+    from layercrit.paths import atomic_write
+
+    with pytest.raises(LayercritError, match="No space left on device"):
+        with atomic_write(tmp_path / "x.csv") as tmp:
+            tmp.write_text("half")
+            raise OSError(28, os.strerror(28))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hypothesis: random values for every option and study field never end in a traceback
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NUMBERS = st.one_of(st.integers(min_value=-2**80, max_value=2**80), st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([0, 1, -1, 2**63, 2**64, 10**6]))
+TEXTS = st.one_of(st.text(max_size=12), st.sampled_from(["", ",", "1,2", "0,0,0", "nan,1,1", "all", "a\x00b",
+                                                          "interpolate:0.50", "init:", "zero", "../x"]))
+VALUES = st.one_of(NUMBERS.map(str), TEXTS)
+OPTIONS = ["--seed", "--trials", "--samples", "--batch-size", "--input-size", "--num-classes", "--init-seed",
+           "--mean", "--std", "--types", "--reset", "--target-ci", "--engine", "--precision", "--unit", "--name",
+           "--category", "--layers"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(OPTIONS), VALUES, max_size=4))
+def test_fuzz_measure_options_never_traceback(tmp_path_factory, options):
+    d = tmp_path_factory.mktemp("fuzz")
+    argv = ["measure", "--model", "arch:cifar_resnet50", "--data", str(d / "no-data"), "--db", str(d / "s.db"),
+            "--no-progress"]
+    for k, v in options.items():
+        if v.startswith("-"):
+            argv.append(f"{k}={v}")
+        else:
+            argv += [k, v]
+    proc = run_cli(*argv)  # an exception escaping main() fails the test with its traceback
+    assert proc.returncode == 2, (argv, proc.stderr)
+    if "usage:" not in proc.stderr:  # argparse's own refusal of a non-number is fine too
+        assert_one_error(proc)
+    assert not (d / "s.db").exists()
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+TOML_VALUES = st.recursive(st.one_of(st.booleans(), st.integers(min_value=-2**63, max_value=2**63 - 1),
+                                     st.floats(), TEXTS), lambda inner: st.lists(inner, max_size=3), max_leaves=4)
+STUDY_FIELDS = ["name", "data", "arch", "seed", "samples", "trials", "resets", "batch_size", "device", "engine",
+                "eval_data", "runs", "description"]
+MODEL_FIELDS = ["id", "name", "category", "spec", "method", "arch", "checkpoint", "num_classes", "init_seed", "epochs",
+                "lr", "eps"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(STUDY_FIELDS), TOML_VALUES, max_size=4),
+       st.dictionaries(st.sampled_from(MODEL_FIELDS), TOML_VALUES, max_size=4))
+def test_fuzz_study_fields_never_traceback(tmp_path_factory, study, model):
+    d = tmp_path_factory.mktemp("fuzz-study")
+    study = {"data": str(d), **study}
+    model = {"id": "m", "spec": "arch:cifar_resnet50", **model}
+    text = "[study]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in study.items())
+    text += "[[models]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in model.items())
+    (d / "s.toml").write_text(text)
+    proc = run_cli("study", "show", str(d / "s.toml"))
+    assert proc.returncode in (0, 2), proc.stderr
+    if proc.returncode == 2:
+        assert_one_error(proc)
