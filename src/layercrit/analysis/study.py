@@ -45,6 +45,7 @@ class Study:
     without: tuple[str, ...] = DEFAULT_WITHOUT
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    nonfinite: dict[str, int] = field(default_factory=dict)  # model id -> rows whose criticality is NaN or Inf
 
     @property
     def model_ids(self) -> list[str]:
@@ -117,6 +118,7 @@ def load_study(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] 
     runs = pd.concat([s.runs for s in sources], ignore_index=True)
 
     found: list[str] = []  # warnings for the user
+    nonfinite = _nonfinite_rows(rows, found)
     study_meta = runs[["model_id", "category", "accuracy"]]
     meta = _metadata.merge_metadata(_metadata.registry_metadata(), study_meta, user_meta).set_index("model_id")
     models = meta.reindex(list(dict.fromkeys(rows["model_id"]))).rename_axis("model_id").reset_index()
@@ -133,7 +135,22 @@ def load_study(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] 
     for message in found:
         warnings.warn(message, ReportWarning, stacklevel=2)
     return Study(rows=rows, runs=runs, models=models, layers=layer_frame(rows), baseline=chosen, reset=reset,
-                 without=tuple(without), warnings=found, notes=notes)
+                 without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite)
+
+
+def _nonfinite_rows(rows: pd.DataFrame, found: list[str]) -> dict[str, int]:
+    """Rows whose criticality is not a finite number (a reset whose outputs overflowed): counted per model,
+    flagged as a warning, set to NaN so the figures show them as missing and the means leave them out."""
+    values = pd.to_numeric(rows["criticality"], errors="coerce").astype(float)
+    bad = ~np.isfinite(values.to_numpy())
+    if not bad.any():
+        return {}
+    counts = rows.loc[bad, "model_id"].value_counts().to_dict()
+    rows.loc[bad, "criticality"] = np.nan
+    shown = ", ".join(f"{m} ({n})" for m, n in list(counts.items())[:5]) + (" ..." if len(counts) > 5 else "")
+    found.append(f"non-finite criticality (NaN or Inf: the reset's outputs overflowed) in {int(bad.sum())} row(s): "
+                 f"{shown}; shown as missing in the figures and left out of the means (summary.json: nonfinite_rows)")
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def _check_unique_models(sources: list[Source]) -> None:

@@ -1,4 +1,4 @@
-"""The study's numbers as one JSON-ready dict (``summary.json``); NaN becomes null."""
+"""The study's numbers as one JSON-ready dict (``summary.json``); NaN and Inf become null."""
 from __future__ import annotations
 
 import math
@@ -18,6 +18,7 @@ def summary(study: Study) -> dict:
             "epsilon": row.epsilon, "norm": row.norm,
             "avg_criticality": row.avg_criticality, "std_criticality": row.std_criticality,
             "n_layers": row.n_layers, "n_trials": row.n_trials,
+            "nonfinite_rows": study.nonfinite.get(row.model_id, 0),
             "stages": stages.loc[row.model_id].to_dict(),
         }
     categories = {row.category: {"mean": row.mean, "std": row.std, "n": row.n}
@@ -34,6 +35,6 @@ def clean(value):
         return [clean(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return value
