@@ -10,7 +10,8 @@ import torch
 import torchvision
 
 import layercrit as lc
-from layercrit.resets import RemovedBlock, RemoveReset, discover_blocks, layer_reset, remove_blocks
+from layercrit.models import RemovedBlock, remove_blocks
+from layercrit.resets import RemoveReset, discover_blocks, layer_reset
 from layercrit.store import METRICS
 
 from conftest import run_cli

@@ -135,7 +135,7 @@ def test_resume_mid_unit_gives_identical_numbers(tmp_path, monkeypatch, tiny_mod
     clean = lc.measure(model, tiny_data, **kw)
     import importlib
 
-    measure_mod = importlib.import_module("layercrit.engine.measure")
+    measure_mod = importlib.import_module("layercrit.engine.metrics")
     calls = {"n": 0}
     real_update = measure_mod.ResetMetrics.update
 

@@ -1,6 +1,8 @@
 """The Ray backend (local Ray instance, 2 CPUs): same rows as the local backend, a killed worker is retried,
 an interrupted driver resumes; every row exactly once."""
 import logging
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +17,8 @@ from conftest import run_cli
 from PIL import Image
 
 import layercrit as lc
+from layercrit.models import ModelOptions
+from layercrit.scale.ray import RayExecutor, RayOptions, driver, run_task
 from layercrit.store import METRICS
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'layercrit[ray]' (or '.[test]')")
@@ -40,13 +44,23 @@ def module_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def task_env(module_cache, monkeypatch):
     """The same environment for every test's tasks (the driver forwards its LAYERCRIT_* variables to them), so
-    Ray reuses its worker processes across tests: one private cache for the module, and the kill hook armed
-    with a marker that already exists (no kill); a test that wants a worker killed deletes the marker."""
+    Ray reuses its worker processes across tests: one private cache for the module."""
     monkeypatch.setenv("LAYERCRIT_CACHE", str(module_cache))
-    marker = module_cache / "killed"
-    marker.write_text("no kill\n")
-    monkeypatch.setenv("LAYERCRIT_TEST_KILL_ONCE", str(marker))
-    return marker
+
+
+def _killing_once(marker: str):
+    """A task function for the driver: the first task attempt to start (the one that creates ``marker``) kills
+    its own worker process, as a crash or OOM kill would; every other attempt runs the task."""
+    def task(payload):
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return run_task(payload)
+        os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+        os.close(fd)
+        os._exit(1)
+
+    return task
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +153,7 @@ def test_python_api_module_shipped_once_adaptive_same_rows(ray_cluster):
                                     torch.randint(0, 5, (300,), generator=g))
     kw = dict(factory=_Net, samples=None, trials=3, batch_size=50, target_ci=2.0, progress=False)
     local = lc.measure(net, data, **kw)
-    remote = lc.measure(net, data, backend="ray", ray={"layers_per_task": 1}, **kw)
+    remote = lc.measure(net, data, executor=RayExecutor(RayOptions(layers_per_task=1)), **kw)
     assert len(remote) == 3 * 3
     pd.testing.assert_frame_equal(local.drop(columns="seconds"), remote.drop(columns="seconds"), check_exact=True)
     assert remote.n_samples.min() < 300  # adaptive sampling stopped some units early, inside the tasks
@@ -147,12 +161,12 @@ def test_python_api_module_shipped_once_adaptive_same_rows(ray_cluster):
 
 def test_measure_models_one_study_two_models(ray_cluster, folder, tmp_path):
     # what a study runner calls: several models, one pool of tasks, one database; same rows as one by one locally
-    from layercrit.scale import measure_models
-
-    models = ["arch:cifar_resnet50", ("arch:cifar_resnet50", {"init_seed": 1, "name": "other"}, {"category": "b"})]
+    models = ["arch:cifar_resnet50", lc.ModelSource("arch:cifar_resnet50",
+                                                    ModelOptions(init_seed=1, name="other", category="b"))]
     kw = dict(layers=["layer4.2.*", "fc"], samples=32, trials=2, seed=5, batch_size=16, progress=False)
-    remote = measure_models(models, str(folder), store=tmp_path / "study.db", ray={"layers_per_task": 2}, **kw)
-    local = measure_models(models, str(folder), store=tmp_path / "local.db", backend="local", **kw)
+    remote = lc.measure_models(models, str(folder), store=tmp_path / "study.db",
+                               executor=RayExecutor(RayOptions(layers_per_task=2)), **kw)
+    local = lc.measure_models(models, str(folder), store=tmp_path / "local.db", **kw)
     assert sorted(remote.model_id.unique()) == ["cifar_resnet50", "other"] and len(remote) == 2 * 4 * 2
     pd.testing.assert_frame_equal(local.drop(columns="seconds"), remote.drop(columns="seconds"), check_exact=True)
     assert not np.allclose(*(remote[remote.model_id == m].criticality.to_numpy() for m in ["cifar_resnet50", "other"]))
@@ -162,32 +176,31 @@ def test_measure_models_one_study_two_models(ray_cluster, folder, tmp_path):
 
 
 def test_killed_worker_retried_or_named_after_max_retries_rows_exactly_once(ray_cluster, folder, local_db, tmp_path,
-                                                                            task_env):
-    db = tmp_path / "killed.db"
+                                                                            monkeypatch):
+    db, marker = tmp_path / "killed.db", tmp_path / "killed"
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the task function below lives in this module
+    monkeypatch.setattr(driver, "run_task", _killing_once(str(marker)))
     # no retries allowed: the task whose worker is killed fails with one error naming its units
-    task_env.unlink()  # arm the hook: the first task attempt to finish a batch creates it and kills its own worker
     proc = run_cli(*_args(folder, db, "--backend", "ray", "--layers-per-task", "3", "--max-retries", "0"))
     assert proc.returncode == 2, proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.startswith("layercrit: error:")]
     assert len(error) == 1 and "Traceback" not in proc.stderr
     assert "model cifar_resnet50, layers" in error[0] and ", trial " in error[0] and "worker died" in error[0]
     assert "--max-retries 0" in error[0] and "rerun" in error[0]
-    assert "pid" in task_env.read_text()
+    assert "pid" in marker.read_text()
     saved = len(_key_counts(db))
     assert saved in (UNITS - 6, UNITS - 3)  # every other task's rows are committed (the failed one had 6 or 3)
 
     # rerun with retries (the default 3), the worker killed again during the first attempt: retried, completes
-    task_env.unlink()
+    marker.unlink()
     proc = run_cli(*_args(folder, db, "--backend", "ray", "--layers-per-task", "3", "--ray-data", "path"), check=True)
-    assert "pid" in task_env.read_text(), "no worker was killed: the test hook did not run"
+    assert "pid" in marker.read_text(), "no worker was killed: the test's task function did not run"
     assert f"{UNITS} rows in {db}" in proc.stdout
     assert _key_counts(db) == [1] * UNITS
     _assert_same_numbers(db, local_db)
 
 
 def test_killed_driver_resumes_without_repeating(ray_cluster, folder, local_db, tmp_path, monkeypatch):
-    from layercrit.scale import ray_backend
-
     # a real driver process joins the running cluster and is killed (SIGKILL: no cleanup) after its first commit
     db = tmp_path / "killed-driver.db"
     args = _args(folder, db, "--backend", "ray", "--layers-per-task", "1",
@@ -205,14 +218,14 @@ def test_killed_driver_resumes_without_repeating(ray_cluster, folder, local_db, 
     assert 1 <= len(first) < UNITS  # killed mid-way: some rows committed, others not
 
     made = []  # the tasks the rerun submits
-    make = ray_backend._make_tasks
+    make = driver.make_tasks
 
     def spy(*a, **k):
         tasks = make(*a, **k)
         made.extend(tasks)
         return tasks
 
-    monkeypatch.setattr(ray_backend, "_make_tasks", spy)
+    monkeypatch.setattr(driver, "make_tasks", spy)
     run_cli(*args[:-2], check=True)  # rerun (in this process, on the same cluster)
     submitted = [k for t in made for k in t.keys]
     assert len(submitted) == len(set(submitted)) == UNITS - len(first)  # only units not committed before

@@ -12,16 +12,19 @@ import importlib
 
 __version__ = "0.1.0"
 
+from . import zoo as _zoo  # noqa: E402, F401  (registers the zoo: model spec kind; torch-free)
 from .errors import LayercritError  # noqa: E402
 
 _LAZY = {
     "EvalData": "data", "load_data": "data", "measure": "engine", "ModelBundle": "models",
     "create_model": "models", "list_archs": "models", "register_arch": "models", "discover_layers": "resets",
-    "ResultStore": "store", "export": "store",
+    "ResultStore": "store", "export": "store", "MeasureConfig": "engine", "measure_models": "engine",
+    "ModelSource": "models",
 }
 
-__all__ = ["EvalData", "LayercritError", "ModelBundle", "ResultStore", "create_model", "discover_layers", "export",
-           "list_archs", "load_data", "measure", "register_arch", "__version__"]
+__all__ = ["EvalData", "LayercritError", "MeasureConfig", "ModelBundle", "ModelSource", "ResultStore", "create_model",
+           "discover_layers", "export", "list_archs", "load_data", "measure", "measure_models", "register_arch",
+           "__version__"]
 
 
 def __getattr__(name: str):

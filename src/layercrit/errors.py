@@ -7,3 +7,27 @@ simply raises it. Messages name the problem and what to do about it.
 
 class LayercritError(Exception):
     """A user-facing error: the message says what is wrong and how to fix it."""
+
+
+class ConfigError(LayercritError):
+    """A bad setting of a configuration object (:class:`layercrit.MeasureConfig`, Ray options, ...).
+
+    The message refers to the settings it is about as ``{field}`` placeholders: the Python API shows
+    the Python field names (``batch_size``), the command line shows its flags instead
+    (``--batch-size``, see :meth:`naming`).
+    """
+
+    def __init__(self, template: str, fields: tuple[str, ...]):
+        self.template, self.fields = template, fields
+        super().__init__(self.naming({}))
+
+    @property
+    def field(self) -> str:
+        return self.fields[0]
+
+    def naming(self, names: dict[str, str]) -> str:
+        """The message with each field called by ``names[field]`` (default: its Python name)."""
+        text = self.template
+        for f in self.fields:
+            text = text.replace("{" + f + "}", names.get(f, f))
+        return text

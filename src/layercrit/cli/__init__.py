@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 
 # Command modules, in the order their commands appear in --help.
 COMMAND_MODULES = ["measure", "zoo", "report", "train", "study", "compress"]
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except LayercritError as e:
-        print(f"layercrit: error: {e}", file=sys.stderr)
+        print(f"layercrit: error: {_with_flags(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `layercrit zoo list | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -65,3 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         print("layercrit: interrupted: finished rows are saved; rerun the same command to resume", file=sys.stderr)
         return 130
 
+
+# Settings (MeasureConfig, RayOptions fields) whose flag is not "--" + the field name with dashes
+FLAGS = {"data_cache": "--no-data-cache", "address": "--ray-address", "data_mode": "--ray-data"}
+
+
+def _with_flags(e: LayercritError) -> str:
+    """A configuration error names Python fields (``batch_size``); here they are the command's flags."""
+    if isinstance(e, ConfigError):
+        return e.naming({f: FLAGS.get(f, "--" + f.replace("_", "-")) for f in e.fields})
+    return str(e)

@@ -56,7 +56,7 @@ def create_from_args(args):
 
     return create_model(args.model, arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
                         name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std,
-                        checkpoint=args.checkpoint)
+                        checkpoint=args.checkpoint, category=getattr(args, "category", None))
 
 
 def layer_types(args) -> tuple[str, ...]:

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
+from ..errors import LayercritError
+from . import FLAGS
 from .common import MODEL_EPILOG, add_model_args, create_from_args, layer_types, samples_arg
+
+if TYPE_CHECKING:
+    from ..engine import Executor, MeasureConfig
 
 MEASURE_EPILOG = MODEL_EPILOG + """\
 resets:
@@ -104,45 +110,43 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                         "(default); path: every worker reads --data (and $LAYERCRIT_CACHE) from a shared filesystem")
 
 
-def ray_options(args) -> dict | None:
-    """The ray= options of measure() from the parsed arguments; None with the local backend."""
+def executor_from_args(args: argparse.Namespace) -> Executor:
+    """The executor --backend picks: LocalExecutor, or RayExecutor with the Ray options (checked here,
+    before anything is loaded)."""
+    from ..engine import LocalExecutor
+
     given = {"address": args.ray_address, "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task,
              "layers_per_task": args.layers_per_task, "max_retries": args.max_retries, "data_mode": args.ray_data}
     if args.backend != "ray":
-        used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        used = [FLAGS.get(k, f"--{k.replace('_', '-')}") for k, v in given.items() if v is not None]
         if used:
-            from ..errors import LayercritError
-
             raise LayercritError(f"{', '.join(used)} need(s) --backend ray")
-        return None
-    return {k: v for k, v in given.items() if v is not None}
+        return LocalExecutor()
+    from ..scale.ray import RayExecutor, RayOptions  # Ray is optional: the package that needs it is imported here
+
+    return RayExecutor(RayOptions(**{k: v for k, v in given.items() if v is not None}))
 
 
-def model_options(args) -> dict:
-    """create_model() keyword arguments from the model arguments: Ray workers rebuild the model with them."""
-    return dict(arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
-                name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std,
-                checkpoint=args.checkpoint)
+def config_from_args(args: argparse.Namespace) -> MeasureConfig:
+    """The measurement settings of `layercrit measure`."""
+    from ..engine import MeasureConfig
+
+    return MeasureConfig(reset=tuple(args.reset or ["random"]), trials=args.trials, seed=args.seed,
+                         samples=args.samples, unit=args.unit, types=layer_types(args), layers=tuple(args.layers or ()),
+                         engine=args.engine, precision=args.precision, batch_size=args.batch_size,
+                         target_ci=args.target_ci, split=args.split, input_size=args.input_size,
+                         data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle)
 
 
-def run_measure(args) -> int:
-    from ..engine import measure, resolve_device
+def run_measure(args: argparse.Namespace) -> int:
+    from ..engine import measure
 
-    ray = ray_options(args)
-    if ray is None:
-        resolve_device(args.device)  # fail before any loading (with Ray, the workers' devices count)
-    else:
-        from ..scale.ray_backend import check_ray_options
-
-        check_ray_options(ray, args.device)
+    config = config_from_args(args)
+    executor = executor_from_args(args)
+    executor.check(args.device)  # fail before any loading (with Ray, the workers' devices count)
     bundle = create_from_args(args)
-    extra = {} if ray is None else {"backend": "ray", "ray": ray, "model_options": model_options(args)}
-    table = measure(bundle, args.data, layers=args.layers, types=layer_types(args), reset=args.reset or ["random"],
-                    trials=args.trials, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
-                    device=args.device, store=args.db, category=args.category, input_size=args.input_size,
-                    split=args.split, engine=args.engine, precision=args.precision, target_ci=args.target_ci,
-                    data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle, progress=not args.no_progress,
-                    unit=args.unit, **extra)
+    table = measure(bundle, args.data, config, store=args.db, executor=executor, device=args.device,
+                    progress=not args.no_progress)
     summary = table.groupby("reset")["criticality"].mean()
     print(f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
           + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))

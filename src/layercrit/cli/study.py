@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .measure import add_backend_args, ray_options
+from .measure import add_backend_args, executor_from_args
 
 STUDY_EPILOG = """\
 example:
@@ -41,8 +41,7 @@ def run_study_cmd(args) -> int:
     from ..study import run_study
 
     summary = run_study(args.study, args.db, only=args.only, runs=args.runs, train_only=args.train_only,
-                        progress=not args.no_progress, threads=args.threads, backend=args.backend,
-                        ray=ray_options(args))
+                        progress=not args.no_progress, threads=args.threads, executor=executor_from_args(args))
     for info in summary:
         acc = info.get("clean_test_acc", info.get("base_top1_acc"))
         acc_text = "" if acc is None else f"  acc {acc:.2f}%"

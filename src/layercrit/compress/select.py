@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..data import EvalData
+from ..engine import MeasureConfig, measure
 from ..errors import LayercritError
-from ..models import ModelBundle, get_arch
+from ..models import ModelBundle, arch_factory, get_arch, remove_blocks
 from ..models.registry import variant_name
-from ..resets import block_magnitude, discover_blocks, remove_blocks
+from ..resets import block_magnitude, discover_blocks
 
 log = logging.getLogger("layercrit")
 
@@ -36,8 +37,11 @@ def without_blocks(bundle: ModelBundle, blocks: list[str]) -> ModelBundle:
     remove_blocks(model.model, list(blocks))
     arch = variant_name(bundle.arch, list(blocks))
     variant, nc = get_arch(arch), bundle.num_classes
-    return ModelBundle(model.eval(), lambda: variant.build(num_classes=nc), f"{bundle.spec} -{','.join(blocks)}",
-                       arch, nc, bundle.input_size, f"{bundle.model_id}-{len(blocks)}blocks", bundle.category)
+    if nc is None:
+        raise LayercritError(f"{bundle.model_id}: blocks can be removed from registered architectures only "
+                             "(create the model with layercrit.create_model)")
+    return ModelBundle(model.eval(), arch_factory(variant, nc), f"{bundle.spec} -{','.join(blocks)}", arch, nc,
+                       bundle.input_size, f"{bundle.model_id}-{len(blocks)}blocks", bundle.category)
 
 
 def block_names(bundle: ModelBundle) -> list[str]:
@@ -80,8 +84,6 @@ def select_greedy(bundle: ModelBundle, data: EvalData, *, remove: int | None = N
     """Remove the least critical block, re-measure, repeat: until ``remove`` blocks are gone, or
     before the removal that would drop top-1 on ``data`` more than ``max_drop`` points below
     the full model's."""
-    from ..engine import measure
-
     if remove is None and max_drop is None:
         raise LayercritError("say how much to remove: --remove N (blocks) or --max-drop PP (accuracy points)")
     if remove is not None:
@@ -94,8 +96,8 @@ def select_greedy(bundle: ModelBundle, data: EvalData, *, remove: int | None = N
     while remove is None or len(removed) < remove:
         if len(block_names(current)) <= 1:
             break  # keep at least one block
-        table = measure(current, data, unit="block", reset="remove", trials=1, samples=None, batch_size=batch_size,
-                        device=device, progress=progress, model_id=current.model_id)
+        table = measure(current, data, MeasureConfig(unit="block", reset=("remove",), trials=1, samples=None,
+                                                     batch_size=batch_size), device=device, progress=progress)
         if first is None:
             first, base = table, float(table["base_top1_acc"].iloc[0])
         best = table.sort_values(["criticality", "layer_index"], kind="stable").iloc[0]

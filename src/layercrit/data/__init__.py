@@ -1,4 +1,4 @@
 """Data: fixed evaluation subsets, decoded once."""
-from .datasets import EvalData, download_cifar10, eval_sizes, load_data
+from .datasets import DataOrigin, EvalData, download_cifar10, eval_sizes, load_data
 
-__all__ = ["EvalData", "download_cifar10", "eval_sizes", "load_data"]
+__all__ = ["DataOrigin", "EvalData", "download_cifar10", "eval_sizes", "load_data"]

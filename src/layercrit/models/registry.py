@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
+import timm
 import torch.nn as nn
+import torchvision.models as tvm
 
 from ..errors import LayercritError
+from .blocks import remove_blocks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,17 +34,20 @@ class ArchSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     source: str = "layercrit"
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _ARCHS: dict[str, ArchSpec] = {}
 
 
-def register_arch(name: str, *, num_classes: int, input_size: int,
-                  mean=IMAGENET_MEAN, std=IMAGENET_STD):
+Build = Callable[..., nn.Module]
+
+
+def register_arch(name: str, *, num_classes: int, input_size: int, mean: tuple[float, ...] = IMAGENET_MEAN,
+                  std: tuple[float, ...] = IMAGENET_STD) -> Callable[[Build], Build]:
     """Decorator: register ``fn(num_classes=...) -> nn.Module`` under ``name``."""
 
-    def decorator(fn):
+    def decorator(fn: Build) -> Build:
         _ARCHS[name] = ArchSpec(name, fn, num_classes, input_size, tuple(mean), tuple(std))
         return fn
 
@@ -69,8 +75,6 @@ def _variant(name: str) -> ArchSpec:
     names = [b for b in blocks.split(",") if b]
 
     def build(num_classes: int) -> nn.Module:
-        from ..resets.blocks import remove_blocks  # resets build on models: import when used
-
         # Built as the full architecture, then cut: the same RNG draws as the base for the layers kept.
         return remove_blocks(base.build(num_classes=num_classes), names)
 
@@ -88,8 +92,6 @@ def get_arch(name: str) -> ArchSpec:
         return _ARCHS[name]
     if name.startswith("torchvision/"):
         return _torchvision_arch(name.split("/", 1)[1])
-    import timm
-
     if timm.is_model(name):
         return _timm_arch(name)
     raise LayercritError(
@@ -99,8 +101,6 @@ def get_arch(name: str) -> ArchSpec:
 
 
 def _timm_arch(name: str) -> ArchSpec:
-    import timm
-
     cfg = timm.models.get_pretrained_cfg(name) or None
     num_classes = getattr(cfg, "num_classes", None) or 1000
     input_size = (getattr(cfg, "input_size", None) or (3, 224, 224))[-1]
@@ -114,8 +114,6 @@ def _timm_arch(name: str) -> ArchSpec:
 
 
 def _torchvision_arch(name: str) -> ArchSpec:
-    import torchvision.models as tvm
-
     if name not in tvm.list_models():
         raise LayercritError(f"unknown torchvision model '{name}': see torchvision.models.list_models()")
 

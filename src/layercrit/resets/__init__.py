@@ -1,9 +1,9 @@
 """Resets: which units (layers, residual blocks) and what they are reset to (strategies)."""
-from .blocks import RemovedBlock, block_magnitude, discover_blocks, register_block, remove_blocks
-from .layers import DEFAULT_TYPES, LAYER_TYPES, Layer, discover_layers
-from .strategies import (InitReset, InterpolateReset, RandomReset, RemoveReset, Reset, ZeroReset, layer_reset, parse_reset,
-                         reset_seed)
+from .blocks import block_magnitude, discover_blocks
+from .layers import DEFAULT_TYPES, LAYER_TYPES, Unit, discover_layers
+from .strategies import (RESET_KINDS, InitReset, InterpolateReset, RandomReset, RemoveReset, Reset, ZeroReset,
+                         check_reset, layer_reset, parse_reset, reset_seed)
 
-__all__ = ["RemoveReset", "RemovedBlock", "block_magnitude", "discover_blocks", "register_block", "remove_blocks",
-           "DEFAULT_TYPES", "LAYER_TYPES", "InitReset", "InterpolateReset", "Layer", "RandomReset", "Reset",
-           "ZeroReset", "discover_layers", "layer_reset", "parse_reset", "reset_seed"]
+__all__ = ["DEFAULT_TYPES", "LAYER_TYPES", "RESET_KINDS", "InitReset", "InterpolateReset", "RandomReset", "RemoveReset",
+           "Reset", "Unit", "ZeroReset", "block_magnitude", "check_reset", "discover_blocks", "discover_layers",
+           "layer_reset", "parse_reset", "reset_seed"]

@@ -1,7 +1,11 @@
-"""Which layers to reset: discovered generically, in the order the forward pass runs them."""
+"""Which layers to reset: discovered generically, in the order the forward pass runs them.
+
+A :class:`Unit` is what one reset changes: a layer here, or a residual block (see blocks.py).
+"""
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,18 +24,21 @@ DEFAULT_TYPES = ("conv", "linear")  # the study's 54 layers of a ResNet-50
 
 
 @dataclass(frozen=True)
-class Layer:
-    index: int  # position in forward-execution order among the selected types
-    name: str  # module name inside the unwrapped network, e.g. "layer1.0.conv1"
-    kind: str  # "conv", "linear", ...
-    module_type: str  # e.g. "Conv2d"
+class Unit:
+    """What one reset changes: a layer (its own parameters) or a residual block (its branch)."""
+
+    index: int  # position in forward-execution order among the selected units
+    name: str  # module name inside the unwrapped network, e.g. "layer1.0.conv1" or "layer1.0"
+    kind: str  # "conv", "linear", ... for a layer; "block" for a residual block
+    module_type: str  # e.g. "Conv2d", "Bottleneck"
     # What a reset changes, relative to the module: None = its own parameters (a layer); a block
     # unit lists its residual branch's parameters, and in ``remove`` those whose zeroing removes it.
     params: tuple[str, ...] | None = None
     remove: tuple[str, ...] = ()
 
     @property
-    def unit(self) -> str:
+    def level(self) -> str:
+        """"layer" or "block" (the ``unit`` column of the results)."""
         return "block" if self.kind == "block" else "layer"
 
     def parameter_names(self, module: nn.Module) -> tuple[str, ...]:
@@ -45,8 +52,8 @@ def _kind_of(module: nn.Module, types: tuple[str, ...]) -> str | None:
     return None
 
 
-def discover_layers(network: nn.Module, input_size: int, *, types=DEFAULT_TYPES,
-                    patterns: list[str] | None = None, in_channels: int = 3) -> list[Layer]:
+def discover_layers(network: nn.Module, input_size: int, *, types: Sequence[str] = DEFAULT_TYPES,
+                    patterns: list[str] | None = None, in_channels: int = 3) -> list[Unit]:
     """Layers of the chosen ``types`` with parameters, in forward-execution order.
 
     One forward pass on a dummy input records the call order with hooks (modules the
@@ -58,13 +65,13 @@ def discover_layers(network: nn.Module, input_size: int, *, types=DEFAULT_TYPES,
         raise LayercritError(f"unknown layer type {', '.join(unknown)}: use {', '.join(LAYER_TYPES)}")
     candidates = {m: (name, kind) for name, m in network.named_modules()
                   if (kind := _kind_of(m, tuple(types)))}
-    seen = _forward_order(network, list(candidates), input_size, in_channels)
+    seen = forward_order(network, list(candidates), input_size, in_channels)
     names = [candidates[m] for m in seen]
-    names = _select(names, patterns or [])
-    return [Layer(i, n, k, type(network.get_submodule(n)).__name__) for i, (n, k) in enumerate(names)]
+    names = select(names, patterns or [])
+    return [Unit(i, n, k, type(network.get_submodule(n)).__name__) for i, (n, k) in enumerate(names)]
 
 
-def _forward_order(network: nn.Module, modules: list[nn.Module], input_size: int, in_channels: int) -> list[nn.Module]:
+def forward_order(network: nn.Module, modules: list[nn.Module], input_size: int, in_channels: int) -> list[nn.Module]:
     """``modules`` in the order a forward pass on a dummy input first calls them (uncalled ones left out)."""
     order: list[nn.Module] = []
     hooks = [m.register_forward_pre_hook(lambda mod, *_: order.append(mod)) for m in modules]
@@ -81,7 +88,7 @@ def _forward_order(network: nn.Module, modules: list[nn.Module], input_size: int
     return list(dict.fromkeys(order))  # first call wins; keeps order
 
 
-def _select(names: list[tuple[str, str]], patterns: list[str]) -> list[tuple[str, str]]:
+def select(names: list[tuple[str, str]], patterns: list[str]) -> list[tuple[str, str]]:
     includes = [p for p in patterns if not p.startswith("!")]
     excludes = [p[1:] for p in patterns if p.startswith("!")]
     for p in includes + excludes:

@@ -25,7 +25,7 @@ import torch.nn as nn
 from ..errors import LayercritError
 from ..models.checkpoint import load_into, load_state_dict
 from ..models.factory import build_seeded
-from .layers import Layer
+from .layers import Unit
 
 RESET_KINDS = ("random", "zero", "init:<checkpoint>", "interpolate:<alpha>[:<checkpoint>]", "remove")
 
@@ -47,16 +47,16 @@ class Reset:
     name: str
     stochastic: bool = False  # do trials differ?
 
-    def values(self, network: nn.Module, unit: Layer | str, trial: int) -> dict[str, torch.Tensor]:
+    def values(self, network: nn.Module, unit: Unit | str, trial: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
-def _as_unit(unit: Layer | str) -> Layer:
+def _as_unit(unit: Unit | str) -> Unit:
     """A module name means a layer unit: its own parameters."""
-    return Layer(-1, unit, "layer", "") if isinstance(unit, str) else unit
+    return Unit(-1, unit, "layer", "") if isinstance(unit, str) else unit
 
 
-def _params_of(network: nn.Module, unit: Layer | str) -> dict[str, torch.Tensor]:
+def _params_of(network: nn.Module, unit: Unit | str) -> dict[str, torch.Tensor]:
     unit = _as_unit(unit)
     module = network.get_submodule(unit.name)
     return {n: module.get_parameter(n) for n in unit.parameter_names(module)}
@@ -118,18 +118,13 @@ class InterpolateReset(Reset):
         return {k: torch.lerp(trained[k].detach(), target[k].to(trained[k]), self.alpha) for k in trained}
 
 
-def parse_reset(spec: str, *, factory: Callable[[], nn.Module], seed: int,
-                trust_pickle: bool = False) -> Reset:
-    """Turn a ``--reset`` string into a :class:`Reset`."""
+def _parse(spec: str) -> tuple[str, float, str]:
+    """(kind, alpha, checkpoint path) of a ``--reset`` string; a LayercritError if it is malformed."""
     kind, _, arg = spec.partition(":")
-    if kind == "random" and not arg:
-        return RandomReset(factory, seed)
-    if kind == "zero" and not arg:
-        return ZeroReset()
-    if kind == "remove" and not arg:
-        return RemoveReset()
+    if kind in ("random", "zero", "remove") and not arg:
+        return kind, 0.0, ""
     if kind == "init" and arg:
-        return InitReset(spec, _initial(factory, arg, trust_pickle))
+        return kind, 0.0, arg
     if kind == "interpolate" and arg:
         alpha_s, _, path = arg.partition(":")
         try:
@@ -138,9 +133,29 @@ def parse_reset(spec: str, *, factory: Callable[[], nn.Module], seed: int,
             alpha = -1.0
         if not 0.0 <= alpha <= 1.0:
             raise LayercritError(f"--reset {spec}: alpha must be a number in [0, 1], e.g. interpolate:0.5")
-        target = InitReset(f"init:{path}", _initial(factory, path, trust_pickle)) if path else RandomReset(factory, seed)
-        return InterpolateReset(f"interpolate:{alpha:g}" + (f":{path}" if path else ""), alpha, target)
+        return kind, alpha, path
     raise LayercritError(f"unknown reset '{spec}': use one of {', '.join(RESET_KINDS)}")
+
+
+def check_reset(spec: str) -> str:
+    """The kind of a ``--reset`` string (random, zero, remove, init, interpolate), checked without loading anything."""
+    return _parse(spec)[0]
+
+
+def parse_reset(spec: str, *, factory: Callable[[], nn.Module], seed: int,
+                trust_pickle: bool = False) -> Reset:
+    """Turn a ``--reset`` string into a :class:`Reset`."""
+    kind, alpha, path = _parse(spec)
+    if kind == "random":
+        return RandomReset(factory, seed)
+    if kind == "zero":
+        return ZeroReset()
+    if kind == "remove":
+        return RemoveReset()
+    if kind == "init":
+        return InitReset(spec, _initial(factory, path, trust_pickle))
+    target = InitReset(f"init:{path}", _initial(factory, path, trust_pickle)) if path else RandomReset(factory, seed)
+    return InterpolateReset(f"interpolate:{alpha:g}" + (f":{path}" if path else ""), alpha, target)
 
 
 def _initial(factory, path: str, trust_pickle: bool) -> nn.Module:

@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
+import pandas as pd
+
+from ..engine import Executor, MeasureConfig, measure
 from ..errors import LayercritError
+from ..models import create_model
+from ..store import ResultStore
+from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
 from .spec import Study, load_study
 
 log = logging.getLogger("layercrit")
@@ -20,9 +27,7 @@ def eval_source(study: Study) -> tuple[Path, str]:
     return study.data, "test"
 
 
-def _finished(db, model_id: str, samples: int | None, trials: int, resets: list[str]) -> bool:
-    import json
-
+def _finished(db: ResultStore, model_id: str, samples: int | None, trials: int, resets: list[str]) -> bool:
     runs = db.runs()
     row = runs[runs["model_id"] == model_id]
     if row.empty or row["finished"].isna().iloc[0]:
@@ -34,16 +39,12 @@ def _finished(db, model_id: str, samples: int | None, trials: int, resets: list[
 
 def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None, runs: str | Path | None = None,
               train_only: bool = False, progress: bool = True, threads: int | None = None,
-              backend: str = "local", ray: dict | None = None) -> list[dict]:
+              executor: Executor | None = None) -> list[dict]:
     """Run a study file; return one dict per model (id, status, paths, accuracies).
 
-    ``backend="ray"`` measures each model on a Ray cluster (``ray`` = measure()'s Ray options);
-    workers rebuild the model from its spec, so the files must be visible to them.
+    ``executor`` measures each model (default: :class:`LocalExecutor`, here; a ``RayExecutor``
+    rebuilds each model on the cluster from its source, so the files must be visible to the workers).
     """
-    from ..models import create_model
-    from ..store import ResultStore
-    from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
-
     study = load_study(path, runs)
     entries = study.select(only)
     if any(e.method for e in entries) and not study.data.is_dir():
@@ -83,15 +84,12 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
                 log.info(f"{tag}: already measured in {db}")
                 info["measured"] = "done"
             else:
-                from ..engine import measure
-
                 log.info(f"{tag}: measuring {spec}")
-                options = dict(name=entry.id, **bundle_kw)
-                model = spec if backend == "ray" else create_model(spec, **options)
-                measure(model, str(data_path), reset=resets, trials=study.trials, samples=study.samples,
-                        seed=study.seed, batch_size=study.batch_size, device=study.device, engine=study.engine,
-                        store=store, model_id=entry.id, category=entry.category, split=split, progress=progress,
-                        backend=backend, ray=ray, model_options=options if backend == "ray" else None)
+                config = MeasureConfig(reset=tuple(resets), trials=study.trials, samples=study.samples,
+                                       seed=study.seed, batch_size=study.batch_size, engine=study.engine, split=split)
+                model = create_model(spec, name=entry.id, category=entry.category, **bundle_kw)
+                measure(model, str(data_path), config, store=store, executor=executor, device=study.device,
+                        progress=progress)
                 info["measured"] = "now"
             runs_df = store.runs()
             row = runs_df[runs_df["model_id"] == entry.id]
@@ -137,13 +135,9 @@ TRAINING_COLUMNS = ["model_id", "name", "category", "method", "status", "clean_t
                     "robust_eval", "epochs", "images_seen", "train_seconds", "images_per_second", "torch_threads"]
 
 
-def training_table(path: str | Path, runs: str | Path | None = None) -> "pd.DataFrame":
+def training_table(path: str | Path, runs: str | Path | None = None) -> pd.DataFrame:
     """One row per lab-trained model of a study: trained or not, clean and robust test accuracy,
     epochs, images seen, training time (from each run's ``run.json``)."""
-    import pandas as pd
-
-    from ..train import read_sidecar
-
     study = load_study(path, runs)
     rows = []
     for m in study.models:

@@ -34,7 +34,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import validate
 from ..errors import LayercritError
+from ..paths import safe_name
+
+SPEC_KINDS = ("arch", "timm", "torchvision", "file", "zoo")  # model spec kinds (layercrit.models)
+from ..train import HYPERPARAMETERS, list_methods
 
 STUDY_KEYS = {"name", "description", "data", "eval_data", "arch", "seed", "samples", "trials", "runs", "resets",
               "batch_size", "device", "engine"}
@@ -97,8 +102,6 @@ def _typed(where: str, key: str, value, kind):
 
 def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
     """Parse and check a study file; relative paths are resolved against the file's folder."""
-    from ..train import HYPERPARAMETERS, list_methods
-
     path = Path(path)
     if not path.is_file():
         raise LayercritError(f"study file not found: {path}: check the path")
@@ -129,23 +132,31 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
     if bad:
         raise LayercritError(f"{path}: unknown hyperparameter(s) {', '.join(bad)} in [train]: use any of "
                              f"{', '.join(HYPERPARAMETERS)}")
-    samples = st.get("samples", 2000)
-    samples = None if samples == "all" else _typed(where, "samples", samples, int)
+    # the same rules as the command line and Python (layercrit.validate), named as in the file
+    samples = validate.samples(st.get("samples", 2000), f"{where} samples")
     resets = st.get("resets", ["random"])
     if isinstance(resets, str):
         resets = [resets]
+    if not isinstance(resets, list) or not resets:
+        raise LayercritError(f"{where}: resets = {resets!r} should be a list of resets, e.g. [\"random\", \"zero\"]")
+    resets = list(dict.fromkeys("init" if r == "init" else validate.reset_name(r, f"{where} resets")
+                                for r in resets))
+    for key in ("data", "eval_data", "runs"):
+        if key in st:
+            validate.text(st[key], f"{where} {key}")
     study = Study(
-        path=path, name=str(st.get("name", path.stem)), description=str(st.get("description", "")),
+        path=path, name=validate.text(st.get("name", path.stem), f"{where} name"),
+        description=validate.text(st.get("description", ""), f"{where} description", allow_empty=True),
         data=_resolve(base, st["data"]),
         eval_data=_resolve(base, st["eval_data"]) if "eval_data" in st else None,
-        arch=_typed(where, "arch", st.get("arch", "cifar_resnet50"), str),
-        seed=_typed(where, "seed", st.get("seed", 0), int), samples=samples,
-        trials=_typed(where, "trials", st.get("trials", 3), int),
+        arch=validate.text(st.get("arch", "cifar_resnet50"), f"{where} arch"),
+        seed=validate.seed(st.get("seed", 0), f"{where} seed"), samples=samples,
+        trials=validate.trials(st.get("trials", 3), f"{where} trials"),
         runs=_resolve(Path.cwd(), runs) if runs else _resolve(base, st.get("runs", f"runs/{path.stem}")),
-        resets=[_typed(where, "resets", r, str) for r in resets],
-        batch_size=_typed(where, "batch_size", st.get("batch_size", 128), int),
-        device=_typed(where, "device", st.get("device", "cpu"), str),
-        engine=_typed(where, "engine", st.get("engine", "cached"), str), models=[],
+        resets=resets,
+        batch_size=validate.batch_size(st.get("batch_size", 128), f"{where} batch_size"),
+        device=validate.text(st.get("device", "cpu"), f"{where} device"),
+        engine=validate.choice(st.get("engine", "cached"), f"{where} engine", validate.ENGINES), models=[],
     )
     models = raw.get("models")
     if not isinstance(models, list) or not models:
@@ -157,8 +168,17 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
             raise LayercritError(f"{path}: models entry {i} is not a table: write it as [[models]]")
         mid = m.get("id")
         where = f"{path}: model {mid or f'#{i}'}"
-        if not isinstance(mid, str) or not mid or "/" in mid or mid.startswith("."):
+        if not isinstance(mid, str) or not mid:
             raise LayercritError(f"{where}: needs id = \"<name>\" (a plain name: it is a folder and database id)")
+        safe_name(mid, f"{path}: model id")  # it names the model's folder under runs/
+        where = f"{path}: model {mid}"
+        for key in ("name", "category", "arch", "checkpoint", "spec", "method"):
+            if key in m:
+                validate.text(m[key], f"{where}: {key}")
+        if "num_classes" in m:
+            validate.num_classes(m["num_classes"], f"{where}: num_classes")
+        if "init_seed" in m:
+            validate.seed(m["init_seed"], f"{where}: init_seed")
         if mid in seen:
             raise LayercritError(f"{where}: id '{mid}' appears twice: model ids must be unique")
         seen.add(mid)
@@ -183,6 +203,9 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
                 raise LayercritError(f"{where}: unknown key(s) {', '.join(sorted(hp))} for a spec model: "
                                      f"use {', '.join(sorted(MODEL_KEYS - {'method'}))}")
             spec = _typed(where, "spec", m["spec"], str)
+            kind = spec.partition(":")[0]
+            if kind not in SPEC_KINDS or not spec.partition(":")[2]:
+                raise LayercritError(f"{where}: unknown model spec {spec!r}: use {', '.join(k + ':' for k in SPEC_KINDS)}")
             if spec.startswith("file:"):
                 spec = "file:" + str(_resolve(base, spec[5:]))
             entry.spec, entry.arch = spec, m.get("arch", study.arch if spec.startswith("file:") else None)

@@ -1,4 +1,8 @@
-"""Building a zoo model: file(s) -> layout converter -> strict load into the registered architecture."""
+"""Building a zoo model: file(s) -> layout converter -> strict load into the registered architecture.
+
+:func:`create_zoo_bundle` is what ``create_model("zoo:<id>")`` runs (the zoo registers the ``zoo``
+spec kind in :mod:`layercrit.models.specs`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,9 +12,11 @@ from typing import Sequence
 import torch.nn as nn
 
 from ..errors import LayercritError
+from ..models.bundle import ModelBundle, ModelOptions
 from ..models.checkpoint import key_mismatch
-from ..models.factory import build_seeded
+from ..models.factory import arch_factory, build_seeded
 from ..models.registry import get_arch
+from ..models.wrapper import NormalizedModel
 from .fetch import expected_paths, fetch_model, pretrained_state
 from .layouts import get_layout, read_checkpoint
 from .registry import ZooModel, get_zoo_model
@@ -60,6 +66,26 @@ def load_zoo_network(model_id: str, checkpoint: str | Path | Sequence[str | Path
     net = build_seeded(lambda: arch.build(num_classes=entry.num_classes), 0)
     absent = strict_load(net, state, entry, " + ".join(files))
     return net.eval(), entry, LoadReport(files, len(state), dropped, absent)
+
+
+def create_zoo_bundle(model_id: str, spec: str, o: ModelOptions) -> ModelBundle:
+    """The bundle of ``zoo:<model_id>``: the trained network, normalized as the zoo entry says; random
+    resets draw from its architecture's own initializer."""
+    entry = get_zoo_model(model_id)
+    if o.num_classes not in (None, entry.num_classes):  # before any download
+        raise LayercritError(f"zoo:{model_id} has {entry.num_classes} classes; "
+                             f"--num-classes {o.num_classes} does not fit")
+    net, entry, _ = load_zoo_network(model_id, o.checkpoint, trust_pickle=o.trust_pickle)
+    a = get_arch(entry.arch)
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    if o.mean is None and o.std is None and not entry.normalized:
+        mean, std = None, None  # the network takes raw [0, 1] input
+    else:
+        mean, std = (a.mean if o.mean is None else o.mean), (a.std if o.std is None else o.std)
+    model = NormalizedModel(net, mean, std).eval()
+    return ModelBundle(model, arch_factory(a, entry.num_classes), spec, a.name, entry.num_classes, a.input_size,
+                       o.name or entry.id, entry.category)
 
 
 def checkpoint_paths(entry: ZooModel, checkpoint, count: int) -> list[Path]:

@@ -1,0 +1,120 @@
+"""The plan of one model's measurement: its units, resets and jobs, checked before anything runs.
+
+A *job* is one (reset, trial, unit): put the reset parameters into that unit, evaluate the
+images, compare with the unmodified model, restore the unit. :func:`plan_measurement` loads the
+data (if given as a folder), finds the units, checks that model and data fit, and lists the jobs;
+every executor starts from the resulting :class:`MeasurePlan`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data import EvalData, load_data
+from ..errors import ConfigError, LayercritError
+from ..models import ModelBundle, NormalizedModel
+from ..resets import Reset, Unit, discover_blocks, discover_layers, parse_reset
+from .config import MeasureConfig
+from .metrics import ResetMetrics
+
+JobKey = tuple[str, str, int]  # (unit name, reset name, trial): a result row's key
+Row = dict[str, Any]  # one finished job: the columns of store.RESULT_COLUMNS
+
+
+@dataclass
+class Job:
+    """One (reset, trial, unit) to measure, with its running sums (possibly restored from a saved state)."""
+
+    reset: Reset
+    trial: int
+    unit: Unit
+    metrics: ResetMetrics = field(default_factory=ResetMetrics)
+    values: dict[str, torch.Tensor] | None = None  # the unit's reset parameters, drawn once
+
+    @property
+    def key(self) -> JobKey:
+        return self.unit.name, self.reset.name, self.trial
+
+
+@dataclass
+class MeasurePlan:
+    """One model's measurement, prepared and checked; what every executor starts from."""
+
+    bundle: ModelBundle
+    data: EvalData
+    config: MeasureConfig
+    device: torch.device  # where the jobs run (as requested; an executor may place them itself)
+    units: list[Unit]
+    resets: list[Reset]  # in the order of config.reset
+    jobs: list[Job]
+    model_id: str
+    category: str | None
+    identity: dict[str, Any]  # what must not change when a run resumes
+    record: dict[str, Any]  # the configuration as the results database records it
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.data)
+
+    @property
+    def weights_sha256(self) -> str:
+        return str(self.identity["weights_sha256"])
+
+    @property
+    def data_fingerprint(self) -> str:
+        return self.data.fingerprint
+
+
+def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str], config: MeasureConfig, *,
+                     device: torch.device, probe_device: torch.device | None = None,
+                     progress: bool = False) -> MeasurePlan:
+    """Load the data (a folder) or draw from it (an :class:`EvalData`), find the units, list the jobs.
+
+    The model is run once on ``probe_device`` (default ``device``) to check that its outputs fit the
+    data's classes; a driver that only prepares work for other machines probes on the CPU.
+    """
+    probe_device = probe_device or device
+    if isinstance(data, EvalData):
+        if config.samples is not None and config.samples != len(data):
+            data = data.subset(config.samples, config.seed)
+    else:
+        size = config.input_size or bundle.input_size
+        if size is None:
+            raise ConfigError("{input_size} is needed to load images for a module given directly: pass its "
+                              "input resolution, or load the data yourself (layercrit.load_data)", ("input_size",))
+        data = load_data(data, input_size=size, samples=config.samples, seed=config.seed, split=config.split,
+                         progress=progress, cache=config.data_cache)
+    net = bundle.model.eval().to(probe_device)
+    resets = [parse_reset(r, factory=bundle.factory, seed=config.seed, trust_pickle=config.trust_pickle)
+              for r in config.reset]
+    size = data.images.shape[-1]
+    if config.unit == "block":
+        units = discover_blocks(bundle.network, size, patterns=list(config.layers))
+    else:
+        units = discover_layers(bundle.network, size, types=config.types, patterns=list(config.layers))
+    with torch.inference_mode():
+        first = data.images[:1].to(probe_device)
+        probe = net(first.float().div(255) if first.dtype == torch.uint8 else first.float())
+    if probe.shape[1] != data.num_classes:
+        raise LayercritError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
+                             f"classes: pass --num-classes {data.num_classes} (or use matching data)")
+    jobs = [Job(r, t, u) for r in resets for t in config.trials_of(r.stochastic) for u in units]
+    identity = {"weights_sha256": bundle.checksum(), "data_fingerprint": data.fingerprint, "seed": config.seed,
+                "arch": bundle.arch, "normalize": _normalization(bundle.model), "precision": config.precision,
+                "target_ci": config.target_ci}
+    record = {**identity, "model_spec": bundle.spec, "num_classes": data.num_classes, "samples": len(data),
+              "data_source": data.source, "trials": config.trials, "resets": [r.name for r in resets],
+              "unit": config.unit, "types": list(config.types) if config.unit == "layer" else [],
+              "layers": list(config.layers), "batch_size": config.batch_size, "device": str(device),
+              "engine": config.engine}
+    return MeasurePlan(bundle, data, config, device, units, resets, jobs, bundle.model_id, bundle.category, identity,
+                       record)
+
+
+def _normalization(model: NormalizedModel) -> list[list[float]] | None:
+    if not model.normalize:
+        return None
+    return [[round(v, 6) for v in model.mean.flatten().tolist()], [round(v, 6) for v in model.std.flatten().tolist()]]
