@@ -19,7 +19,7 @@ from scipy import stats
 
 import layercrit as lc
 from conftest import ROOT, TinyCNN, run_cli
-from layercrit.analysis import ReportWarning, layer_frame, load_study
+from layercrit.analysis import ReportWarning, layer_frame, load_results
 from layercrit.store import PAPER_COLUMNS
 
 REPORT_FILES = ["heatmap.png", "heatmap.pdf", "delta.png", "delta.pdf", "std.png", "std.pdf",
@@ -160,7 +160,7 @@ def test_analysis_api_tables(tmp_path):
     """The notebook path: DataFrames from layercrit.analysis, no files, no plotting."""
     csv, meta = write_paper_csv(tmp_path / "raw.csv"), write_metadata(tmp_path / "meta.csv")
     layer_mean, layer_std, avg, _, _, _ = _expected()
-    study = load_study(paper_csvs=[csv], metadata=meta)
+    study = load_results(paper_csvs=[csv], metadata=meta)
     matrix = study.matrix()
     assert list(matrix.index) == DISPLAY_ORDER and list(matrix.columns) == LAYERS
     order = [IDS.index(m) for m in DISPLAY_ORDER]
@@ -277,7 +277,7 @@ def test_cli_measured_resnet_joins_the_papers_csv(tmp_path):
     assert "no category for cifar_resnet50" in proc.stderr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReportWarning)  # the same warnings the CLI printed above
-        delta = load_study([db], [csv], metadata=meta, baseline="toy_base").delta()
+        delta = load_results([db], [csv], metadata=meta, baseline="toy_base").delta()
     assert np.isnan(delta.loc["cifar_resnet50", "layer2.0.conv1"])  # not measured there: no value, not 0
     assert not np.isnan(delta.loc["cifar_resnet50", "layer1.0.downsample.0"])
     assert delta.loc["cifar_resnet50", "fc"] == pytest.approx(s["models"]["cifar_resnet50"]["stages"]["head"] - 10.0)
@@ -298,8 +298,8 @@ def test_metadata_precedence(tiny_db, tmp_path, monkeypatch):
     csv = write_paper_csv(tmp_path / "raw.csv", ids=["toy_adv_eps1"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReportWarning)  # every model has its metadata somewhere: no warning
-        pass_through = load_study([tiny_db], [csv])  # no user file; toy_adv_eps1 from the registry only
-    models = load_study([tiny_db], [csv], metadata=user).models.set_index("model_id")
+        pass_through = load_results([tiny_db], [csv])  # no user file; toy_adv_eps1 from the registry only
+    models = load_results([tiny_db], [csv], metadata=user).models.set_index("model_id")
     with lc.ResultStore(tiny_db, create=False) as store:
         measured = store.runs().set_index("model_id")["base_top1_acc"]
     assert models.at["tiny_a", "category"] == "baseline"  # the database beats the registry
@@ -315,7 +315,7 @@ def test_missing_metadata_warns_and_shows_uncategorized(tmp_path, monkeypatch):
     monkeypatch.setattr("layercrit.analysis.metadata.registry_metadata", lambda: pd.DataFrame())
     csv = write_paper_csv(tmp_path / "raw.csv")
     with pytest.warns(ReportWarning) as caught:
-        study = load_study(paper_csvs=[csv])
+        study = load_results(paper_csvs=[csv])
     assert any(str(w.message).startswith("no category for toy_adv_eps1, toy_adv_eps3, toy_aug_a, toy_aug_b, "
                                          "toy_base and 1 more") for w in caught)
     assert set(study.models["category"]) == {"uncategorized"}

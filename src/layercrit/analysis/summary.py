@@ -5,10 +5,10 @@ import math
 
 import pandas as pd
 
-from .study import Study
+from .results import Results
 
 
-def summary(study: Study) -> dict:
+def summary(study: Results) -> dict:
     """``{"models": ..., "categories": ..., "correlations": ..., "baseline": id}``, criticality in percent."""
     stages = study.stage_stats
     models = {}

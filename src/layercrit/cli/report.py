@@ -38,12 +38,12 @@ def register(sub) -> None:
 
 
 def run_report(args) -> int:
-    from ..analysis import ReportWarning, load_study
+    from ..analysis import ReportWarning, load_results
     from ..report import write_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReportWarning)  # printed below as one line each instead
-        study = load_study(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
+        study = load_results(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
                            metadata=args.metadata, without=args.without, unit=args.unit)
     for message in study.warnings:
         print(f"layercrit: warning: {message}", file=sys.stderr)

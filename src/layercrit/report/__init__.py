@@ -1,8 +1,8 @@
-"""Report: the study's figures (matplotlib/seaborn), tables and interactive page from a :class:`Study`.
+"""Report: the study's figures (matplotlib/seaborn), tables and interactive page from a :class:`Results`.
 
-    from layercrit.analysis import load_study
+    from layercrit.analysis import load_results
     from layercrit.report import write_report
-    write_report(load_study(["study.db"]), "report/")
+    write_report(load_results(["study.db"]), "report/")
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..analysis import Study, summary
+from ..analysis import Results, summary
 from ..errors import LayercritError
 from ..paths import writing_into
 from . import style
@@ -27,7 +27,7 @@ FILES = ("heatmap.png", "heatmap.pdf", "delta.png", "delta.pdf", "std.png", "std
          "stages.csv", "stages.md", "summary.json", "index.html")
 
 
-def write_report(study: Study, out: str | Path) -> list[Path]:
+def write_report(study: Results, out: str | Path) -> list[Path]:
     """Write every report file into ``out`` (created if needed); returns their paths.
 
     Everything is rendered into a temporary sibling folder first and moved into ``out`` only
@@ -50,14 +50,14 @@ def write_report(study: Study, out: str | Path) -> list[Path]:
     return [out / name for name in FILES]
 
 
-def render(study: Study, folder: Path) -> None:
+def render(study: Results, folder: Path) -> None:
     """Every report file into ``folder``. Model names and categories are drawn as plain text: a '$'
     in a name never starts matplotlib's mathtext."""
     with style.plain_text():
         _render(study, folder)
 
 
-def _render(study: Study, folder: Path) -> None:
+def _render(study: Results, folder: Path) -> None:
     colors = style.category_colors(list(study.models["category"]))
     row_labels = list(study.models["display_name"])
     common = {"row_labels": row_labels, "col_labels": list(study.layers["label"]),

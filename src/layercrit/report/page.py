@@ -10,7 +10,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from ..analysis import Study
+from ..analysis import Results
 from ..analysis.summary import clean
 from . import style
 from .scatter import correlation_lines
@@ -30,7 +30,7 @@ def std_limit(std: pd.DataFrame) -> float:
     return float(max(1.0, math.ceil(top)))
 
 
-def page_data(study: Study, colors: dict[str, str]) -> dict:
+def page_data(study: Results, colors: dict[str, str]) -> dict:
     """Everything the page shows, as plain JSON types (rows in the report's model order)."""
     from .. import __version__
 
@@ -76,7 +76,7 @@ def page_data(study: Study, colors: dict[str, str]) -> dict:
     })
 
 
-def render_page(study: Study, colors: dict[str, str], title: str = "layercrit report") -> str:
+def render_page(study: Results, colors: dict[str, str], title: str = "layercrit report") -> str:
     data = json.dumps(page_data(study, colors), allow_nan=False, ensure_ascii=False)
     data = data.replace("<", "\\u003c")  # no "</script>" inside the data block, whatever the model names say
     page = _asset("page.html")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..analysis import Study
+from ..analysis import Results
 
 
-def stages_frame(study: Study) -> pd.DataFrame:
+def stages_frame(study: Results) -> pd.DataFrame:
     """Rows ``kind`` = model (one per model) then category; columns name, category, n_models, stages..."""
     models = study.stage_stats.copy()
     category = study.models.set_index("model_id")["category"]
@@ -37,7 +37,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
     return "\n".join(lines)
 
 
-def stages_markdown(study: Study) -> str:
+def stages_markdown(study: Results) -> str:
     frame = stages_frame(study)
     stage_cols = [c for c in frame.columns if c not in ("kind", "name", "category", "n_models")]
     models = frame[frame["kind"] == "model"][["name", "category", *stage_cols]].rename(columns={"name": "model"})

@@ -1,4 +1,5 @@
-"""A study: the measurements of many models from databases and CSVs, with metadata and a baseline."""
+"""Results: the measurements of many models from databases and CSVs, with metadata and a baseline (the
+study's tables; not to be confused with a TOML study file, :mod:`layercrit.study`)."""
 from __future__ import annotations
 
 import re
@@ -30,7 +31,7 @@ class ReportWarning(UserWarning):
 
 
 @dataclass
-class Study:
+class Results:
     """Measurements (``rows``: one per model, layer, trial) with everything the report derives from them.
 
     ``models`` is in display order (grouped by category, the baseline's category first and the
@@ -90,15 +91,15 @@ class Study:
         return correlation_table(self.model_stats, self.without)
 
 
-def load_study(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] = (), *, reset: str = "random",
+def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] = (), *, reset: str = "random",
                baseline: str | None = None, metadata: str | Path | pd.DataFrame | None = None,
-               without: Sequence[str] = DEFAULT_WITHOUT, unit: str = "layer") -> Study:
-    """Read results databases and/or raw-results CSVs in the original study's layout into a :class:`Study`.
+               without: Sequence[str] = DEFAULT_WITHOUT, unit: str = "layer") -> Results:
+    """Read results databases and/or raw-results CSVs in the original study's layout into a :class:`Results`.
 
     Metadata precedence: zoo registry < the databases' own (category, measured top-1) <
     ``metadata`` (a CSV path or a frame with columns model_id, category, accuracy, epsilon,
-    norm, display_name). Problems worked around are in ``study.warnings`` (and issued as
-    :class:`ReportWarning`); choices made for the user (the baseline) in ``study.notes``.
+    norm, display_name). Problems worked around are in ``results.warnings`` (and issued as
+    :class:`ReportWarning`); choices made for the user (the baseline) in ``results.notes``.
     ``unit="block"`` reads the databases' residual-block rows instead of layers.
     """
     dbs, paper_csvs = list(dbs), list(paper_csvs)
@@ -134,7 +135,7 @@ def load_study(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] 
     models = _display_order(models, chosen)
     for message in found:
         warnings.warn(message, ReportWarning, stacklevel=2)
-    return Study(rows=rows, runs=runs, models=models, layers=layer_frame(rows), baseline=chosen, reset=reset,
+    return Results(rows=rows, runs=runs, models=models, layers=layer_frame(rows), baseline=chosen, reset=reset,
                  without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite)
 
 
