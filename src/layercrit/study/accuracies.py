@@ -1,0 +1,93 @@
+"""``accuracy_table(study)``: per model of a study, how accurate and how confident it is.
+
+One row per model (lab-trained, trajectory checkpoint or given spec): method, training seed and
+epoch, clean top-1 on the whole test split (from the run's sidecar where the lab measured it),
+PGD robust top-1 (adversarial runs), and on the images the study measures (the same draw of
+``samples`` with the study's seed): top-1, mean max-softmax confidence and mean softmax entropy.
+Confidence is the quantity the cosine-based criticality is sensitive to (a flat softmax leaves
+little room for the cosine to move), so the study's findings can be read against it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import LayercritError
+from .spec import ModelEntry, Study, load_study
+
+COLUMNS = ["model_id", "name", "category", "method", "seed", "epoch", "final_epoch", "clean_test_acc",
+           "test_images", "robust_test_acc", "robust_eval", "eval_top1_acc", "mean_confidence", "mean_entropy",
+           "eval_images", "train_seconds"]
+
+
+def _lab_row(study: Study, entry: ModelEntry, sidecar: dict) -> dict:
+    robust = sidecar.get("robust_eval") or {}
+    return {"method": entry.method, "seed": sidecar.get("seed"), "epoch": sidecar.get("epochs"),
+            "final_epoch": sidecar.get("epochs"), "clean_test_acc": sidecar.get("clean_test_acc"),
+            "test_images": sidecar["data"]["test_images"], "robust_test_acc": sidecar.get("robust_test_acc"),
+            "robust_eval": f"{robust['attack']}, eps {robust['eps']:.4g}, {robust['images']} images" if robust else None,
+            "train_seconds": sidecar.get("train_seconds")}
+
+
+def _snapshot_row(path: Path) -> dict | None:
+    """A trajectory checkpoint ``<run>/epoch-N.safetensors``: its numbers from the run's sidecar."""
+    from ..train import read_sidecar
+
+    sidecar = read_sidecar(path.parent)
+    snaps = {s["file"]: s for s in (sidecar or {}).get("snapshots", [])}
+    if path.name not in snaps:
+        return None
+    snap = snaps[path.name]
+    seconds = sum(h["seconds"] for h in sidecar["history"] if h["epoch"] <= snap["epoch"])
+    return {"method": sidecar["method"], "seed": sidecar["seed"], "epoch": snap["epoch"],
+            "final_epoch": sidecar["epochs"], "clean_test_acc": snap["clean_test_acc"],
+            "test_images": sidecar["data"]["test_images"], "train_seconds": round(seconds, 1)}
+
+
+def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: list[str] | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """The table for every model of the study that exists (untrained lab models are skipped)."""
+    from ..accuracy import accuracy, confidence
+    from ..data import load_data
+    from ..models import create_model
+    from ..train import MODEL_FILE, read_sidecar
+    from .run import eval_source
+
+    study = load_study(path, runs)
+    data_path, split = eval_source(study)
+    test_cache: dict = {}
+    rows = []
+    for entry in study.select(only):
+        row: dict = {"model_id": entry.id, "name": entry.name, "category": entry.category}
+        if entry.method:
+            sidecar = read_sidecar(study.runs / entry.id)
+            if sidecar is None:
+                continue
+            row.update(_lab_row(study, entry, sidecar))
+            model = create_model(f"file:{study.runs / entry.id / MODEL_FILE}", arch=sidecar["arch"],
+                                 num_classes=len(sidecar["data"]["classes"]))
+        else:
+            assert entry.spec is not None
+            file = Path(entry.spec[5:]) if entry.spec.startswith("file:") else None
+            if file is not None and not file.is_file():
+                continue  # a trajectory checkpoint of a run not trained yet
+            model = create_model(entry.spec, arch=entry.arch, num_classes=entry.num_classes,
+                                 checkpoint=entry.checkpoint, init_seed=entry.init_seed)
+            row.update((_snapshot_row(file) if file is not None else None) or {})
+            if row.get("clean_test_acc") is None:
+                key = model.input_size
+                if key not in test_cache:
+                    test_cache[key] = load_data(data_path, input_size=key, samples=None, seed=study.seed,
+                                                split=split, progress=progress)
+                row["clean_test_acc"] = round(accuracy(model.model, test_cache[key]), 3)
+                row["test_images"] = len(test_cache[key])
+        data = load_data(data_path, input_size=model.input_size, samples=study.samples, seed=study.seed, split=split,
+                         progress=progress)
+        stats = confidence(model.model, data)
+        row.update(eval_top1_acc=round(stats["top1_acc"], 3), mean_confidence=round(stats["mean_confidence"], 5),
+                   mean_entropy=round(stats["mean_entropy"], 5), eval_images=len(data))
+        rows.append(row)
+    if not rows:
+        raise LayercritError(f"{path}: no trained or given model found yet: run `layercrit study run` first")
+    return pd.DataFrame(rows, columns=COLUMNS)
