@@ -142,16 +142,20 @@ def test_a_database_from_before_block_units_gains_the_unit_column(tmp_path):
     db = tmp_path / "old.db"
     lc.measure(lc.create_model("arch:cifar_resnet50"), _data(4, 32, 10), layers=["fc"], trials=1, samples=None,
                store=db, progress=False)
-    con = sqlite3.connect(db)  # rebuild results as the old schema had it: without `unit`
-    cols = [r[1] for r in con.execute("PRAGMA table_info(results)") if r[1] != "unit"]
+    con = sqlite3.connect(db)  # rebuild results as the old schema had it: without `unit`, timing called `seconds`
+    cols = [r[1] if r[1] != "elapsed_seconds" else "elapsed_seconds AS seconds"
+            for r in con.execute("PRAGMA table_info(results)") if r[1] != "unit"]
     with con:
         con.execute(f"CREATE TABLE old AS SELECT {', '.join(cols)} FROM results")
         con.execute("DROP TABLE results")
         con.execute("ALTER TABLE old RENAME TO results")
     con.close()
+    with lc.ResultStore(db, create=False) as store:  # read as it is: the timing column under its present name
+        assert store.results()["elapsed_seconds"].iloc[0] > 0
     with lc.ResultStore(db) as store:
         table = store.results()
     assert list(table["unit"]) == ["layer"] and table["layer"].iloc[0] == "fc"
+    assert "elapsed_seconds" in [r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(results)")]
 
 
 def test_bad_block_inputs_are_one_line(tmp_path):

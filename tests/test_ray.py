@@ -124,8 +124,8 @@ def test_ray_export_identical_to_local(ray_cluster, folder, local_db, tmp_path):
         if layout == "paper":  # no timing column: byte-identical files
             assert a.read_bytes() == b.read_bytes()
             assert len(pd.read_csv(a)) == 6 * 2
-        else:  # every column but the wall-clock seconds of each row
-            ta, tb = pd.read_csv(a).drop(columns="seconds"), pd.read_csv(b).drop(columns="seconds")
+        else:  # every column but the wall-clock elapsed_seconds of each row
+            ta, tb = pd.read_csv(a).drop(columns="elapsed_seconds"), pd.read_csv(b).drop(columns="elapsed_seconds")
             pd.testing.assert_frame_equal(ta, tb, check_exact=True)
             assert len(ta) == UNITS and ta["criticality"].max() > 50  # resetting fc moves the predictions
 
@@ -155,7 +155,7 @@ def test_python_api_module_shipped_once_adaptive_same_rows(ray_cluster):
     local = lc.measure(net, data, **kw)
     remote = lc.measure(net, data, executor=RayExecutor(RayOptions(layers_per_task=1)), **kw)
     assert len(remote) == 3 * 3
-    pd.testing.assert_frame_equal(local.drop(columns="seconds"), remote.drop(columns="seconds"), check_exact=True)
+    pd.testing.assert_frame_equal(local.drop(columns="elapsed_seconds"), remote.drop(columns="elapsed_seconds"), check_exact=True)
     assert remote.n_samples.min() < 300  # adaptive sampling stopped some units early, inside the tasks
 
 
@@ -168,7 +168,7 @@ def test_measure_models_one_study_two_models(ray_cluster, folder, tmp_path):
                                executor=RayExecutor(RayOptions(layers_per_task=2)), **kw)
     local = lc.measure_models(models, str(folder), store=tmp_path / "local.db", **kw)
     assert sorted(remote.model_id.unique()) == ["cifar_resnet50", "other"] and len(remote) == 2 * 4 * 2
-    pd.testing.assert_frame_equal(local.drop(columns="seconds"), remote.drop(columns="seconds"), check_exact=True)
+    pd.testing.assert_frame_equal(local.drop(columns="elapsed_seconds"), remote.drop(columns="elapsed_seconds"), check_exact=True)
     assert not np.allclose(*(remote[remote.model_id == m].criticality.to_numpy() for m in ["cifar_resnet50", "other"]))
     with lc.ResultStore(tmp_path / "study.db", create=False) as store:
         runs = store.runs()
@@ -233,7 +233,7 @@ def test_killed_driver_resumes_without_repeating(ray_cluster, folder, local_db, 
     assert _key_counts(db) == [1] * UNITS
     _assert_same_numbers(db, local_db)
     for key, row in first.iterrows():  # rows committed before the kill are the ones kept
-        assert _rows(db).loc[key, "seconds"] == row["seconds"]
+        assert _rows(db).loc[key, "elapsed_seconds"] == row["elapsed_seconds"]
 
     made.clear()  # a rerun of the finished measurement submits nothing and changes nothing
     before = _rows(db)
@@ -311,7 +311,7 @@ spec = "arch:cifar_resnet50_w32"
         proc = run_cli("study", "run", str(study), "--db", str(db), "--no-progress", "--backend", backend)
         assert proc.returncode == 0, proc.stderr
         with lc.ResultStore(db) as store:
-            tables[backend] = store.results().drop(columns=["seconds", "run_id"]).sort_values(
+            tables[backend] = store.results().drop(columns=["elapsed_seconds", "run_id"]).sort_values(
                 ["model_id", "layer", "reset", "trial"]).reset_index(drop=True)
     assert len(tables["local"]) == 2 * 54 * 2
     pd.testing.assert_frame_equal(tables["local"], tables["ray"])

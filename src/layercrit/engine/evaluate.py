@@ -93,7 +93,7 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
                     row = {"layer": j.unit.name, "layer_index": j.unit.index, "layer_type": j.unit.module_type,
                            "unit": j.unit.level, "reset": j.reset.name, "trial": j.trial,
                            **j.metrics.result(base_top1, n_total), "n_samples": n,
-                           "seconds": time.perf_counter() - start}
+                           "elapsed_seconds": time.perf_counter() - start}
                     finished.append(row)
                     bar.update(n_total - n)
                     bar.set_postfix_str(f"{j.unit.name} {j.reset.name} t{j.trial}: {row['criticality']:.1f}%")

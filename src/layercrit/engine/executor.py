@@ -7,6 +7,7 @@ protocol; the engine never imports them.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -42,7 +43,7 @@ class LocalExecutor:
         for plan in plans:
             run = recorder.start(plan)
             rows, base = evaluate(plan.bundle, plan.data, run.todo, plan.config, device=plan.device,
-                                  on_batch=lambda saved, finished: recorder.save(run, saved, finished),
+                                  on_batch=functools.partial(recorder.save, run),
                                   progress=progress, desc=plan.model_id)
             assert len(rows) == len(run.todo)  # every job finished, and was recorded by on_batch
             tables.append(recorder.finish(run, base))

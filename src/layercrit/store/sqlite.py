@@ -28,7 +28,10 @@ from ..errors import LayercritError
 
 METRICS = ("top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_l1_err", "pred_l2_err", "pred_ce_loss",
            "pred_kl_div", "pred_agreement", "recovered_acc", "criticality", "criticality_ci")
-RESULT_COLUMNS = ("layer", "layer_index", "layer_type", "unit", "reset", "trial", *METRICS, "n_samples", "seconds")
+# elapsed_seconds: wall-clock seconds from the start of the evaluation pass that measured the row (the local run,
+# or the Ray task) until the row was finished; databases written before it was named so call it "seconds"
+RESULT_COLUMNS = ("layer", "layer_index", "layer_type", "unit", "reset", "trial", *METRICS, "n_samples",
+                  "elapsed_seconds")
 UNIT_COLUMN = "unit TEXT NOT NULL DEFAULT 'layer'"  # "layer" or "block"; databases from before blocks lack it
 # SQLite has no NaN (it stores NULL): the metrics of a row that came out NaN or infinite are named here, so a
 # non-finite measurement is recorded as such and never mistaken for a missing value. Older databases lack it.
@@ -62,7 +65,7 @@ CREATE TABLE IF NOT EXISTS results (
     trial INTEGER NOT NULL,
     {", ".join(f"{m} REAL" for m in METRICS)},
     n_samples INTEGER NOT NULL,
-    seconds REAL,
+    elapsed_seconds REAL,
     created TEXT NOT NULL,
     {NONFINITE_COLUMN},
     PRIMARY KEY (run_id, layer, reset, trial)
@@ -240,6 +243,14 @@ class ResultStore:
     def _migrate(self) -> None:
         """Bring a database written by an earlier layercrit up to this schema."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(results)")}
+        if "seconds" in columns and "elapsed_seconds" not in columns:  # the column's name before it said what it is
+            try:
+                with self.conn:
+                    self.conn.execute("ALTER TABLE results RENAME COLUMN seconds TO elapsed_seconds")
+            except sqlite3.OperationalError as e:
+                if "no such column" not in str(e) and "duplicate column" not in str(e):  # another process did it
+                    raise LayercritError(f"cannot update {self.path} to this layercrit's schema ({_cause(e)}): "
+                                         "make the file writable once") from None
         # "unit": written before block units existed (every row is a layer); "nonfinite": before it was recorded
         for name, column in (("unit", UNIT_COLUMN), ("nonfinite", NONFINITE_COLUMN)):
             if name in columns:
@@ -425,7 +436,7 @@ class ResultStore:
         with self._reading():
             df = pd.read_sql_query(query + " ORDER BY x.run_id, x.reset, x.trial, x.layer_index", self.conn,
                                    params=params)
-        return df.drop(columns=["created"])
+        return df.drop(columns=["created"]).rename(columns={"seconds": "elapsed_seconds"})  # read-only older files
 
 
 def nonfinite_metrics(row: dict) -> str | None:

@@ -37,9 +37,9 @@ from pathlib import Path
 from .. import validate
 from ..errors import LayercritError
 from ..paths import safe_name
+from ..train import HYPERPARAMETERS, list_methods
 
 SPEC_KINDS = ("arch", "timm", "torchvision", "file", "zoo")  # model spec kinds (layercrit.models)
-from ..train import HYPERPARAMETERS, list_methods
 
 STUDY_KEYS = {"name", "description", "data", "eval_data", "arch", "seed", "samples", "trials", "runs", "resets",
               "batch_size", "device", "engine"}

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 _LAZY = {"register_layout": "layouts", "get_layout": "layouts", "fetch_model": "fetch", "cache_dir": "fetch",
          "load_zoo_network": "load", "create_zoo_bundle": "load"}
 
-__all__ = ["CATEGORIES", "Source", "ZooModel", "get_zoo_model", "list_zoo_models", "register_zoo_model",
-           "zoo_metadata", *_LAZY]
+__all__ = ["CATEGORIES", "Source", "ZooModel", "cache_dir", "create_zoo_bundle", "fetch_model", "get_layout",
+           "get_zoo_model", "list_zoo_models", "load_zoo_network", "register_layout", "register_zoo_model",
+           "zoo_metadata"]
 
 
 def __getattr__(name: str) -> Any:
