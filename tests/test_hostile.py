@@ -1,14 +1,20 @@
 """Hostile input and failing disks (issue 14): the bad-input matrix, through the real CLI.
 
-Every case runs ``python -m layercrit.cli ...`` in a subprocess with a timeout (a hang fails the
+Every case runs the ``layercrit`` command in its own process with a timeout (a hang fails the
 case) and asserts the exit status, exactly one ``layercrit: error:`` line and no traceback, that
 nothing was written where the case must not write (a snapshot of its folder and of the shared
-inputs before and after), and whatever the case is about. Cases that only need plain files run
-two at a time (each is mostly the start of a Python process). Full and read-only disks use a
-small tmpfs (root only); permission-denied files are made for a uid the test process does not
-have inside a user namespace (``unshare --user --map-root-user``) when running as root. Both skip
-with a reason where that is impossible. Last: Hypothesis fuzzes the option and study-file
-validation in-process (random values for every field: never a traceback).
+inputs before and after), and whatever the case is about.
+
+Most cases run in a process forked from a server that has imported the CLI once
+(``cli_forkserver.py``: the child runs ``layercrit.cli.main`` with its own argv, folder,
+environment, stdout/stderr and exit status, exactly as ``python -m layercrit.cli``); a fresh
+interpreter per case would cost 4-6 s of CPU each, minutes in all. The cases about the start
+itself (Ctrl-C while importing, offline hub, user namespaces, two writers at once) start a fresh
+``python -m layercrit.cli``. Full and read-only disks use a small tmpfs (root only);
+permission-denied files are made for a uid the test process does not have inside a user
+namespace (``unshare --user --map-root-user``) when running as root. Both skip with a reason
+where that is impossible. Last: Hypothesis fuzzes the option and study-file validation
+in-process (random values for every field: never a traceback).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import queue
 import shutil
 import signal
 import sqlite3
@@ -36,6 +43,7 @@ from conftest import run_cli
 
 TIMEOUT = 240  # seconds per command: generous for a loaded 2-core machine; a hang ends the case as a failure
 MODEL = ["--model", "arch:cifar_resnet50"]
+MODEL_MEASURE = ["measure", *MODEL]
 QUICK = ["--samples", "10", "--trials", "1", "--batch-size", "10", "--layers", "fc", "--no-progress"]
 UNREADABLE_UID = 12345  # owner of the files made unreadable (a uid the test process never has)
 
@@ -43,9 +51,56 @@ UNREADABLE_UID = 12345  # owner of the files made unreadable (a uid the test pro
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 
-def layercrit(*args: str, cwd: Path, env: dict, prefix: tuple[str, ...] = (), timeout: float = TIMEOUT,
+class ForkServer:
+    """``cli_forkserver.py`` in a subprocess: runs CLI commands in forked children (see the module doc)."""
+
+    def __init__(self, env: dict):
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
+        ready = self.proc.stdout.readline()
+        assert ready.strip() == '{"ready": true}', f"the fork server did not start: {ready!r}"
+
+    def run(self, args, cwd: Path, env: dict, timeout: float = TIMEOUT, userns: bool = False,
+            ) -> subprocess.CompletedProcess:
+        import tempfile
+
+        argv = [str(a) for a in args]
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "out"), Path(tmp, "err")
+            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err),
+                       "timeout": timeout, "userns": userns}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = json.loads(self.proc.stdout.readline())
+            if userns and reply["returncode"] == 97:
+                pytest.skip("running as root without user namespaces: permission-denied files cannot be made")
+            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        if reply["timed_out"]:
+            pytest.fail(f"layercrit {' '.join(argv)} did not finish within {timeout} s (a hang?): {stderr[-500:]!r}")
+        return subprocess.CompletedProcess(["layercrit", *argv], reply["returncode"], stdout, stderr)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+_SERVERS: "queue.Queue[ForkServer]" = queue.Queue()
+
+
+def layercrit(*args: str, cwd: Path, env: dict, timeout: float = TIMEOUT, unprivileged: bool = False,
               ) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess; a hang past ``timeout`` kills it and fails the case."""
+    """The CLI in a process forked from one of the module's servers (the next free one). With
+    ``unprivileged`` (as root) the process runs where permission bits apply to files of other owners."""
+    server = _SERVERS.get(timeout=TIMEOUT)
+    try:
+        return server.run(args, cwd, env, timeout, userns=unprivileged and os.geteuid() == 0)
+    finally:
+        _SERVERS.put(server)
+
+
+def fresh(*args: str, cwd: Path, env: dict, prefix: tuple[str, ...] = (), timeout: float = TIMEOUT,
+          ) -> subprocess.CompletedProcess:
+    """The CLI as ``python -m layercrit.cli`` in a new interpreter; a hang past ``timeout`` fails the case."""
     cmd = [*prefix, sys.executable, "-m", "layercrit.cli", *map(str, args)]
     try:
         return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -107,28 +162,11 @@ def image_folder(root: Path, classes: int = 10, per_class: int = 2, size: int = 
     return root
 
 
-def can_unshare() -> bool:
-    try:
-        return subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def unreadable(path: Path) -> None:
-    """Make ``path`` unreadable for the process that ``unprivileged()`` starts."""
+    """Make ``path`` unreadable for a process started with ``unprivileged=True``."""
     if os.geteuid() == 0:
         os.chown(path, UNREADABLE_UID, UNREADABLE_UID)
     os.chmod(path, 0)
-
-
-def unprivileged() -> tuple[str, ...]:
-    """Command prefix under which file permissions apply (root would read anything)."""
-    if os.geteuid() != 0:
-        return ()
-    if not can_unshare():
-        pytest.skip("running as root without user namespaces: permission-denied files cannot be made")
-    return ("unshare", "--user", "--map-root-user")
 
 
 @contextlib.contextmanager
@@ -155,15 +193,14 @@ def remount_ro(path: Path) -> None:
 
 def fill(path: Path) -> None:
     """Fill the file system of ``path`` (a tmpfs) to the last byte."""
-    with open(path / "filler", "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0")
-                f.flush()
+    fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 16, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,7 +223,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
+def world(tmp_path_factory):
     from layercrit.models import create_model, save_safetensors
 
     root = tmp_path_factory.mktemp("hostile")
@@ -222,9 +259,22 @@ def world(tmp_path_factory) -> World:
            "COLUMNS": "200"}
     env.pop("CI", None)
     db = inputs / "measured.db"
-    proc = layercrit("measure", *MODEL, "--data", data, "--db", db, *QUICK, cwd=root, env=env)
+    proc = fresh("measure", *MODEL, "--data", data, "--db", db, *QUICK, cwd=root, env=env)
     assert_clean_success(proc)
-    return World(root, inputs, data, ckpt, db, env, cache)
+    yield World(root, inputs, data, ckpt, db, env, cache)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def servers(world):
+    """Two fork servers (two cases at a time), for the whole module."""
+    started = [ForkServer(world.env) for _ in range(2)]
+    for server in started:
+        _SERVERS.put(server)
+    yield started
+    for server in started:
+        server.close()
+    while not _SERVERS.empty():
+        _SERVERS.get_nowait()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -555,18 +605,17 @@ def test_report_to_read_only_and_full_places(world, tmp_path):
 
 
 def test_unreadable_inputs(world, tmp_path):
-    prefix = unprivileged()
     ckpt = tmp_path / "secret.safetensors"
     shutil.copy(world.ckpt, ckpt)
     unreadable(ckpt)
     proc = layercrit("measure", "--model", f"file:{ckpt}", "--arch", "cifar_resnet50", "--data", world.data, "--db",
-                     tmp_path / "s.db", *QUICK, cwd=tmp_path, env=world.env, prefix=prefix)
+                     tmp_path / "s.db", *QUICK, cwd=tmp_path, env=world.env, unprivileged=True)
     assert_one_error(proc, "permission denied", str(ckpt))  # not "No such file or directory"
     data = tmp_path / "data"
     shutil.copytree(world.data, data)
     unreadable(data)
-    proc = layercrit(*_measure(world, tmp_path)[:3], "--data", data, "--db", tmp_path / "s.db", *QUICK,
-                     cwd=tmp_path, env=world.env, prefix=prefix)
+    proc = layercrit(*MODEL_MEASURE, "--data", data, "--db", tmp_path / "s.db", *QUICK, cwd=tmp_path, env=world.env,
+                     unprivileged=True)
     assert_one_error(proc, "permission denied", str(data))
     db = tmp_path / "ro.db"
     shutil.copy(world.db, db)
@@ -576,7 +625,7 @@ def test_unreadable_inputs(world, tmp_path):
     if os.geteuid() == 0:
         os.chown(db, UNREADABLE_UID, UNREADABLE_UID)
     os.chmod(db, 0o444)
-    proc = layercrit(*_measure(world, tmp_path, db="ro.db"), cwd=tmp_path, env=world.env, prefix=prefix)
+    proc = layercrit(*_measure(world, tmp_path, db="ro.db"), cwd=tmp_path, env=world.env, unprivileged=True)
     assert_one_error(proc, "ro.db", "read-only")
     assert not (tmp_path / "s.db").exists()
 
@@ -632,7 +681,7 @@ def test_offline_timm_fails_fast_with_one_line(world, tmp_path):
 
     if reachable(*hub_host()):
         pytest.skip("the Hugging Face hub is reachable here: the offline case needs no network")
-    proc = layercrit("layers", "--model", "timm:resnet18", cwd=tmp_path, env={**world.env, "HF_HOME": str(tmp_path)})
+    proc = fresh("layers", "--model", "timm:resnet18", cwd=tmp_path, env={**world.env, "HF_HOME": str(tmp_path)})
     assert_one_error(proc, "timm:resnet18", "cannot be reached")
     assert "Retrying" not in proc.stderr + proc.stdout
 

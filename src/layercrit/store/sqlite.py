@@ -281,17 +281,21 @@ class ResultStore:
 
     # --- writing -------------------------------------------------------------------------
     def open_run(self, model_id: str, *, spec: str, category: str | None, weights_sha256: str,
-                 data_fingerprint: str, identity: dict, config: dict, versions: dict) -> int:
+                 data_fingerprint: str, identity: dict, config: dict, versions: dict,
+                 n_total: int | None = None) -> int:
         """Return the run id for ``model_id``, creating it, or check that a resume matches it.
 
         The caller becomes the model's only writer in this database until it finishes or closes the
-        store: another process measuring the same model id here at the same time is refused at once."""
+        store: another process measuring the same model id here at the same time is refused at once.
+        The run's saved progress is checked first (``n_total``: the run's image count), so a damaged
+        database is refused before anything is written to it."""
         with self._writing("open a run in"):
             self.conn.execute("BEGIN IMMEDIATE")  # check and claim in one step: two writers cannot both pass
             try:
                 run_id = self._open_run(model_id, spec=spec, category=category, weights_sha256=weights_sha256,
                                         data_fingerprint=data_fingerprint, identity=identity, config=config,
                                         versions=versions)
+                self.partial_states(run_id, n_total)
                 self._claim(model_id)
             except BaseException:
                 self.conn.rollback()
