@@ -158,3 +158,16 @@ def test_resume_mid_unit_gives_identical_numbers(tmp_path, monkeypatch, tiny_mod
     _assert_same(clean, resumed, atol=0)
     with lc.ResultStore(db) as store:
         assert not store.partial_states(run_id)
+
+
+def test_measure_leaves_the_callers_module_as_it_found_it(tiny_model, tiny_data):
+    model, factory = tiny_model
+    model.train()  # the caller's mode, parameters and their memory layout must come back unchanged
+    model.conv2.eval()
+    params = {n: (p, p.detach().clone(), p.stride()) for n, p in model.named_parameters()}
+    lc.measure(model, tiny_data, factory=factory, samples=None, trials=1, reset=["random", "zero"], progress=False,
+               channels_last=True)
+    assert model.training and model.conv1.training and not model.conv2.training
+    for n, p in model.named_parameters():
+        same, value, stride = params[n]
+        assert p is same and torch.equal(p, value) and p.stride() == stride, n

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import LayercritError
+from ..zoo.registry import zoo_metadata
 
 META_COLUMNS = ["model_id", "category", "accuracy", "epsilon", "norm", "display_name"]
 NUMERIC = ("accuracy", "epsilon")
@@ -20,11 +21,7 @@ def empty_metadata() -> pd.DataFrame:
 
 
 def registry_metadata() -> pd.DataFrame:
-    """The zoo registry's table; empty where that module is not available (it is optional here)."""
-    try:
-        from ..zoo.registry import zoo_metadata
-    except ImportError:
-        return empty_metadata()
+    """The zoo registry's table."""
     return _typed(zoo_metadata())
 
 

@@ -9,6 +9,7 @@ completes (a rerun skips the rows present).
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -16,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import EvalData
+from ..errors import LayercritError
+from ..models import ModelBundle, create_model
 from ..paths import atomic_write, path_inside, safe_name, write_text, writing_into
-from ..models import ModelBundle
 from .cost import throughput
 from .run import FINETUNED_DIR, MODEL_FILE, compress, top1
 from .select import without_blocks
@@ -64,8 +66,6 @@ def compare_rules(models: dict[str, ModelBundle], *, data: EvalData, test_data: 
                 speed = speedups(bundle, small, speed_seconds)
                 tuned = None
                 if "finetuned" in info:  # evaluated here on the same test images as before fine-tuning
-                    from ..models import create_model
-
                     tuned = top1(create_model(f"file:{folder / FINETUNED_DIR / MODEL_FILE}"), test_data)
                 row = {"model_id": model_id, "rule": rule, "seed": seed, "n_removed": n,
                        "blocks": " ".join(info["removed_blocks"]), "base_top1_acc": base_acc,
@@ -122,10 +122,6 @@ SETTINGS_FILE = "settings.json"
 def _check_settings(out: Path, models: dict[str, ModelBundle], settings: dict | None) -> None:
     """Refuse to mix rows of other weights or other settings into one comparison (``settings``
     None: only check the models). Models may be added to a comparison later."""
-    import json
-
-    from ..errors import LayercritError
-
     path = out / SETTINGS_FILE
     try:
         stored = json.loads(path.read_text()) if path.is_file() else {"models": {}}

@@ -6,6 +6,7 @@ import time
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def parameter_count(network: nn.Module) -> int:
@@ -15,8 +16,6 @@ def parameter_count(network: nn.Module) -> int:
 @torch.no_grad()
 def flops(network: nn.Module, input_size: int, in_channels: int = 3) -> int:
     """FLOPs of one forward pass on one image (a multiply-add counts 2), by torch's flop counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     p = next(network.parameters())
     x = torch.zeros(1, in_channels, input_size, input_size, device=p.device, dtype=p.dtype)
     was_training = network.training

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import operator
-from typing import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import timm.models._features_fx as timm_fx
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -31,16 +33,17 @@ _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, 
 
 
 class _Tracer(fx.Tracer):
-    """fx tracer that respects timm's "do not trace" modules and functions where timm is present."""
+    """fx tracer that respects timm's "do not trace" modules and functions."""
 
-    def __init__(self):
+    def __init__(self) -> None:
+        leaf_types: tuple[type[nn.Module], ...] = ()
+        autowrap: tuple[Callable[..., Any], ...] = ()
         try:
-            from timm.models._features_fx import get_notrace_functions, get_notrace_modules
-
-            self._leaf_types = tuple(get_notrace_modules())
-            autowrap = tuple(get_notrace_functions())
-        except Exception:  # timm absent or its private helpers moved: plain fx
-            self._leaf_types, autowrap = (), ()
+            leaf_types = tuple(timm_fx.get_notrace_modules())
+            autowrap = tuple(timm_fx.get_notrace_functions())
+        except Exception:  # timm's private helpers moved or changed: plain fx
+            pass
+        self._leaf_types = leaf_types
         super().__init__(autowrap_functions=autowrap)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
@@ -52,12 +55,12 @@ def no_inplace_modules(model: nn.Module) -> Iterator[None]:
     """Temporarily switch modules such as ``ReLU(inplace=True)`` to out-of-place (same results)."""
     switched = [m for m in model.modules() if getattr(m, "inplace", False) is True]
     for m in switched:
-        m.inplace = False
+        setattr(m, "inplace", False)  # noqa: B010  (an attribute of some module classes only)
     try:
         yield
     finally:
         for m in switched:
-            m.inplace = True
+            setattr(m, "inplace", True)  # noqa: B010
 
 
 def _make_out_of_place(graph: fx.Graph) -> None:
@@ -100,7 +103,7 @@ class CachedGraph:
         for n in self.nodes:
             for a in n.all_input_nodes:
                 self._last_use[a] = n
-        self.cache: dict[fx.Node, object] = {}
+        self.cache: dict[fx.Node, Any] = {}
 
     @staticmethod
     def _free_plan(nodes: list[fx.Node]) -> list[list[fx.Node]]:
@@ -137,18 +140,19 @@ class CachedGraph:
                     stack.append(user)
         return sorted(seen, key=self.order.__getitem__)
 
-    def _call(self, node: fx.Node, env) -> object:
-        args = fx.node.map_arg(node.args, env)
-        kwargs = fx.node.map_arg(node.kwargs, env)
+    def _call(self, node: fx.Node, env: Callable[[fx.Node], Any]) -> Any:
+        args: Any = fx.node.map_arg(node.args, env)
+        kwargs: Any = fx.node.map_arg(node.kwargs, env)
+        target: Any = node.target  # a module path or method name (str) or a function, by node.op
         if node.op == "call_module":
-            return self.gm.get_submodule(node.target)(*args, **kwargs)
+            return self.gm.get_submodule(target)(*args, **kwargs)
         if node.op == "call_function":
-            return node.target(*args, **kwargs)
+            return target(*args, **kwargs)
         if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return getattr(args[0], target)(*args[1:], **kwargs)
         if node.op == "get_attr":
-            obj = self.gm
-            for part in node.target.split("."):
+            obj: Any = self.gm
+            for part in target.split("."):
                 obj = getattr(obj, part)
             return obj
         if node.op == "output":
@@ -157,9 +161,9 @@ class CachedGraph:
 
     def run_base(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluate the unmodified model, keeping the frontier values for :meth:`run_reset`."""
-        values: dict[fx.Node, object] = {}
+        values: dict[fx.Node, Any] = {}
         self.cache = {}
-        result = None
+        result: Any = None
         for node in self.nodes:
             if node.op == "placeholder":
                 values[node] = x
@@ -176,9 +180,9 @@ class CachedGraph:
 
     def run_reset(self, path: str) -> torch.Tensor:
         """Evaluate the output with ``path``'s current (reset) parameters, from the cache."""
-        values: dict[fx.Node, object] = {}
+        values: dict[fx.Node, Any] = {}
 
-        def lookup(n: fx.Node):
+        def lookup(n: fx.Node) -> Any:
             return values[n] if n in values else self.cache[n]
 
         for node, frees in zip(self.affected[path], self._frees[path]):

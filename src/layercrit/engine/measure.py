@@ -53,8 +53,9 @@ def measure(model: Model, data: Data, config: MeasureConfig | None = None, *, st
     config = (config or MeasureConfig()).replace(**overrides)
     executor = executor or LocalExecutor()
     probe = executor.check(device)  # before any loading
-    bundle = as_bundle(model, factory)
-    with kept_as_found(bundle.model):
+    caller = model.model if isinstance(model, ModelBundle) else model  # left as found, even by as_bundle's eval()
+    with kept_as_found(caller if isinstance(caller, nn.Module) else nn.Module()):
+        bundle = as_bundle(model, factory)
         plan = plan_measurement(bundle, data, config, device=torch.device(device), probe_device=probe,
                                 progress=progress)
         with Recorder.open(store) as recorder:
@@ -91,8 +92,8 @@ def measure_models(models: Iterable[Model | tuple[Model, MeasureConfig]], data: 
 
     with contextlib.ExitStack() as kept:
         for model, _ in items:
-            if isinstance(model, ModelBundle):
-                kept.enter_context(kept_as_found(model.model))
+            if isinstance(model, (ModelBundle, nn.Module)):
+                kept.enter_context(kept_as_found(model.model if isinstance(model, ModelBundle) else model))
         with Recorder.open(store) as recorder:
             tables = executor.run(plans(), recorder, progress=progress)
     if failed:

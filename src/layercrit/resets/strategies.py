@@ -67,12 +67,12 @@ class RandomReset(Reset):
 
     def __init__(self, factory: Callable[[], nn.Module], seed: int):
         self.name, self.factory, self.seed = "random", factory, seed
-        self._trial, self._fresh = None, None  # one fresh instance at a time
+        self._fresh: tuple[int, nn.Module] | None = None  # (trial, instance): one fresh instance at a time
 
     def fresh(self, trial: int) -> nn.Module:
-        if self._trial != trial:
-            self._fresh, self._trial = build_seeded(self.factory, reset_seed(self.seed, trial)), trial
-        return self._fresh
+        if self._fresh is None or self._fresh[0] != trial:
+            self._fresh = trial, build_seeded(self.factory, reset_seed(self.seed, trial))
+        return self._fresh[1]
 
     def values(self, network, unit, trial):
         return _params_of(self.fresh(trial), unit)

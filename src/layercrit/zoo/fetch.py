@@ -22,6 +22,8 @@ def zoo_cache() -> Path:
 
 
 def cache_path(entry: ZooModel, source: Source) -> Path:
+    if source.filename is None:
+        raise ValueError(f"{source.describe()} is kept by its library, not in layercrit's cache")
     return zoo_cache() / entry.id / source.filename
 
 
@@ -96,13 +98,13 @@ def download(entry: ZooModel, source: Source, dest: Path, *, progress: bool = Tr
 
 
 def _download_url(url: str, dest: Path, progress: bool) -> None:
-    import torch.hub
+    import torch.hub  # torch and the libraries below only when downloading: `layercrit zoo list` stays torch-free
 
     torch.hub.download_url_to_file(url, str(dest), progress=progress)
 
 
 def _download_gdrive(file_id: str, dest: Path, progress: bool) -> None:
-    import gdown
+    import gdown  # only for Google Drive downloads
 
     if gdown.download(id=file_id, output=str(dest), quiet=not progress) is None:  # gdown's "failed"
         raise OSError("Google Drive refused the download (quota or permissions)")
@@ -119,7 +121,7 @@ def pretrained_state(entry: ZooModel, source: Source, *, progress: bool = True) 
     """The state dict of a timm / torchvision pretrained source, downloading it into that library's cache."""
     try:
         if source.kind == "timm":
-            import timm
+            import timm  # torch-side: imported when a download needs it
 
             return timm.create_model(source.ref, pretrained=True).state_dict()
         return _torchvision_weights(source.ref).get_state_dict(progress=progress)
@@ -130,8 +132,8 @@ def pretrained_state(entry: ZooModel, source: Source, *, progress: bool = True) 
                              f"{_by_hand(source)}, or pass --checkpoint PATH") from None
 
 
-def _torchvision_weights(name: str):
-    from torchvision.models import ResNet50_Weights
+def _torchvision_weights(name: str):  # -> torchvision.models.ResNet50_Weights
+    from torchvision.models import ResNet50_Weights  # torch-side: imported when used (see _download_url)
 
     try:
         return ResNet50_Weights[name]
@@ -141,13 +143,13 @@ def _torchvision_weights(name: str):
 
 
 def _torchvision_file(name: str) -> Path:
-    import torch.hub
+    import torch.hub  # torch-side: imported when used (see _download_url)
 
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(_torchvision_weights(name).url).name
 
 
 def _timm_repo(name: str) -> str | None:
-    import timm
+    import timm  # torch-side: imported when used (see _download_url)
 
     cfg = timm.models.get_pretrained_cfg(name)
     return getattr(cfg, "hf_hub_id", None) if cfg else None
@@ -165,10 +167,10 @@ def _library_cached(source: Source) -> bool:
     try:
         if source.kind == "torchvision":
             return _torchvision_file(source.ref).is_file()
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # timm's download library, used for its cache only
 
         repo = _timm_repo(source.ref)
-        return bool(repo) and any(isinstance(try_to_load_from_cache(repo, f), str)
-                                  for f in ("model.safetensors", "pytorch_model.bin"))
+        return repo is not None and any(isinstance(try_to_load_from_cache(repo, f), str)
+                                        for f in ("model.safetensors", "pytorch_model.bin"))
     except Exception:  # a cache we cannot inspect counts as not cached; loading will tell more
         return False

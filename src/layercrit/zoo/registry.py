@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import pandas as pd
+
 from ..errors import LayercritError
 
 BASELINE = "baseline"
@@ -123,6 +125,7 @@ def register_zoo_model(model_id: str, *, category: str, layout: str, source: str
                        epsilon: float | None = None, norm: str | None = None,
                        arch: str = "torchvision/resnet50", num_classes: int = 1000) -> ZooModel:
     """Register (or replace) a zoo model; epsilon/norm default to what the id says (see :class:`ZooModel`)."""
+    sources: tuple[Source, ...]
     if head is None:
         sources = (parse_source(source),)
     else:
@@ -161,8 +164,6 @@ def zoo_metadata():
     ``accuracy`` is the reported top-1 [%] (NaN if none); ``epsilon``/``norm`` as in :class:`ZooModel`
     (NaN/None for models that were not adversarially trained).
     """
-    import pandas as pd
-
     models = list_zoo_models()
     return pd.DataFrame({
         "model_id": [m.id for m in models],
