@@ -89,7 +89,7 @@ _HINTS = {errno_.ENOSPC: "free some space or write elsewhere", errno_.EDQUOT: "f
 
 def os_error(e: OSError, path: str | Path, action: str = "write") -> LayercritError:
     """One-line :class:`LayercritError` for ``e``: what could not be done to ``path``, why, what to do."""
-    hint = _HINTS.get(e.errno, "check the path and the disk")
+    hint = _HINTS.get(e.errno or 0, "check the path and the disk")
     return LayercritError(f"cannot {action} {path}: {describe_os_error(e)}: {hint}")
 
 

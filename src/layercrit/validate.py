@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 from .errors import LayercritError
 
@@ -207,7 +208,7 @@ def resets(specs, name: str = "--reset") -> list[str]:
 def measure_options(*, seed_=0, trials_=3, batch_size_=128, samples_=None, input_size_=None, target_ci_=None,
                     engine="cached", precision="fp32", unit="layer", types=None, reset=None) -> dict:
     """Every measurement option at once (CLI before loading anything, Python in prepare_measurement)."""
-    out = {"seed": seed(seed_), "trials": trials(trials_), "batch_size": batch_size(batch_size_),
+    out: dict[str, Any] = {"seed": seed(seed_), "trials": trials(trials_), "batch_size": batch_size(batch_size_),
            "samples": samples(samples_), "input_size": input_size(input_size_), "target_ci": target_ci(target_ci_),
            "engine": choice(engine, "--engine", ENGINES), "precision": choice(precision, "--precision", PRECISIONS),
            "unit": choice(unit, "--unit", UNITS)}

@@ -149,7 +149,7 @@ class ResultStore:
         self.readonly = not create
         self._token = uuid.uuid4().hex  # this store's claim on the models it writes (table writers)
         self._claimed: set[str] = set()
-        self.conn = None
+        self._open = False
         if self.path.is_dir():
             raise LayercritError(f"{self.path} is a folder, not a results database: check --db")
         if not create and not self.path.is_file():
@@ -164,6 +164,7 @@ class ResultStore:
                 self.conn = sqlite3.connect(str(self.path), timeout=30)
             else:
                 self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            self._open = True
             if existed:
                 self._check_integrity()
             if create:
@@ -264,14 +265,14 @@ class ResultStore:
                                          "make the file writable once") from None
 
     def close(self) -> None:
-        if self.conn is None:
+        if not self._open:
             return
         if self._claimed and not self.readonly:
             with contextlib.suppress(sqlite3.Error):
                 with self.conn:
                     self.conn.execute("DELETE FROM writers WHERE token = ?", (self._token,))
         self.conn.close()
-        self.conn = None
+        self._open = False
 
     def __enter__(self):
         return self
@@ -344,6 +345,8 @@ class ResultStore:
             " config, versions, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (model_id, spec, category, weights_sha256, data_fingerprint, json.dumps(identity, sort_keys=True),
              json.dumps(config, sort_keys=True), json.dumps(versions, sort_keys=True), _now()))
+        if cur.lastrowid is None:
+            raise LayercritError(f"could not add model '{model_id}' to {self.path}: rerun")
         return cur.lastrowid
 
     def set_baseline(self, run_id: int, metrics: dict, n_samples: int) -> None:
@@ -428,7 +431,8 @@ class ResultStore:
         ``unit`` keeps only "layer" or only "block" rows (default: both)."""
         query = ("SELECT r.model_id, r.category, r.model_spec, x.* , r.base_top1_acc FROM results x "
                  "JOIN runs r USING (run_id)")
-        where, params = [], ()
+        where: list[str] = []
+        params: tuple[str, ...] = ()
         if model_ids:
             where.append(f"r.model_id IN ({', '.join('?' * len(model_ids))})")
             params = tuple(model_ids)
