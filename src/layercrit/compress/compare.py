@@ -22,7 +22,7 @@ from ..models import ModelBundle, create_model
 from ..paths import atomic_write, path_inside, safe_name, write_text, writing_into
 from .cost import throughput
 from .run import FINETUNED_DIR, MODEL_FILE, compress, top1
-from .select import without_blocks
+from .select import input_size, without_blocks
 
 log = logging.getLogger("layercrit")
 
@@ -93,7 +93,7 @@ def speedups(bundle: ModelBundle, small: ModelBundle, seconds: float) -> dict[st
     out = {}
     full, compressed = bundle.model.cpu(), small.model.cpu()  # CPU inference speed, whatever measured blocks
     for b in (1, 64):
-        rates = throughput({"full": full, "compressed": compressed}, bundle.input_size, batch_size=b,
+        rates = throughput({"full": full, "compressed": compressed}, input_size(bundle), batch_size=b,
                            seconds=seconds)
         out[f"speedup_b{b}"] = rates["compressed"] / rates["full"]
     return out

@@ -11,7 +11,7 @@ from ..errors import LayercritError
 from ..models import ModelBundle, save_safetensors
 from ..models.checkpoint import describe_weights
 from .cost import flops, parameter_count
-from .select import RULES, select_greedy, select_magnitude, select_random, without_blocks
+from .select import RULES, input_size, select_greedy, select_magnitude, select_random, without_blocks
 
 log = logging.getLogger("layercrit")
 
@@ -81,9 +81,9 @@ def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality",
     tmp.mkdir(exist_ok=True)
     (tmp / STAMP_FILE).write_text(stamp)
     save_safetensors(small.network, tmp / MODEL_FILE,
-                     metadata={**describe_weights(small.arch, small.num_classes, *_normalization(bundle)),
+                     metadata={**describe_weights(small.arch, _num_classes(small), *_normalization(bundle)),
                                "layercrit.base_spec": bundle.spec, "layercrit.removed_blocks": ",".join(blocks)})
-    size = bundle.input_size
+    size = input_size(bundle)
     info = {"base_spec": bundle.spec, "base_arch": bundle.arch, "arch": small.arch, "rule": rule, "seed": seed,
             "remove": remove, "max_drop": max_drop, "removed_blocks": blocks, **basis,
             "params": {"base": parameter_count(bundle.network), "compressed": parameter_count(small.network)},
@@ -136,6 +136,12 @@ def _close(norm: tuple, arch) -> bool:
     if mean is None:
         return False
     return all(abs(a - b) < 1e-6 for a, b in zip([*mean, *std], [*arch.mean, *arch.std]))
+
+
+def _num_classes(bundle: ModelBundle) -> int:
+    if bundle.num_classes is None:  # without_blocks refuses such bundles before
+        raise LayercritError(f"{bundle.model_id}: its class count is unknown (a module given directly)")
+    return bundle.num_classes
 
 
 def _normalization(bundle: ModelBundle) -> tuple:

@@ -45,7 +45,15 @@ def without_blocks(bundle: ModelBundle, blocks: list[str]) -> ModelBundle:
 
 
 def block_names(bundle: ModelBundle) -> list[str]:
-    return [b.name for b in discover_blocks(bundle.network, bundle.input_size)]
+    return [b.name for b in discover_blocks(bundle.network, input_size(bundle))]
+
+
+def input_size(bundle: ModelBundle) -> int:
+    """The bundle's input resolution; known for every model from create_model, not for a module given directly."""
+    if bundle.input_size is None:
+        raise LayercritError(f"{bundle.model_id}: its input resolution is unknown (a module given directly): "
+                             "create the model with layercrit.create_model to compress it")
+    return bundle.input_size
 
 
 def _check_count(bundle: ModelBundle, n: int) -> list[str]:
@@ -66,7 +74,7 @@ def select_random(bundle: ModelBundle, n: int, seed: int) -> list[str]:
 def select_magnitude(bundle: ModelBundle, n: int) -> list[str]:
     """The ``n`` blocks whose branch output parameters have the smallest RMS (see block_magnitude)."""
     _check_count(bundle, n)
-    blocks = discover_blocks(bundle.network, bundle.input_size)
+    blocks = discover_blocks(bundle.network, input_size(bundle))
     ranked = sorted(blocks, key=lambda b: (block_magnitude(bundle.network, b), b.index))
     return [b.name for b in ranked[:n]]
 
@@ -75,8 +83,8 @@ def select_magnitude(bundle: ModelBundle, n: int) -> list[str]:
 class GreedyResult:
     removed: list[str]  # in the order removed
     steps: pd.DataFrame  # one row per step: step, block, criticality, top1_acc (after), candidates
-    first: pd.DataFrame  # the first measurement (every block of the full model): the one-shot ranking
-    base_top1_acc: float  # the full model's top-1 on the selection images
+    first: pd.DataFrame | None  # the first measurement (every block of the full model): the one-shot ranking
+    base_top1_acc: float | None  # the full model's top-1 on the selection images (None: nothing was measured)
 
 
 def select_greedy(bundle: ModelBundle, data: EvalData, *, remove: int | None = None, max_drop: float | None = None,
