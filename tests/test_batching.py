@@ -27,6 +27,14 @@ def test_parse_memory_sizes_and_shares():
             parse_memory(bad)
 
 
+def test_check_memory_keeps_shares_for_later():
+    assert batching.check_memory("40%") == "40%" and batching.check_memory("1.5K") == 1536
+    assert batching.check_memory(None) is None and batching.check_memory(4096) == 4096
+    for bad in (0, -5, 1.5, True, "0.1b"):
+        with pytest.raises(LayercritError, match="max_memory"):
+            batching.check_memory(bad, "max_memory")
+
+
 def test_parse_batch_size():
     assert parse_batch_size("auto") == "auto" and parse_batch_size("AUTO") == "auto"
     assert parse_batch_size("64") == 64 and parse_batch_size(32) == 32
@@ -125,7 +133,7 @@ def test_auto_batch_size_on_the_engine(tiny_model, tiny_data):
         assert isinstance(c, BatchChoice) and c.batch_size in (8, 16, 48) and c.bytes_per_image > 0
         json.dumps(c.record())  # goes into the run's config
     small = auto_batch_size(net, tiny_data.images, ["model.conv1"], candidates=(8, 16, 48), max_memory="1M")
-    assert small.budget_bytes == 2**20 and "--max-memory" in small.budget
+    assert small.budget_bytes == 2**20 and "max_memory" in small.budget
     assert all(p.requires_grad for p in model.parameters())  # the model is left as it was
 
 
@@ -157,6 +165,16 @@ def test_bf16_fast_on_gpus(monkeypatch):
     assert hardware.precision_speed_note("fp16", "cuda") is None
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
     assert hardware.bf16_fast("cuda")
+
+
+def test_warn_if_slow_says_it_once(monkeypatch, caplog):
+    _flags(monkeypatch, {"avx2"})
+    hardware._warn_once.cache_clear()
+    with caplog.at_level("WARNING", logger="layercrit"):
+        for _ in range(3):
+            hardware.warn_if_slow("bf16", "cpu")
+        hardware.warn_if_slow("fp32", "cpu")
+    assert len(caplog.records) == 1 and "bf16" in caplog.records[0].getMessage()
 
 
 def test_cpu_flags_reads_this_machine():

@@ -42,38 +42,52 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb"
           "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 
 
-def parse_batch_size(text: str | int) -> int | str:
-    """``--batch-size``: a positive integer or ``auto``."""
-    if isinstance(text, int):
-        return text
-    if str(text).strip().lower() == "auto":
+def parse_batch_size(text: str | int, name: str = "--batch-size") -> int | str:
+    """A batch size: a positive integer or ``auto`` (any case)."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
         return "auto"
     try:
         value = int(text)
-    except ValueError:
-        raise LayercritError(f"--batch-size must be a positive integer or 'auto', got '{text}'") from None
-    if value < 1:
-        raise LayercritError(f"--batch-size must be at least 1, got {value}")
+    except (TypeError, ValueError):
+        raise LayercritError(f"{name} '{text}': must be a positive integer or 'auto'") from None
+    if isinstance(text, bool) or value < 1 or (isinstance(text, float) and text != value):
+        raise LayercritError(f"{name} {text!r}: must be a positive integer or 'auto'")
     return value
 
 
-def parse_memory(text: str | int | float | None, device: str | torch.device = "cpu") -> int | None:
-    """``--max-memory``: bytes from ``12G``, ``512MiB``, ``2.5GB``, ``1073741824`` or ``40%`` (of what is free)."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else int(text)
-    s = str(text).strip().lower()
+def check_memory(text: str | int | None, name: str = "--max-memory") -> int | str | None:
+    """A memory budget, checked but not yet resolved: bytes (int), or ``"40%"`` (a share of what is free
+    when the batch size is chosen). Sizes such as ``12G``, ``512MiB``, ``2.5GB`` become bytes."""
+    if text is None:
+        return None
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise LayercritError(f"{name} {text!r}: use a size such as 8G, 512M, 2.5GiB or a share such as 50%")
+    if isinstance(text, int):
+        if text < 1:
+            raise LayercritError(f"{name} {text}: must be a positive number of bytes")
+        return text
+    s = text.strip().lower()
     if s.endswith("%"):
         try:
-            share = float(s[:-1]) / 100
+            share = float(s[:-1])
         except ValueError:
-            share = -1
-        if not 0 < share <= 1:
-            raise LayercritError(f"--max-memory {text}: a percentage must be in (0, 100]")
-        return int(share * free_memory(device))
+            share = -1.0
+        if not 0 < share <= 100:
+            raise LayercritError(f"{name} {text}: a percentage must be in (0, 100]")
+        return f"{share:g}%"
     m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([a-z]*)", s)
-    if not m or m.group(2) not in _UNITS or float(m.group(1)) <= 0:
-        raise LayercritError(f"--max-memory {text}: use a size such as 8G, 512M, 2.5GiB or a share such as 50%")
+    if not m or m.group(2) not in _UNITS or float(m.group(1)) * _UNITS[m.group(2)] < 1:
+        raise LayercritError(f"{name} {text}: use a size such as 8G, 512M, 2.5GiB or a share such as 50%")
     return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_memory(text: str | int | None, device: str | torch.device = "cpu", name: str = "--max-memory") -> int | None:
+    """A memory budget in bytes from ``12G``, ``512MiB``, ``2.5GB``, ``1073741824`` or ``40%`` (of what is free
+    on ``device`` now)."""
+    value = check_memory(text, name)
+    if isinstance(value, str):
+        return int(float(value[:-1]) / 100 * free_memory(device))
+    return value
 
 
 def free_memory(device: str | torch.device = "cpu") -> int:
@@ -271,7 +285,8 @@ def auto_batch_size(net: nn.Module, images: torch.Tensor, layer_paths: Sequence[
     if max_memory is None:
         budget_bytes, budget = default_budget(device)
     else:
-        budget_bytes, budget = parse_memory(max_memory, device), f"--max-memory {max_memory}"
+        budget_bytes = parse_memory(max_memory, device)
+        budget = f"max_memory {max_memory}" if isinstance(max_memory, str) else f"max_memory {fmt_bytes(max_memory)}"
     net = net.eval()
     conv = channels_last and any(isinstance(m, nn.Conv2d) for m in net.modules())
     if conv:
@@ -307,3 +322,17 @@ def auto_batch_size(net: nn.Module, images: torch.Tensor, layer_paths: Sequence[
                                    budget=budget, candidates=candidates, max_seconds=max_seconds)
     log.info(choice.summary())
     return choice
+
+
+def choose_for_plan(net: nn.Module, images: torch.Tensor, unit_names: Sequence[str], *, engine: str, precision: str,
+                    channels_last: bool, max_memory: int | str | None, device: torch.device,
+                    probe_device: torch.device) -> BatchChoice:
+    """``batch_size="auto"`` for a measurement plan (engine/plan.py): chosen where the jobs will run."""
+    from ..errors import ConfigError
+
+    if torch.device(probe_device) != torch.device(device):
+        raise ConfigError(f"{{batch_size}} auto is chosen on the machine that measures, but this plan is prepared "
+                          f"on {probe_device} for {device} (e.g. the Ray executor): give {{batch_size}} a number",
+                          ("batch_size",))
+    return auto_batch_size(net, images, ["model." + name for name in unit_names], device=device, engine=engine,
+                           precision=precision, channels_last=channels_last, max_memory=max_memory)

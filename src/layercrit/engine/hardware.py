@@ -13,9 +13,12 @@ AVX512-FP16. Unknown hardware (MPS, an unreadable CPU) counts as fast: no warnin
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger("layercrit")
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,3 +93,15 @@ def cpu_bf16_kind() -> str:
     if "avx512_bf16" in flags:
         return "avx512_bf16"
     return "none"
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(note: str) -> None:
+    log.warning(note)
+
+
+def warn_if_slow(precision: str, device: str | torch.device) -> None:
+    """Log one warning line (once per process and kind) where ``precision`` is slow on ``device``."""
+    note = precision_speed_note(precision, device)
+    if note is not None:
+        _warn_once(note)
