@@ -184,7 +184,7 @@ def run_compare(args) -> int:
     if args.finetune_epochs:
         finetune = {"method": args.finetune_method, "data": str(root), "epochs": args.finetune_epochs,
                     "lr": args.finetune_lr, "train_samples": args.finetune_samples, "seed": args.seed,
-                    "eval_samples": 1000, "threads": args.threads}  # the lab's own check; compared on --test-samples
+                    "eval_samples": min(1000, len(test)), "threads": args.threads}  # the lab's own check; compared on --test-samples
     table = compare_rules(models, data=selection, test_data=test, remove=sorted(set(args.remove)),
                           random_seeds=args.random_seeds, out=args.out, finetune=finetune,
                           speed_seconds=args.speed_seconds, progress=progress)

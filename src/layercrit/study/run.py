@@ -78,24 +78,30 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
             info["measured"] = "skipped (--train-only)"
             summary.append(info)
             continue
-        store = ResultStore(db)
-        try:
-            if _finished(store, entry.id, study.samples, study.trials, resets):
-                log.info(f"{tag}: already measured in {db}")
-                info["measured"] = "done"
-            else:
-                log.info(f"{tag}: measuring {spec}")
-                config = MeasureConfig(reset=tuple(resets), trials=study.trials, samples=study.samples,
-                                       seed=study.seed, batch_size=study.batch_size, engine=study.engine, split=split)
-                model = create_model(spec, name=entry.id, category=entry.category, **bundle_kw)
-                measure(model, str(data_path), config, store=store, executor=executor, device=study.device,
-                        progress=progress)
-                info["measured"] = "now"
-            runs_df = store.runs()
-            row = runs_df[runs_df["model_id"] == entry.id]
-            info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
-        finally:
-            store.close()
+        # the database is only read here; it is written by measure() once the model and data are loaded, so a
+        # model that cannot be built (a bad spec, a file that is no checkpoint) leaves nothing behind
+        db_path = Path(db)
+        existing = db_path.is_file() and db_path.stat().st_size > 0
+        if existing:
+            with ResultStore(db, create=False) as reader:
+                finished = _finished(reader, entry.id, study.samples, study.trials, resets)
+        else:
+            finished = False
+        if finished:
+            log.info(f"{tag}: already measured in {db}")
+            info["measured"] = "done"
+        else:
+            log.info(f"{tag}: measuring {spec}")
+            config = MeasureConfig(reset=tuple(resets), trials=study.trials, samples=study.samples,
+                                   seed=study.seed, batch_size=study.batch_size, engine=study.engine, split=split)
+            model = create_model(spec, name=entry.id, category=entry.category, **bundle_kw)
+            measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
+                    progress=progress)
+            info["measured"] = "now"
+        with ResultStore(db, create=False) as reader:
+            runs_df = reader.runs()
+        row = runs_df[runs_df["model_id"] == entry.id]
+        info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
         summary.append(info)
     if not train_only:
         write_metadata(study, summary, Path(db))

@@ -9,6 +9,7 @@ Gaussian noise act later, on float batches, in the recipe's step.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -26,8 +27,9 @@ def load_split(root: str | Path, split: str, *, samples: int | None = None, seed
     if not root.is_dir():
         raise LayercritError(f"training data not found: {root}: pass --data pointing at CIFAR-10 "
                              "(a folder with train/ and test/ image folders, or with cifar-10-batches-py)")
+    kw: dict[str, Any] = {}
     if (root / split).is_dir():
-        path, kw = root / split, {}
+        path = root / split
     elif (root / "cifar-10-batches-py").is_dir() or root.name == "cifar-10-batches-py":
         path, kw = root, {"split": split}
     else:
@@ -37,6 +39,10 @@ def load_split(root: str | Path, split: str, *, samples: int | None = None, seed
     data = load_data(path, input_size=32, samples=None, seed=seed, num_workers=0, progress=progress, **kw)
     if data.images.dtype != torch.uint8 or data.images.shape[1:] != (3, 32, 32):
         raise LayercritError(f"{path}: expected 32x32 RGB images, got {tuple(data.images.shape[1:])}")
+    if samples is not None and samples > len(data):  # never silently fewer than asked for (issue 14)
+        what = "--eval-samples" if split == "test" else "--train-samples"
+        raise LayercritError(f"{what} {samples} is more than the {len(data)} {split} images in {path}: "
+                             f"use {what} {len(data)} or fewer (0: all)")
     if samples is not None and samples < len(data):
         data = data.subset(samples, seed)
     return data
