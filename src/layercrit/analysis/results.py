@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import LayercritError
 from . import tables
-from .layers import layer_frame
+from .layers import architecture_groups, layer_frame
 from . import metadata as _metadata
 from .sources import Source, read_database, read_paper_csv
 from .stats import DEFAULT_WITHOUT, correlation_table, correlations
@@ -54,12 +54,19 @@ class Results:
 
     @property
     def layer_names(self) -> list[str]:
-        return list(self.layers["layer"])
+        """The matrix columns: layer names, or "<architecture> · <layer>" when architectures differ."""
+        return list(self.layers["column"])
+
+    @property
+    def archs(self) -> list[str]:
+        """Architecture groups in display order (one, unless models of different layouts are reported)."""
+        return list(dict.fromkeys(self.layers["arch"]))
 
     @cached_property
     def layer_stats(self) -> pd.DataFrame:
         """Per (model, layer): criticality mean/std over trials, top-1, recovered accuracy, label, stage."""
-        return tables.layer_table(self.rows).merge(self.layers[["layer", "label", "stage", "position"]], on="layer")
+        stats = tables.layer_table(self.rows).merge(self.models[["model_id", "arch"]], on="model_id")
+        return stats.merge(self.layers[["arch", "layer", "column", "label", "stage", "position"]], on=["arch", "layer"])
 
     @cached_property
     def model_stats(self) -> pd.DataFrame:
@@ -77,9 +84,17 @@ class Results:
     def category_stage_stats(self) -> pd.DataFrame:
         return tables.category_stage_table(self.stage_stats, self.models)
 
-    def matrix(self, value: str = "criticality") -> pd.DataFrame:
-        """Models x layers of a layer_stats column (criticality, criticality_std, top1_acc, recovered_acc)."""
-        return tables.criticality_matrix(self.layer_stats, self.model_ids, self.layer_names, value)
+    def matrix(self, value: str = "criticality", arch: str | None = None) -> pd.DataFrame:
+        """Models x layers of a layer_stats column (criticality, criticality_std, top1_acc, recovered_acc).
+
+        With several architectures the columns are each group's layers in its own forward order, group
+        after group (cells of another group's layers are NaN); ``arch`` keeps one group's rows and columns.
+        """
+        models, layers = self.models, self.layers
+        if arch is not None:
+            models, layers = models[models["arch"] == arch], layers[layers["arch"] == arch]
+        return tables.criticality_matrix(self.layer_stats, list(models["model_id"]), list(layers["column"]), value,
+                                         column="column")
 
     def delta(self) -> pd.DataFrame:
         return tables.delta_matrix(self.matrix(), self.baseline)
@@ -135,8 +150,36 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     models = _display_order(models, chosen)
     for message in found:
         warnings.warn(message, ReportWarning, stacklevel=2)
-    return Results(rows=rows, runs=runs, models=models, layers=layer_frame(rows), baseline=chosen, reset=reset,
-                 without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite)
+    arch_of = architecture_groups(rows, _arch_names(runs))
+    models["arch"] = models["model_id"].map(arch_of)
+    return Results(rows=rows, runs=runs, models=models, layers=_layers(rows, models), baseline=chosen, reset=reset,
+                   without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite)
+
+
+def _arch_names(runs: pd.DataFrame) -> dict[str, str]:
+    """model id -> the architecture its run records (``arch`` in the config; a user's file shortened to
+    ``file.py:callable``)."""
+    names = {}
+    for model_id, config in zip(runs["model_id"], runs["config"]):
+        arch = (config or {}).get("arch") if isinstance(config, dict) else None
+        if arch:
+            names[str(model_id)] = Path(str(arch)).name if ".py:" in str(arch) else str(arch)
+    return names
+
+
+def _layers(rows: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """Each architecture group's layer frame (its own forward order and stages), group after group in the
+    order the models are displayed; ``column`` is the layer name, prefixed by the group where several exist."""
+    arch_of = models.set_index("model_id")["arch"]
+    archs = list(dict.fromkeys(models["arch"]))
+    frames = []
+    for arch in archs:
+        frame = layer_frame(rows[rows["model_id"].map(arch_of) == arch]).assign(arch=arch)
+        frame["column"] = frame["layer"] if len(archs) == 1 else arch + " · " + frame["layer"]
+        frames.append(frame)
+    layers = pd.concat(frames, ignore_index=True)
+    layers["position"] = range(len(layers))
+    return layers
 
 
 def _nonfinite_rows(rows: pd.DataFrame, found: list[str]) -> dict[str, int]:
@@ -144,10 +187,10 @@ def _nonfinite_rows(rows: pd.DataFrame, found: list[str]) -> dict[str, int]:
     flagged as a warning, set to NaN so the figures show them as missing and the means leave them out."""
     values = pd.to_numeric(rows["criticality"], errors="coerce").astype(float)
     bad = ~np.isfinite(values.to_numpy())
+    rows["criticality"] = values.where(~bad, np.nan)  # float even where every value was NULL
     if not bad.any():
         return {}
     counts = rows.loc[bad, "model_id"].value_counts().to_dict()
-    rows.loc[bad, "criticality"] = np.nan
     shown = ", ".join(f"{m} ({n})" for m, n in list(counts.items())[:5]) + (" ..." if len(counts) > 5 else "")
     found.append(f"non-finite criticality (NaN or Inf: the reset's outputs overflowed) in {int(bad.sum())} row(s): "
                  f"{shown}; shown as missing in the figures and left out of the means (summary.json: nonfinite_rows)")

@@ -16,7 +16,8 @@ from ..errors import LayercritError
 from ..store.sqlite import ResultStore
 from .layers import strip_prefix
 
-ROW_COLUMNS = ["model_id", "layer", "layer_index", "trial", "criticality", "top1_acc", "recovered_acc", "source"]
+ROW_COLUMNS = ["model_id", "layer", "layer_index", "layer_type", "trial", "criticality", "top1_acc", "recovered_acc",
+               "source"]
 RUN_COLUMNS = ["model_id", "category", "accuracy", "source", "spec", "samples", "seed", "trials", "started",
                "finished", "config"]
 # What the report needs of the study's CSV (its full layout: store.export.PAPER_COLUMNS).
@@ -86,6 +87,7 @@ def read_paper_csv(path: str | Path) -> Source:
         "model_id": df["model_id"].astype(str),
         "layer": df["layer"].astype(str).map(strip_prefix),
         "layer_index": np.nan,  # the CSV records no forward order; layers.layer_order derives it
+        "layer_type": None,  # nor module types
         "trial": numeric["trial"].astype(int),
         "criticality": 100.0 * (1.0 - numeric["pred_cos_sim"]),
         "top1_acc": numeric["top1_acc"],

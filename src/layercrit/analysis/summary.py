@@ -15,7 +15,7 @@ def summary(study: Results) -> dict:
     for row in study.model_stats.itertuples(index=False):
         models[row.model_id] = {
             "category": row.category, "display_name": row.display_name, "accuracy": row.accuracy,
-            "epsilon": row.epsilon, "norm": row.norm,
+            "epsilon": row.epsilon, "norm": row.norm, "arch": row.arch,
             "avg_criticality": row.avg_criticality, "std_criticality": row.std_criticality,
             "n_layers": row.n_layers, "n_trials": row.n_trials,
             "nonfinite_rows": study.nonfinite.get(row.model_id, 0),
@@ -24,7 +24,8 @@ def summary(study: Results) -> dict:
     categories = {row.category: {"mean": row.mean, "std": row.std, "n": row.n}
                   for row in study.category_stats.itertuples(index=False)}
     return clean({"models": models, "categories": categories, "correlations": study.correlations(),
-                  "baseline": study.baseline, "reset": study.reset, "layers": study.layer_names})
+                  "baseline": study.baseline, "reset": study.reset, "layers": study.layer_names,
+                  "architectures": {a: list(g["layer"]) for a, g in study.layers.groupby("arch", sort=False)}})
 
 
 def clean(value):

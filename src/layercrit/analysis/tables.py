@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .layers import layer_stage, ordered_stages
+from .layers import ordered_stages
 
 
 def layer_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -22,9 +22,10 @@ def layer_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def criticality_matrix(layers: pd.DataFrame, models: Sequence[str], order: Sequence[str],
-                       value: str = "criticality") -> pd.DataFrame:
-    """Models (rows, in ``models`` order) x layers (columns, in ``order``) of one layer_table column."""
-    m = layers.pivot(index="model_id", columns="layer", values=value)
+                       value: str = "criticality", column: str = "layer") -> pd.DataFrame:
+    """Models (rows, in ``models`` order) x layers (columns, in ``order``) of one layer_table column;
+    ``column`` names the layer key (``column`` when architectures share layer names)."""
+    m = layers.pivot(index="model_id", columns=column, values=value)
     return m.reindex(index=list(models), columns=list(order))
 
 
@@ -49,11 +50,11 @@ def category_table(models: pd.DataFrame) -> pd.DataFrame:
 
 
 def stage_table(layers: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
-    """Models (rows) x network stages (stem, stage 1..N, head, other): mean criticality of the stage's layers."""
-    stages = layers["layer"].map(layer_stage)
-    table = layers.assign(stage=stages).pivot_table(index="model_id", columns="stage", values="criticality",
-                                                    aggfunc="mean")
-    table = table.reindex(index=list(models), columns=ordered_stages(stages))
+    """Models (rows) x network stages (stem, stage 1..N, head, other): mean criticality of the stage's layers.
+
+    ``layers`` is a layer table with a ``stage`` column (each model's stages of its own architecture)."""
+    table = layers.pivot_table(index="model_id", columns="stage", values="criticality", aggfunc="mean")
+    table = table.reindex(index=list(models), columns=ordered_stages(layers["stage"]))
     table.columns.name = None
     return table
 

@@ -49,7 +49,9 @@ def run_report(args) -> int:
         print(f"layercrit: warning: {message}", file=sys.stderr)
     for note in study.notes:
         print(f"layercrit: {note}")
-    write_report(study, args.out)
-    print(f"wrote the report on {len(study.model_ids)} models x {len(study.layer_names)} layers to {args.out} "
-          f"(open {args.out.rstrip('/')}/index.html)")
+    written = write_report(study, args.out)
+    figures = sorted({p.stem for p in written if p.suffix == ".png"})
+    archs = f" in {len(study.archs)} architectures ({', '.join(study.archs)})" if len(study.archs) > 1 else ""
+    print(f"wrote the report on {len(study.model_ids)} models x {len(study.layer_names)} layers{archs} to {args.out}: "
+          f"{', '.join(figures)}, stages, summary.json (open {args.out.rstrip('/')}/index.html)")
     return 0

@@ -16,15 +16,17 @@ from ..analysis import Results, summary
 from ..errors import LayercritError
 from ..paths import writing_into
 from . import style
-from .heatmap import heatmap_figure
+from .bars import layer_bar_figure
+from .heatmap import Panel, heatmap_figure
 from .page import render_page, std_limit
 from .scatter import accuracy_figure, epsilon_figure
 from .stages import stages_frame, stages_markdown
 
 FIGURE_DPI = 200
-FILES = ("heatmap.png", "heatmap.pdf", "delta.png", "delta.pdf", "std.png", "std.pdf",
-         "accuracy_vs_criticality.png", "accuracy_vs_criticality.pdf", "epsilon.png", "epsilon.pdf",
-         "stages.csv", "stages.md", "summary.json", "index.html")
+# Always written; the figures that compare models appear only where there is something to compare
+# (delta: two models of the baseline's architecture; accuracy_vs_criticality: two with an accuracy;
+# epsilon: a model with a training epsilon); a one-model report gets criticality_by_layer instead.
+FILES = ("heatmap.png", "heatmap.pdf", "std.png", "std.pdf", "stages.csv", "stages.md", "summary.json", "index.html")
 
 
 def write_report(study: Results, out: str | Path) -> list[Path]:
@@ -41,52 +43,74 @@ def write_report(study: Results, out: str | Path) -> list[Path]:
     with writing_into(out):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         try:
-            render(study, tmp)
+            names = render(study, tmp)
             out.mkdir(exist_ok=True)
-            for name in FILES:
+            for name in names:
                 os.replace(tmp / name, out / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return [out / name for name in FILES]
+    return [out / name for name in names]
 
 
-def render(study: Results, folder: Path) -> None:
-    """Every report file into ``folder``. Model names and categories are drawn as plain text: a '$'
-    in a name never starts matplotlib's mathtext."""
+def render(study: Results, folder: Path) -> list[str]:
+    """Every report file into ``folder``; returns their names. Model names and categories are drawn as
+    plain text: a '$' in a name never starts matplotlib's mathtext."""
     with style.plain_text():
-        _render(study, folder)
+        return _render(study, folder)
 
 
-def _render(study: Results, folder: Path) -> None:
+def _panels(study: Results, matrix, archs: list[str]) -> list[Panel]:
+    """One heatmap panel per architecture (titled only when the report holds several)."""
+    panels = []
+    for arch in archs:
+        models = study.models[study.models["arch"] == arch]
+        layers = study.layers[study.layers["arch"] == arch]
+        panels.append(Panel(matrix.loc[list(models["model_id"]), list(layers["column"])],
+                            row_labels=list(models["display_name"]), col_labels=list(layers["label"]),
+                            categories=list(models["category"]), title=arch if len(study.archs) > 1 else None))
+    return panels
+
+
+def _render(study: Results, folder: Path) -> list[str]:
     colors = style.category_colors(list(study.models["category"]))
-    row_labels = list(study.models["display_name"])
-    common = {"row_labels": row_labels, "col_labels": list(study.layers["label"]),
-              "categories": list(study.models["category"]), "colors": colors}
     trials = study.model_stats["n_trials"]
     n = int(trials.max())
     over = ("one trial" if n == 1 else f"mean over {n} trials") if trials.min() == trials.max() else "mean over trials"
     std = study.matrix("criticality_std")
+    stats = study.model_stats
+    base_arch = study.models.loc[study.models["model_id"] == study.baseline, "arch"].iloc[0]
     figures = {
-        "heatmap": heatmap_figure(study.matrix(), cmap=style.CRITICALITY_CMAP, vmin=0, vmax=100,
+        "heatmap": heatmap_figure(_panels(study, study.matrix(), study.archs), colors=colors,
+                                  cmap=style.CRITICALITY_CMAP, vmin=0, vmax=100,
                                   title=f"Layer criticality [%] (reset: {study.reset}, {over})",
-                                  cbar_label="criticality [%]", **common),
-        "delta": heatmap_figure(study.delta(), cmap=style.DELTA_CMAP, vmin=-100, vmax=100, center=0,
-                                title=f"Layer criticality minus the baseline's ({study.baseline}) [pp]",
-                                cbar_label="Δ criticality [pp]", **common),
-        "std": heatmap_figure(std, cmap=style.STD_CMAP, vmin=0, vmax=std_limit(std),
-                              title="Standard deviation of layer criticality over trials [%]",
-                              cbar_label="std [%]", **common),
-        "accuracy_vs_criticality": accuracy_figure(study.model_stats, study.correlations(), colors),
-        "epsilon": epsilon_figure(study.model_stats, study.baseline),
+                                  cbar_label="criticality [%]"),
+        "std": heatmap_figure(_panels(study, std, study.archs), colors=colors, cmap=style.STD_CMAP, vmin=0,
+                              vmax=std_limit(std), title="Standard deviation of layer criticality over trials [%]",
+                              cbar_label="std [%]"),
     }
+    if (study.models["arch"] == base_arch).sum() > 1:  # deltas exist only against a model of the same layout
+        figures["delta"] = heatmap_figure(_panels(study, study.delta(), [base_arch]), colors=colors,
+                                          cmap=style.DELTA_CMAP, vmin=-100, vmax=100, center=0,
+                                          title=f"Layer criticality minus the baseline's ({study.baseline}) [pp]",
+                                          cbar_label="Δ criticality [pp]")
+    if stats.dropna(subset=["accuracy", "avg_criticality"]).shape[0] > 1:
+        figures["accuracy_vs_criticality"] = accuracy_figure(stats, study.correlations(), colors)
+    if stats.dropna(subset=["epsilon", "avg_criticality"]).shape[0] > 0:
+        figures["epsilon"] = epsilon_figure(stats, study.baseline)
+    if len(study.model_ids) == 1:
+        only = study.models.iloc[0]
+        figures["criticality_by_layer"] = layer_bar_figure(study.layer_stats, str(only["display_name"]))
+    names = []
     for name, fig in figures.items():
         fig.savefig(folder / f"{name}.png", dpi=FIGURE_DPI, facecolor="white")
         fig.savefig(folder / f"{name}.pdf", facecolor="white")
+        names += [f"{name}.png", f"{name}.pdf"]
     stages_frame(study).to_csv(folder / "stages.csv", index=False)
     (folder / "stages.md").write_text(stages_markdown(study), encoding="utf-8")
     (folder / "summary.json").write_text(json.dumps(summary(study), indent=2, allow_nan=False) + "\n",
                                          encoding="utf-8")
     (folder / "index.html").write_text(render_page(study, colors), encoding="utf-8")
+    return names + ["stages.csv", "stages.md", "summary.json", "index.html"]
 
 
 __all__ = ["FILES", "render", "write_report"]

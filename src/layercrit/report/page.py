@@ -30,6 +30,15 @@ def std_limit(std: pd.DataFrame) -> float:
     return float(max(1.0, math.ceil(top)))
 
 
+def _layer_records(study: Results) -> list[dict]:
+    """The page's columns: each architecture's layers in its own order, group after group; with several
+    architectures each label names its group."""
+    layers = study.layers
+    labels = layers["label"] if len(study.archs) == 1 else layers["arch"] + " · " + layers["label"]
+    return [{"name": n, "label": lab, "stage": st, "arch": a}
+            for n, lab, st, a in zip(layers["layer"], labels, layers["stage"], layers["arch"])]
+
+
 def page_data(study: Results, colors: dict[str, str]) -> dict:
     """Everything the page shows, as plain JSON types (rows in the report's model order)."""
     from .. import __version__
@@ -45,7 +54,7 @@ def page_data(study: Results, colors: dict[str, str]) -> dict:
         "subtitle": f"{len(study.model_ids)} models × {len(study.layer_names)} layers · reset: {study.reset} · "
                     f"baseline: {study.baseline} · generated {generated} by layercrit {__version__}",
         "baseline": study.baseline,
-        "layers": study.layers[["layer", "label", "stage"]].rename(columns={"layer": "name"}).to_dict("records"),
+        "layers": _layer_records(study),
         "models": [{"id": r.model_id, "name": r.display_name, "category": r.category, "accuracy": r.accuracy,
                     "avg": r.avg_criticality, "std": r.std_criticality, "epsilon": r.epsilon, "norm": r.norm}
                    for r in stats.itertuples(index=False)],
