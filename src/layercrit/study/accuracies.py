@@ -35,7 +35,9 @@ def _snapshot_row(path: Path) -> dict | None:
     from ..train import read_sidecar
 
     sidecar = read_sidecar(path.parent)
-    snaps = {s["file"]: s for s in (sidecar or {}).get("snapshots", [])}
+    if sidecar is None:
+        return None
+    snaps = {s["file"]: s for s in sidecar.get("snapshots", [])}
     if path.name not in snaps:
         return None
     snap = snaps[path.name]
@@ -73,16 +75,17 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
             if file is not None and not file.is_file():
                 continue  # a trajectory checkpoint of a run not trained yet
             model = create_model(entry.spec, arch=entry.arch, num_classes=entry.num_classes,
-                                 checkpoint=entry.checkpoint, init_seed=entry.init_seed)
+                                 checkpoint=entry.checkpoint, init_seed=entry.init_seed if entry.init_seed is not None
+                                 else study.seed)
             row.update((_snapshot_row(file) if file is not None else None) or {})
             if row.get("clean_test_acc") is None:
-                key = model.input_size
+                key = model.input_size or 32
                 if key not in test_cache:
                     test_cache[key] = load_data(data_path, input_size=key, samples=None, seed=study.seed,
                                                 split=split, progress=progress)
                 row["clean_test_acc"] = round(accuracy(model.model, test_cache[key]), 3)
                 row["test_images"] = len(test_cache[key])
-        data = load_data(data_path, input_size=model.input_size, samples=study.samples, seed=study.seed, split=split,
+        data = load_data(data_path, input_size=model.input_size or 32, samples=study.samples, seed=study.seed, split=split,
                          progress=progress)
         stats = confidence(model.model, data)
         row.update(eval_top1_acc=round(stats["top1_acc"], 3), mean_confidence=round(stats["mean_confidence"], 5),

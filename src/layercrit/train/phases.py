@@ -16,7 +16,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 import torch.nn as nn
@@ -177,7 +177,7 @@ class ContrastivePhase(SupervisedPhase):
     updates_ema = False
 
     def setup(self, run) -> None:
-        dim, cfg = run.model.model.fc.in_features, run.cfg
+        dim, cfg = classifier(cast(nn.Module, run.model.model)).in_features, run.cfg
         run.head = build_seeded(lambda: ProjectionHead(dim, cfg.proj_dim), cfg.seed + 1)
 
     def trained_modules(self, run) -> list[nn.Module]:
@@ -216,8 +216,8 @@ class ProbePhase:
             self._calibrate_bn(run)
         feats, labels = self._features(run, run.model)
         feat_seconds = time.perf_counter() - t0
-        net = run.model.model
-        opt = run.optimizer_for(self, [{"params": list(net.fc.parameters())}],
+        net = cast(nn.Module, run.model.model)
+        opt = run.optimizer_for(self, [{"params": list(classifier(net).parameters())}],
                                 lambda g: torch.optim.Adam(g, lr=run.cfg.probe_lr))
         bar = _bar(run, (end - start) * self._per_epoch(run, labels),
                    (run.state["epoch"] - start) * self._per_epoch(run, labels), f"{run.cfg.method} {self.name}")
@@ -235,7 +235,7 @@ class ProbePhase:
         """Train ``model``'s ``fc`` on its frozen features for ``epochs`` epochs (no checkpoints)."""
         feats, labels = self._features(run, model)
         net = model.model
-        opt = torch.optim.Adam(net.fc.parameters(), lr=run.cfg.probe_lr)
+        opt = torch.optim.Adam(classifier(net).parameters(), lr=run.cfg.probe_lr)
         for epoch in range(first_epoch, first_epoch + epochs):
             self._epoch(run, net, opt, feats, labels, epoch, first_epoch, first_epoch + epochs, None)
 
@@ -250,14 +250,15 @@ class ProbePhase:
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         order = torch.randperm(len(labels), generator=gen)
         loss_sum, correct = 0.0, 0
+        fc = classifier(net)
         for p in net.parameters():
-            p.requires_grad_(p is net.fc.weight or p is net.fc.bias)
+            p.requires_grad_(p is fc.weight or p is fc.bias)
         try:
             for i in range(per_epoch):
                 idx = order[i * bs:(i + 1) * bs]
                 for g in opt.param_groups:
                     g["lr"] = cfg.probe_lr * lr_factor((epoch - start) * per_epoch + i, total, 0, "cosine")
-                logits = net.fc(feats[idx])
+                logits = fc(feats[idx])
                 loss = F.cross_entropy(logits, labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -299,11 +300,16 @@ class ProbePhase:
         return torch.cat(chunks), run.train_data.labels
 
 
+def classifier(net: nn.Module) -> nn.Linear:
+    """The network's ``fc`` (checked when the run starts)."""
+    return cast(nn.Linear, net.fc)
+
+
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The input of the classifier ``fc`` (penultimate features) for [0, 1] images ``x``."""
-    net = model.model if hasattr(model, "model") else model
-    captured = []
-    handle = net.fc.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    net = model.model if isinstance(model, NormalizedModel) else model
+    captured: list[torch.Tensor] = []
+    handle = classifier(net).register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:
         model(x)
     finally:

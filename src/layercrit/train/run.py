@@ -25,7 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -149,7 +149,7 @@ class TrainingRun:
         return opt
 
     def final_model(self) -> NormalizedModel:
-        return self.ema.module if self.ema is not None else self.model
+        return cast(NormalizedModel, self.ema.module) if self.ema is not None else self.model
 
     def end_epoch(self, phase, epoch: int, images: int, seconds: float, loss: float, acc: float | None) -> None:
         self.state["epoch"] = epoch + 1
