@@ -111,3 +111,16 @@ def test_accuracy_table_before_anything_exists(tmp_path):
 
 def pd_isna(value) -> bool:
     return value != value or value is None
+
+
+def test_cli_study_accuracies_writes_the_table(study_file, tmp_path):
+    import pandas as pd
+
+    from conftest import run_cli
+
+    out = tmp_path / "acc.csv"
+    proc = run_cli("study", "accuracies", str(study_file), "--out", str(out), "--only", "standard", "standard-e1",
+                   "--no-progress", check=True)
+    table = pd.read_csv(out)
+    assert list(table["model_id"]) == ["standard", "standard-e1"] and list(table["epoch"]) == [2, 1]
+    assert "2 models -> " in proc.stdout

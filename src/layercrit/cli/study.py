@@ -35,6 +35,14 @@ def register(sub) -> None:
                     help="the lab-trained models: status, clean/robust test accuracy, epochs, training time")
     ls.add_argument("--csv", metavar="FILE", help="with --trained: also write the table as CSV")
     ls.set_defaults(func=show_study_cmd)
+    acc = ssub.add_parser("accuracies", help="per model (snapshots included): clean/robust accuracy, confidence, "
+                                             "entropy, epoch, training time, as CSV")
+    acc.add_argument("study", metavar="STUDY.toml")
+    acc.add_argument("--out", required=True, metavar="FILE", help="CSV to write")
+    acc.add_argument("--runs", metavar="DIR", help="training outputs (default: runs/<study name> next to the file)")
+    acc.add_argument("--only", nargs="+", metavar="ID", help="only these model ids")
+    acc.add_argument("--no-progress", action="store_true", help="no progress bars")
+    acc.set_defaults(func=accuracies_cmd)
 
 
 def run_study_cmd(args) -> int:
@@ -73,4 +81,15 @@ def show_study_cmd(args) -> int:
     for m in st.models:
         what = f"method {m.method} {m.hyperparameters}" if m.method else f"spec {m.spec}"
         print(f"  {m.id:24s} {m.category or '-':14s} {what}")
+    return 0
+
+
+def accuracies_cmd(args) -> int:
+    from ..study.accuracies import accuracy_table
+
+    table = accuracy_table(args.study, args.runs, only=args.only, progress=not args.no_progress)
+    table.to_csv(args.out, index=False)
+    shown = table[["model_id", "epoch", "clean_test_acc", "robust_test_acc", "mean_confidence", "mean_entropy"]]
+    print(shown.to_string(index=False, na_rep="-"))
+    print(f"{len(table)} models -> {args.out}")
     return 0
