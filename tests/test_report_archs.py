@@ -125,3 +125,20 @@ def test_head_and_stem_whatever_their_names():
         ["stem", "other", "head"]
     assert assign_stages(["conv1", "layer1.0.conv1", "fc"]) == ["stem", "stage 1", "head"]  # the study's CSV
     assert assign_stages(["conv1", "layer4.2.conv3"]) == ["stem", "stage 4"]  # no classifier measured
+
+
+def test_disagreement_metric_reports_100_minus_top1_agreement(data, tmp_path):
+    db = tmp_path / "m.db"
+    _measure(Deep, "a", data, db)
+    _measure(Deep, "b", data, db, seed=1)
+    out = tmp_path / "report"
+    run_cli("report", "--db", str(db), "--metric", "disagreement", "--out", str(out), check=True)
+    s = json.loads((out / "summary.json").read_text())
+    tidy = lc.ResultStore(db, create=False).results()
+    for model in ("a", "b"):
+        rows = tidy[(tidy["model_id"] == model) & (tidy["reset"] == "random")]
+        per_layer = (100 - rows["pred_agreement"]).groupby(rows["layer"]).mean()
+        assert s["models"][model]["avg_criticality"] == pytest.approx(per_layer.mean())
+    assert s["metric"] == "disagreement" and "top-1 disagreement" in (out / "index.html").read_text()
+    bad = run_cli("report", "--db", str(db), "--metric", "entropy", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and not (tmp_path / "x").exists()

@@ -16,7 +16,7 @@ from ..errors import LayercritError
 from . import tables
 from .layers import architecture_groups, layer_frame
 from . import metadata as _metadata
-from .sources import Source, read_database, read_paper_csv
+from .sources import METRICS, Source, read_database, read_paper_csv
 from .stats import DEFAULT_WITHOUT, correlation_table, correlations
 
 UNCATEGORIZED = "uncategorized"
@@ -43,6 +43,7 @@ class Results:
     layers: pd.DataFrame
     baseline: str
     reset: str = "random"
+    metric: str = "criticality"  # or "disagreement" (100 - pred_agreement), see sources.METRICS
     without: tuple[str, ...] = DEFAULT_WITHOUT
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -56,6 +57,11 @@ class Results:
     def layer_names(self) -> list[str]:
         """The matrix columns: layer names, or "<architecture> · <layer>" when architectures differ."""
         return list(self.layers["column"])
+
+    @property
+    def metric_label(self) -> str:
+        """What the values are: "criticality" or "top-1 disagreement" (percent either way)."""
+        return METRICS[self.metric]
 
     @property
     def archs(self) -> list[str]:
@@ -108,14 +114,16 @@ class Results:
 
 def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] = (), *, reset: str = "random",
                baseline: str | None = None, metadata: str | Path | pd.DataFrame | None = None,
-               without: Sequence[str] = DEFAULT_WITHOUT, unit: str = "layer") -> Results:
+               without: Sequence[str] = DEFAULT_WITHOUT, unit: str = "layer", metric: str = "criticality") -> Results:
     """Read results databases and/or raw-results CSVs in the original study's layout into a :class:`Results`.
 
     Metadata precedence: zoo registry < the databases' own (category, measured top-1) <
     ``metadata`` (a CSV path or a frame with columns model_id, category, accuracy, epsilon,
     norm, display_name). Problems worked around are in ``results.warnings`` (and issued as
     :class:`ReportWarning`); choices made for the user (the baseline) in ``results.notes``.
-    ``unit="block"`` reads the databases' residual-block rows instead of layers.
+    ``unit="block"`` reads the databases' residual-block rows instead of layers. ``metric="disagreement"``
+    reports 100 - ``pred_agreement`` (the % of images whose top-1 class a reset changes) in place of the
+    criticality: every table, figure and correlation then reads in that measure.
     """
     dbs, paper_csvs = list(dbs), list(paper_csvs)
     if not dbs and not paper_csvs:
@@ -128,7 +136,12 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     user_meta = None
     if metadata is not None:
         user_meta = metadata if isinstance(metadata, pd.DataFrame) else _metadata.read_metadata_csv(metadata)
-    sources = [read_database(p, reset, unit) for p in dbs] + [read_paper_csv(p) for p in paper_csvs]
+    if metric not in METRICS:
+        raise LayercritError(f"unknown metric '{metric}': use {' or '.join(METRICS)}")
+    if paper_csvs and metric != "criticality":
+        raise LayercritError("a raw-results CSV records no top-1 agreement: report --metric disagreement from "
+                             "databases alone")
+    sources = [read_database(p, reset, unit, metric) for p in dbs] + [read_paper_csv(p) for p in paper_csvs]
     _check_unique_models(sources)
     rows = pd.concat([s.rows for s in sources], ignore_index=True)
     runs = pd.concat([s.runs for s in sources], ignore_index=True)
@@ -153,6 +166,7 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     arch_of = architecture_groups(rows, _arch_names(runs))
     models["arch"] = models["model_id"].map(arch_of)
     return Results(rows=rows, runs=runs, models=models, layers=_layers(rows, models), baseline=chosen, reset=reset,
+                   metric=metric,
                    without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite)
 
 

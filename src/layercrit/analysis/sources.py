@@ -30,8 +30,16 @@ class Source:
     runs: pd.DataFrame  # RUN_COLUMNS; config is a dict
 
 
-def read_database(path: str | Path, reset: str = "random", unit: str = "layer") -> Source:
-    """The ``reset`` rows of one ``unit`` kind (layer or block) of a results database, and its runs."""
+# What the report's "criticality" column holds: the study's measure, or a confidence-insensitive one.
+METRICS = {"criticality": "criticality", "disagreement": "top-1 disagreement"}
+
+
+def read_database(path: str | Path, reset: str = "random", unit: str = "layer", metric: str = "criticality") -> Source:
+    """The ``reset`` rows of one ``unit`` kind (layer or block) of a results database, and its runs.
+
+    ``metric="disagreement"`` puts 100 - ``pred_agreement`` (% of images whose top-1 class the reset
+    changes) where the criticality would be: a measure that does not depend on how confident the
+    softmax is, unlike the cosine of criticality."""
     with ResultStore(path, create=False) as store:
         tidy = store.results(unit=unit)
         runs = store.runs()
@@ -41,6 +49,8 @@ def read_database(path: str | Path, reset: str = "random", unit: str = "layer") 
     if reset not in kinds:
         raise LayercritError(f"{path} holds no '{reset}' resets (it has {', '.join(kinds)}): choose one with --reset")
     tidy = tidy[tidy["reset"] == reset]
+    if metric == "disagreement":
+        tidy = tidy.assign(criticality=100.0 - pd.to_numeric(tidy["pred_agreement"]))
     rows = tidy.assign(source=str(path))[ROW_COLUMNS].reset_index(drop=True)
     runs = runs[runs["model_id"].isin(rows["model_id"].unique())]
     configs = [json.loads(c) if isinstance(c, str) else {} for c in runs["config"]]

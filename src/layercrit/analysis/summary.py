@@ -24,7 +24,8 @@ def summary(study: Results) -> dict:
     categories = {row.category: {"mean": row.mean, "std": row.std, "n": row.n}
                   for row in study.category_stats.itertuples(index=False)}
     return clean({"models": models, "categories": categories, "correlations": study.correlations(),
-                  "baseline": study.baseline, "reset": study.reset, "layers": study.layer_names,
+                  "baseline": study.baseline, "reset": study.reset, "metric": study.metric,
+                  "layers": study.layer_names,
                   "architectures": {a: list(g["layer"]) for a, g in study.layers.groupby("arch", sort=False)}})
 
 

@@ -29,6 +29,10 @@ def register(sub) -> None:
                    help="model the delta figure compares with (default: the one model of category 'baseline')")
     r.add_argument("--metadata", metavar="FILE.csv", help="model categories, accuracies, epsilons (see below)")
     r.add_argument("--reset", default="random", help="which reset kind's rows of the databases (default random)")
+    r.add_argument("--metric", default="criticality", choices=["criticality", "disagreement"],
+                   help="criticality: 100 x (1 - cosine of the softmax vectors), the study's measure (default); "
+                        "disagreement: 100 - top-1 agreement, the %% of images whose class a reset changes "
+                        "(does not depend on how confident the model is)")
     r.add_argument("--unit", default="layer", choices=["layer", "block"],
                    help="layer rows (default) or residual-block rows (layercrit measure --unit block)")
     r.add_argument("--without", nargs="+", default=["adversarial training"], metavar="CATEGORY",
@@ -44,7 +48,8 @@ def run_report(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReportWarning)  # printed below as one line each instead
         study = load_results(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
-                           metadata=args.metadata, without=args.without, unit=args.unit)
+                           metadata=args.metadata, without=args.without, unit=args.unit,
+                             metric=args.metric)
     for message in study.warnings:
         print(f"layercrit: warning: {message}", file=sys.stderr)
     for note in study.notes:

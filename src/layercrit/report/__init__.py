@@ -78,21 +78,22 @@ def _render(study: Results, folder: Path) -> list[str]:
     over = ("one trial" if n == 1 else f"mean over {n} trials") if trials.min() == trials.max() else "mean over trials"
     std = study.matrix("criticality_std")
     stats = study.model_stats
+    what = study.metric_label
     base_arch = study.models.loc[study.models["model_id"] == study.baseline, "arch"].iloc[0]
     figures = {
         "heatmap": heatmap_figure(_panels(study, study.matrix(), study.archs), colors=colors,
                                   cmap=style.CRITICALITY_CMAP, vmin=0, vmax=100,
-                                  title=f"Layer criticality [%] (reset: {study.reset}, {over})",
-                                  cbar_label="criticality [%]"),
+                                  title=f"Layer {what} [%] (reset: {study.reset}, {over})",
+                                  cbar_label=f"{what} [%]"),
         "std": heatmap_figure(_panels(study, std, study.archs), colors=colors, cmap=style.STD_CMAP, vmin=0,
-                              vmax=std_limit(std), title="Standard deviation of layer criticality over trials [%]",
+                              vmax=std_limit(std), title=f"Standard deviation of layer {what} over trials [%]",
                               cbar_label="std [%]"),
     }
     if (study.models["arch"] == base_arch).sum() > 1:  # deltas exist only against a model of the same layout
         figures["delta"] = heatmap_figure(_panels(study, study.delta(), [base_arch]), colors=colors,
                                           cmap=style.DELTA_CMAP, vmin=-100, vmax=100, center=0,
-                                          title=f"Layer criticality minus the baseline's ({study.baseline}) [pp]",
-                                          cbar_label="Δ criticality [pp]")
+                                          title=f"Layer {what} minus the baseline's ({study.baseline}) [pp]",
+                                          cbar_label=f"Δ {what} [pp]")
     if stats.dropna(subset=["accuracy", "avg_criticality"]).shape[0] > 1:
         figures["accuracy_vs_criticality"] = accuracy_figure(stats, study.correlations(), colors)
     if stats.dropna(subset=["epsilon", "avg_criticality"]).shape[0] > 0:

@@ -51,7 +51,8 @@ def page_data(study: Results, colors: dict[str, str]) -> dict:
     runs = study.runs.set_index("model_id").reindex(study.model_ids).reset_index()
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return clean({
-        "subtitle": f"{len(study.model_ids)} models × {len(study.layer_names)} layers · reset: {study.reset} · "
+        "subtitle": f"{len(study.model_ids)} models × {len(study.layer_names)} layers · {study.metric_label} · "
+                    f"reset: {study.reset} · "
                     f"baseline: {study.baseline} · generated {generated} by layercrit {__version__}",
         "baseline": study.baseline,
         "layers": _layer_records(study),
@@ -62,9 +63,9 @@ def page_data(study: Results, colors: dict[str, str]) -> dict:
                    "top1": _rows(study.matrix("top1_acc")), "recovered": _rows(study.matrix("recovered_acc"))},
         "scales": {
             "abs": {"stops": style.colormap_stops(style.CRITICALITY_CMAP), "min": 0, "max": 100,
-                    "label": "criticality [%]"},
+                    "label": f"{study.metric_label} [%]"},
             "delta": {"stops": style.colormap_stops(style.DELTA_CMAP), "min": -100, "max": 100,
-                      "label": f"criticality − {study.baseline} [pp]"},
+                      "label": f"{study.metric_label} − {study.baseline} [pp]"},
             "std": {"stops": style.colormap_stops(style.STD_CMAP), "min": 0, "max": std_limit(std),
                     "label": "std over trials [%]"},
         },
