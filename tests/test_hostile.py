@@ -261,16 +261,10 @@ def world(tmp_path_factory):
     db = inputs / "measured.db"
     proc = fresh("measure", *MODEL, "--data", data, "--db", db, *QUICK, cwd=root, env=env)
     assert_clean_success(proc)
-    yield World(root, inputs, data, ckpt, db, env, cache)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def servers(world):
-    """Two fork servers (two cases at a time), for the whole module."""
-    started = [ForkServer(world.env) for _ in range(2)]
+    started = [ForkServer(env) for _ in range(2)]  # two fork servers: two cases at a time
     for server in started:
         _SERVERS.put(server)
-    yield started
+    yield World(root, inputs, data, ckpt, db, env, cache)
     for server in started:
         server.close()
     while not _SERVERS.empty():
@@ -484,6 +478,9 @@ CASES = [
     Case("threads-negative", 8,
          lambda w, d: ["train", "--method", "standard", "--data", w.inputs / "cifar", "--out", d / "run", "--threads", "-2"],
          ("threads",)),
+    Case("train-eval-samples-beyond-data", 8,
+         lambda w, d: ["train", "--method", "standard", "--data", w.inputs / "cifar", "--out", d / "run", "--epochs", "1",
+                       "--eval-samples", "100000", "--no-progress"], ("--eval-samples", "100000")),
     Case("train-lr-nan", 3,
          lambda w, d: ["train", "--method", "standard", "--data", w.inputs / "cifar", "--out", d / "run", "--lr", "nan"],
          ("lr",)),
@@ -627,25 +624,31 @@ def test_unreadable_inputs(world, tmp_path):
     os.chmod(db, 0o444)
     proc = layercrit(*_measure(world, tmp_path, db="ro.db"), cwd=tmp_path, env=world.env, unprivileged=True)
     assert_one_error(proc, "ro.db", "read-only")
-    assert not (tmp_path / "s.db").exists()
+    folder = tmp_path / "ro-folder"  # a database in a folder that cannot be written (no journal there)
+    folder.mkdir()
+    if os.geteuid() == 0:
+        os.chown(folder, UNREADABLE_UID, UNREADABLE_UID)
+    os.chmod(folder, 0o555)
+    proc = layercrit(*_measure(world, folder), cwd=tmp_path, env=world.env, unprivileged=True)
+    assert_one_error(proc, "s.db", "not writable")
+    assert not (tmp_path / "s.db").exists() and not (folder / "s.db").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # concurrency, interrupts, offline, non-finite reporting
 
 def test_two_writers_of_one_model_at_once(world, tmp_path):
-    """Both at once: each ends cleanly (the second waits for nothing: it stops at once with one line, or
-    finds the first's rows), and the database holds every row exactly once."""
+    """Both at once: each ends cleanly (the second stops at once with one line, or finds the first's rows
+    committed), and the database holds every row exactly once."""
     args = ["measure", *MODEL, "--data", world.data, "--db", tmp_path / "s.db", "--samples", "20", "--trials", "2",
             "--batch-size", "5", "--layers", "fc", "layer4.2.conv3", "--no-progress"]
-    cmd = [sys.executable, "-m", "layercrit.cli", *map(str, args)]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert "Traceback" not in err, err
-        if p.returncode != 0:
-            assert_one_error(subprocess.CompletedProcess(cmd, p.returncode, out, err), "being measured")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two processes at the same time (one per fork server)
+        procs = list(pool.map(lambda _: layercrit(*args, cwd=tmp_path, env=world.env), range(2)))
+    for proc in procs:
+        if proc.returncode != 0:
+            assert_one_error(proc, "being measured")
+        else:
+            assert_clean_success(proc)
     assert 0 in [p.returncode for p in procs]
     proc = layercrit(*args, cwd=tmp_path, env=world.env)  # a rerun completes whatever the second left
     assert_clean_success(proc)
@@ -817,3 +820,24 @@ def test_fuzz_study_fields_never_traceback(tmp_path_factory, study, model):
     assert proc.returncode in (0, 2), proc.stderr
     if proc.returncode == 2:
         assert_one_error(proc)
+
+
+CONFIG_FIELDS = ["seed", "trials", "samples", "batch_size", "target_ci", "input_size", "types", "reset", "engine",
+                 "precision", "unit", "layers", "split"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(CONFIG_FIELDS), st.one_of(NUMBERS, TEXTS, st.none(), st.booleans(),
+                                                                 st.lists(st.one_of(NUMBERS, TEXTS), max_size=3)),
+                       max_size=4))
+def test_fuzz_python_config_never_raises_anything_else(values):
+    """Python gets the command line's rules: a bad value is one LayercritError, never another exception."""
+    from layercrit.engine import MeasureConfig
+    from layercrit.errors import LayercritError
+    from layercrit.validate import model_options
+
+    with contextlib.suppress(LayercritError):
+        MeasureConfig(**values)
+    with contextlib.suppress(LayercritError):
+        model_options(num_classes_=values.get("trials"), init_seed=values.get("seed", 0), mean=values.get("types"),
+                      std=values.get("reset"))
