@@ -92,5 +92,7 @@ def _check(name: str, check: Callable[..., Any], value: Any, *args: Any) -> Any:
 def _patterns(value: Sequence[str] | str | None) -> tuple[str, ...]:
     if value is None:
         return ()
+    if not isinstance(value, (str, list, tuple)):
+        raise ConfigError(f"{{layers}} {value!r}: give glob patterns (text), e.g. 'layer4.*'", ("layers",))
     items = [value] if isinstance(value, str) else list(value)
     return tuple(_check("layers", validate.text, p) for p in items)
