@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import LayercritError
-from ..paths import cache_dir
+from ..paths import cache_dir, path_inside
 from .registry import Source, ZooModel, get_zoo_model
 
 
@@ -24,7 +24,9 @@ def zoo_cache() -> Path:
 def cache_path(entry: ZooModel, source: Source) -> Path:
     if source.filename is None:
         raise ValueError(f"{source.describe()} is kept by its library, not in layercrit's cache")
-    return zoo_cache() / entry.id / source.filename
+    # both names come from a registry anyone can add to (register_zoo_model): they must stay inside the cache
+    folder = path_inside(zoo_cache(), entry.id, "zoo model id")
+    return path_inside(folder, source.filename, f"file name of zoo model {entry.id}")
 
 
 def expected_paths(entry: ZooModel) -> dict[str, Path]:
