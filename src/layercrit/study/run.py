@@ -130,7 +130,9 @@ def write_metadata(study: Study, summary: list[dict], db: Path) -> Path:
         rows[info["id"]] = {"model_id": info["id"], "category": info.get("category") or "", "accuracy":
                             "" if acc is None else acc, "epsilon": "" if eps is None else eps,
                             "norm": norm or "", "display_name": info.get("name") or info["id"]}
-    with path.open("w", newline="") as f:
+    from ..paths import atomic_write
+
+    with atomic_write(path, what="metadata file") as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["model_id", "category", "accuracy", "epsilon", "norm", "display_name"])
         w.writeheader()
         w.writerows(rows.values())
