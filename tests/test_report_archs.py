@@ -142,3 +142,36 @@ def test_disagreement_metric_reports_100_minus_top1_agreement(data, tmp_path):
     assert s["metric"] == "disagreement" and "top-1 disagreement" in (out / "index.html").read_text()
     bad = run_cli("report", "--db", str(db), "--metric", "entropy", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and not (tmp_path / "x").exists()
+
+
+def test_a_third_party_resnet20_and_cifar_resnet50_in_one_report(tmp_path):
+    """The real akamaster ResNet-20 (architecture from tests/fixtures) beside cifar_resnet50: each keeps its own
+    layer order, `linear` is the head, and the two are separate panels."""
+    from conftest import CIFAR_TEST, ROOT, need
+
+    need(CIFAR_TEST)
+    ckpt = ROOT.parent / "shared" / "models" / "akamaster-resnet20" / "resnet20-12fca82f.th"
+    if not ckpt.is_file():
+        pytest.skip(f"{ckpt} is absent (the shared models lie beside the project in ../shared/models)")
+    db = tmp_path / "two.db"
+    common = ["--data", str(CIFAR_TEST), "--samples", "100", "--trials", "1", "--db", str(db), "--no-progress"]
+    run_cli("measure", "--model", f"file:{ckpt}", "--arch", f"{ROOT / 'tests/fixtures/akamaster_resnet.py'}:resnet20",
+            "--input-size", "32", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--name", "resnet20",
+            "--layers", "conv1", "layer1.0.*", "layer3.2.*", "linear", *common, check=True)
+    run_cli("measure", "--model", "arch:cifar_resnet50", "--layers", "conv1", "layer1.0.*", "layer4.2.conv3", "fc",
+            *common, check=True)
+    out = tmp_path / "report"
+    run_cli("report", "--db", str(db), "--out", str(out), check=True)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["architectures"] == {
+        "akamaster_resnet.py:resnet20": ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer3.2.conv1",
+                                         "layer3.2.conv2", "linear"],
+        "cifar_resnet50": ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3", "layer1.0.downsample.0",
+                           "layer4.2.conv3", "fc"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)
+        res = load_results([db])
+    stages = res.layers.set_index(["arch", "layer"])["stage"]
+    assert stages[("akamaster_resnet.py:resnet20", "linear")] == "head"
+    assert stages[("akamaster_resnet.py:resnet20", "layer3.2.conv2")] == "stage 3"
+    assert stages[("cifar_resnet50", "fc")] == "head" and stages[("cifar_resnet50", "conv1")] == "stem"
