@@ -181,3 +181,31 @@ def test_cpu_flags_reads_this_machine():
     flags = hardware.cpu_flags()
     assert isinstance(flags, frozenset)
     assert hardware.cpu_bf16_kind() in ("amx", "avx512_bf16", "none")
+
+
+# --- results do not depend on the batch size ----------------------------------------------------------------
+
+METRIC_COLUMNS = ["criticality", "top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_l1_err", "pred_l2_err",
+                  "pred_ce_loss", "pred_kl_div", "pred_agreement", "recovered_acc"]
+
+
+def _bundle(tiny_model):
+    from layercrit.models import ModelBundle, NormalizedModel
+
+    model, factory = tiny_model
+    return ModelBundle.from_module(NormalizedModel(model, None, None), factory)
+
+
+def test_same_rows_at_two_batch_sizes(tiny_model, tiny_data):
+    """The batch size only regroups images: every metric within 1e-5 (float rounding), both engines."""
+    import layercrit as lc
+
+    bundle = _bundle(tiny_model)
+    kw = dict(samples=None, trials=2, reset=["random", "zero"], progress=False)
+    for engine in ("cached", "naive"):
+        a = lc.measure(bundle, tiny_data, batch_size=5, engine=engine, **kw).set_index(["layer", "reset", "trial"])
+        b = lc.measure(bundle, tiny_data, batch_size=48, engine=engine, **kw).set_index(["layer", "reset", "trial"])
+        assert len(a) == 9 and list(a.index) == list(b.index)
+        diff = (a[METRIC_COLUMNS] - b[METRIC_COLUMNS]).abs().to_numpy().max()
+        assert diff <= 1e-5, (engine, diff)
+        assert (a.n_samples == 48).all() and (b.n_samples == 48).all()
