@@ -107,8 +107,8 @@ def test_block_units_cached_equals_naive(case):
     else:
         torch.manual_seed(1)
         model, factory, data, n = _vit(), _vit, _data(3, 32, 10), 12
-    out = {e: lc.measure(model, data, factory=factory, unit="block", reset=["random", "remove"], trials=2,
-                         samples=None, engine=e, batch_size=4, progress=False) for e in ("naive", "cached")}
+    out = {e: lc.measure(model, data, factory=factory, normalize=None, unit="block", reset=["random", "remove"],
+                         trials=2, samples=None, engine=e, batch_size=4, progress=False) for e in ("naive", "cached")}
     a, b = (out[e].set_index(["layer", "reset", "trial"]).sort_index() for e in ("naive", "cached"))
     assert len(a) == n * 2 + n and list(a.index) == list(b.index)  # remove is deterministic: one trial
     assert set(out["cached"]["unit"]) == {"block"}

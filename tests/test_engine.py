@@ -24,7 +24,8 @@ def _data(n, size, classes, seed=0):
 def _both_engines(model, factory, data, **kw):
     out = {}
     for engine in ("naive", "cached"):
-        out[engine] = lc.measure(model, data, factory=factory, engine=engine, samples=None, progress=False, **kw)
+        out[engine] = lc.measure(model, data, factory=factory, normalize=None, engine=engine, samples=None,
+                                 progress=False, **kw)
     return out["naive"], out["cached"]
 
 
@@ -113,7 +114,7 @@ def test_adaptive_sampling_stops_early_within_its_interval(tiny_model):
     g = torch.Generator().manual_seed(3)
     images = torch.randint(0, 256, (1000, 3, 8, 8), dtype=torch.uint8, generator=g)
     data = lc.EvalData.from_tensors(images, torch.arange(1000) % 4, list("abcd"))
-    kw = dict(factory=factory, samples=None, trials=8, progress=False, batch_size=50, seed=1)
+    kw = dict(factory=factory, normalize=None, samples=None, trials=8, progress=False, batch_size=50, seed=1)
     exact = lc.measure(model, data, **kw)
     fast = lc.measure(model, data, target_ci=2.0, **kw)
     assert (exact.n_samples == 1000).all() and (exact.criticality_ci == 0).all()
@@ -131,7 +132,7 @@ def test_adaptive_sampling_stops_early_within_its_interval(tiny_model):
 
 def test_resume_mid_unit_gives_identical_numbers(tmp_path, monkeypatch, tiny_model, tiny_data):
     model, factory = tiny_model
-    kw = dict(factory=factory, samples=None, trials=2, seed=4, batch_size=8, progress=False)
+    kw = dict(factory=factory, normalize=None, samples=None, trials=2, seed=4, batch_size=8, progress=False)
     clean = lc.measure(model, tiny_data, **kw)
     import importlib
 

@@ -14,7 +14,8 @@ from layercrit.resets import reset_seed
 
 def test_zero_reset_of_classifier_gives_uniform_softmax(tiny_model, tiny_data):
     model, factory = tiny_model
-    df = lc.measure(model, tiny_data, factory=factory, layers=["fc"], reset="zero", samples=None, progress=False)
+    df = lc.measure(model, tiny_data, factory=factory, normalize=None, layers=["fc"], reset="zero", samples=None,
+                    progress=False)
     assert len(df) == 1  # deterministic reset: one trial only
     row = df.iloc[0]
     with torch.no_grad():
@@ -69,7 +70,7 @@ def test_batched_metrics_equal_one_batch():
 
 
 def _measure(model, factory, data, layers, trials=3):
-    return lc.measure(model, data, factory=factory, layers=layers, trials=trials, samples=None, seed=5,
+    return lc.measure(model, data, factory=factory, normalize=None, layers=layers, trials=trials, samples=None, seed=5,
                       progress=False, batch_size=16)
 
 
@@ -128,8 +129,8 @@ def test_interpolate_endpoints(tiny_model, tiny_data, tmp_path):
     init = factory()
     ckpt = tmp_path / "epoch0.safetensors"
     save_safetensors(init, ckpt)
-    df = lc.measure(model, tiny_data, factory=factory, reset=["interpolate:0", f"init:{ckpt}", f"interpolate:1:{ckpt}"],
-                    samples=None, progress=False)
+    df = lc.measure(model, tiny_data, factory=factory, normalize=None,
+                    reset=["interpolate:0", f"init:{ckpt}", f"interpolate:1:{ckpt}"], samples=None, progress=False)
     at0 = df[df.reset == "interpolate:0"]
     assert len(at0) == 3 * 3  # toward a random draw: stochastic, so every trial
     assert (at0.criticality.abs() < 1e-9).all()

@@ -35,7 +35,7 @@ def test_safetensors_and_state_dict_round_trip(tmp_path):
 
 
 def test_file_spec_needs_arch_and_specs_are_checked(tmp_path):
-    with pytest.raises(LayercritError, match="needs --arch"):
+    with pytest.raises(LayercritError, match="needs arch=<architecture>"):  # from Python: the parameter's name
         lc.create_model(f"file:{tmp_path}/x.safetensors")
     with pytest.raises(LayercritError, match="not a readable .safetensors"):
         (tmp_path / "bad.safetensors").write_bytes(b"garbage")

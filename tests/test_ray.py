@@ -151,7 +151,7 @@ def test_python_api_module_shipped_once_adaptive_same_rows(ray_cluster):
     g = torch.Generator().manual_seed(2)
     data = lc.EvalData.from_tensors(torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8, generator=g),
                                     torch.randint(0, 5, (300,), generator=g))
-    kw = dict(factory=_Net, samples=None, trials=3, batch_size=50, target_ci=2.0, progress=False)
+    kw = dict(factory=_Net, normalize=None, samples=None, trials=3, batch_size=50, target_ci=2.0, progress=False)
     local = lc.measure(net, data, **kw)
     remote = lc.measure(net, data, executor=RayExecutor(RayOptions(layers_per_task=1)), **kw)
     assert len(remote) == 3 * 3

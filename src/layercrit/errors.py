@@ -17,8 +17,9 @@ class ConfigError(LayercritError):
     (``--batch-size``, see :meth:`naming`).
     """
 
-    def __init__(self, template: str, fields: tuple[str, ...]):
+    def __init__(self, template: str, fields: tuple[str, ...], python: dict[str, str] | None = None):
         self.template, self.fields = template, fields
+        self.python = python or {}  # how Python callers are told a field, where not by its bare name
         super().__init__(self.naming({}))
 
     @property
@@ -29,5 +30,5 @@ class ConfigError(LayercritError):
         """The message with each field called by ``names[field]`` (default: its Python name)."""
         text = self.template
         for f in self.fields:
-            text = text.replace("{" + f + "}", names.get(f, f))
+            text = text.replace("{" + f + "}", names.get(f, self.python.get(f, f)))
         return text

@@ -40,12 +40,20 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _LowerLevelFormatter(logging.Formatter):
+    """``layercrit: warning: ...``, ``layercrit: info: ...``: as the CLI's own lines read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord({**record.__dict__, "levelname": record.levelname.lower()})
+        return super().format(record)
+
+
 def _setup_logging() -> None:
     """Warnings from the library (e.g. the engine's fallback) as one line each on stderr."""
     log = logging.getLogger("layercrit")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("layercrit: %(levelname)s: %(message)s"))
+        handler.setFormatter(_LowerLevelFormatter("layercrit: %(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
 
@@ -67,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Settings (MeasureConfig, RayOptions fields) whose flag is not "--" + the field name with dashes
-FLAGS = {"data_cache": "--no-data-cache", "address": "--ray-address", "data_mode": "--ray-data"}
+FLAGS = {"data_cache": "--no-data-cache", "address": "--ray-address", "data_mode": "--ray-data",
+         "normalize": "--mean R,G,B --std R,G,B, or --normalize none", "data": "--data", "spec": "--model"}
 
 
 def _with_flags(e: LayercritError) -> str:

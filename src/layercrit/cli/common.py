@@ -10,6 +10,9 @@ model specs:
   timm:<name>                    timm model with pretrained weights (needs internet the first time)
   torchvision:<name>[:<weights>] torchvision model, e.g. torchvision:resnet50:IMAGENET1K_V1
   file:<path> --arch <name>      .safetensors or state-dict checkpoint of that architecture
+  file:<path> --arch <file.py>:<fn>   ... of an architecture in your own code (also <package.module>:<fn>;
+                                 arch:<file.py>:<fn> is an untrained one): fn(num_classes=N) builds it.
+                                 Give its input normalization: --mean/--std, or --normalize none
   zoo:<id> [--checkpoint PATH]   a ResNet-50 of the study's zoo (see `layercrit zoo list`); downloaded into
                                  the cache on first use, or read from PATH
 """
@@ -34,11 +37,16 @@ def floats_arg(text: str) -> tuple[float, ...]:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="SPEC", help="model spec (see below)")
-    g.add_argument("--arch", help="architecture of a file: checkpoint (layercrit name, timm name or torchvision/<name>)")
-    g.add_argument("--num-classes", type=int, help="class count where data and the architecture's default differ")
+    g.add_argument("--arch", help="architecture of a file: checkpoint: a layercrit name, a timm name, torchvision/<name>, "
+                                  "or your own code: path/to/file.py:callable or package.module:callable (runs that code)")
+    g.add_argument("--num-classes", type=int, help="class count (default: from the checkpoint's last Linear layer, "
+                                                   "else the architecture's)")
     g.add_argument("--init-seed", type=int, default=0, help="seed that initializes arch: models (default 0)")
     g.add_argument("--mean", type=floats_arg, help="override input normalization mean, e.g. 0.5,0.5,0.5")
     g.add_argument("--std", type=floats_arg, help="override input normalization std")
+    g.add_argument("--normalize", choices=["none"],
+                   help="none: feed [0, 1] images as they are (a model that normalizes itself or was trained on raw "
+                        "input); a model with no known normalization needs this or --mean/--std")
     g.add_argument("--checkpoint", metavar="PATH",
                    help="zoo: models: a checkpoint file downloaded by hand (BACKBONE,HEAD for split models)")
     g.add_argument("--trust-pickle", action="store_true",
@@ -54,9 +62,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def create_from_args(args):
     from ..models import create_model
 
+    from ..errors import LayercritError
+
+    if args.normalize == "none" and (args.mean is not None or args.std is not None):
+        raise LayercritError("--normalize none and --mean/--std contradict each other: give one of them")
+    extra = {"normalize": None} if args.normalize == "none" else {}
     return create_model(args.model, arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
                         name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std,
-                        checkpoint=args.checkpoint, category=getattr(args, "category", None))
+                        checkpoint=args.checkpoint, category=getattr(args, "category", None), **extra)
 
 
 def layer_types(args) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from ..errors import LayercritError
@@ -150,7 +151,34 @@ def run_measure(args: argparse.Namespace) -> int:
     summary = table.groupby("reset")["criticality"].mean()
     print(f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
           + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))
+    for warning in _closing_warnings(bundle.spec, bundle.num_classes, float(table["base_top1_acc"].iloc[0]),
+                                     int(config.samples or table["n_samples"].max())):
+        print(f"layercrit: warning: {warning}", file=sys.stderr)
+    print(f"next: layercrit report --db {args.db} --out report/    (figures and an interactive page; or the rows: "
+          f"layercrit export --db {args.db} --out results.csv)")
     return 0
+
+
+def _closing_warnings(spec: str, num_classes: int | None, base_top1: float, n_images: int) -> list[str]:
+    """What makes a measurement's numbers suspect: an untrained network, accuracy no better than chance."""
+    out = []
+    if spec.startswith("arch:"):
+        arch = spec.split(":", 1)[1]
+        out.append(f"{spec} is a freshly initialized, untrained network: its criticality describes random "
+                   f"weights, not a trained model's decisions; to measure trained weights use --model file:<checkpoint> "
+                   f"--arch {arch}")
+    if num_classes and num_classes > 1 and n_images > 0 and at_chance(base_top1, num_classes, n_images):
+        out.append(f"base top-1 {base_top1:.2f}% is at chance level for {num_classes} classes "
+                   f"({100 / num_classes:.1f}%): the model does not recognize this data, so its criticality numbers "
+                   "mean little; check the weights, the input normalization (--mean/--std, --normalize) and --data")
+    return out
+
+
+def at_chance(top1: float, num_classes: int, n_images: int) -> bool:
+    """Whether top-1 (in %) is within 3 standard errors above guessing among ``num_classes`` classes on
+    ``n_images`` images (or below it)."""
+    p = 1 / num_classes
+    return top1 / 100 <= p + 3 * (p * (1 - p) / n_images) ** 0.5
 
 
 def run_export(args) -> int:
@@ -166,6 +194,9 @@ def run_layers(args) -> int:
 
     bundle = create_from_args(args)
     size = args.input_size or bundle.input_size
+    if size is None:
+        raise LayercritError(f"the input resolution of {bundle.arch} is unknown: give --input-size (the image size it "
+                             "was trained on, e.g. 32 for CIFAR-10, 224 for ImageNet)")
     found = (discover_blocks(bundle.network, size, patterns=args.layers) if args.unit == "block"
              else discover_layers(bundle.network, size, types=layer_types(args), patterns=args.layers))
     for layer in found:

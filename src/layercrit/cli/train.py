@@ -38,8 +38,30 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
 
 
+def _train_config_module():
+    """A copy of ``layercrit.train.config`` (plain dataclasses: the hyperparameters' names and types), loaded
+    without running ``layercrit.train``'s ``__init__``, which imports PyTorch: ``layercrit --help`` must stay
+    fast. Only the flags are read from it; running a command imports the package as usual."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = f"{__package__}._train_config"  # its own name: layercrit.train.config stays the package's
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "train" / "config.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look the module up while the class is made
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def register(sub) -> None:
-    from ..train.config import TrainConfig
+    TrainConfig = _train_config_module().TrainConfig
 
     t = sub.add_parser("train", help="train a model with one training method (standard, improved, pgd-linf, ...)",
                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

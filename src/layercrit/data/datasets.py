@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..paths import cache_dir
 
 log = logging.getLogger("layercrit")
@@ -94,10 +94,10 @@ def draw_indices(total: int, samples: int | None, seed: int) -> list[int]:
     """
     samples = total if samples is None else samples
     if samples < 1:
-        raise LayercritError(f"--samples must be at least 1, got {samples}")
+        raise ConfigError(f"{{samples}} must be at least 1, got {samples}", ("samples",))
     if samples > total:
-        raise LayercritError(f"--samples {samples} is more than the {total} images available: "
-                             f"use --samples {total} or fewer")
+        raise ConfigError(f"{{samples}} {samples} is more than the {total} images available: "
+                          f"use {{samples}} {total} or fewer", ("samples",))
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:samples]
     return order.tolist()
 
@@ -218,7 +218,8 @@ def _walk_images(root: Path, class_dirs: list[str], extensions) -> list[tuple[st
 
                 raise LayercritError(f"cannot read data folder {folder}: {describe_os_error(e)}: check its "
                                      "permissions") from None
-            subdirs, group = [], []
+            subdirs: list[Path] = []
+            group: list[tuple[str, int]] = []
             groups.append((str(folder), group))
             for entry in entries:
                 path = os.path.join(folder, entry.name)
@@ -302,7 +303,7 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     """
     root = Path(path)
     if not root.is_dir():
-        raise LayercritError(f"data folder not found: {root}: check --data")
+        raise ConfigError(f"data folder not found: {root}: check {{data}}", ("data",), python={"data": "the path"})
     items, classes, description = _list_items(root, split)
     items = [items[i] for i in draw_indices(len(items), samples, seed)]
     default_resize, default_crop = eval_sizes(input_size)
@@ -323,12 +324,15 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     images_t = torch.empty((len(items), 3, crop, crop), dtype=torch.uint8)
     labels_t = torch.tensor([label for _, label in items], dtype=torch.int64)
     offset = 0
-    for batch, errors in tqdm(loader, desc="decoding images", unit="batch", disable=not progress, leave=False):
-        if errors:
-            raise LayercritError(f"unreadable image {errors[0]}: remove or replace it"
-                                 + (f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""))
-        images_t[offset:offset + len(batch)] = batch
-        offset += len(batch)
+    bar = tqdm(total=len(items), desc="decoding images", unit="img", disable=not progress, leave=False)
+    with bar:
+        for batch, errors in loader:
+            if errors:
+                raise LayercritError(f"unreadable image {errors[0]}: remove or replace it"
+                                     + (f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""))
+            images_t[offset:offset + len(batch)] = batch
+            offset += len(batch)
+            bar.update(len(batch))
     data = EvalData(images_t, labels_t, classes, fingerprint_tensors(images_t, labels_t, classes), description,
                     origin)
     if key is not None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -65,8 +66,7 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
     base_correct_by_n = {0: 0.0}  # images seen -> unmodified top-1 hits, for each job's own recovered_acc
     rows: list[Row] = []
     active = [j for j in jobs if j.metrics.n < n_total]
-    bar = tqdm(total=sum(n_total - j.metrics.n for j in active), desc=desc, unit="img", unit_scale=True,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(sum(n_total - j.metrics.n for j in active), n_total, desc, progress)
     start = time.perf_counter()
     with no_inplace_modules(net), torch.inference_mode(), autocast:
         offset = 0
@@ -85,7 +85,7 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
                 with layer_reset(network, j.unit.name, j.values):
                     logits = graph.run_reset("model." + j.unit.name) if graph is not None else net(x)
                 j.metrics.update(logits.float().cpu(), base_logits.cpu(), y.cpu())
-                bar.update(len(y))
+                bar.update(len(y))  # counted in images, shown in layer resets (one job over all images)
                 n = j.metrics.n
                 if n == n_total or (config.target_ci is not None and n >= min(MIN_ADAPTIVE_SAMPLES, n_total)
                                     and j.metrics.criticality_ci(n_total) <= config.target_ci):
@@ -95,7 +95,7 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
                            **j.metrics.result(base_top1, n_total), "n_samples": n,
                            "elapsed_seconds": time.perf_counter() - start}
                     finished.append(row)
-                    bar.update(n_total - n)
+                    bar.update(n_total - n)  # stopped early (target_ci): the rest is not needed
                     bar.set_postfix_str(f"{j.unit.name} {j.reset.name} t{j.trial}: {row['criticality']:.1f}%")
                 else:
                     saved.append((j.key, j.metrics.state()))
@@ -109,6 +109,17 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
     if graph is not None:
         log.debug(f"cached engine kept {graph.cache_bytes / 2**20:.1f} MiB of activations per batch")
     return rows, base.result()
+
+
+def progress_bar(image_evals: int, n_images: int, desc: str | None, progress: bool) -> Any:
+    """A bar that counts layer-reset evaluations (one unit x reset x trial over all ``n_images`` images,
+    fractions while the batches run through), with their rate and the time left. It is updated in
+    images, ``image_evals`` of them in all."""
+    label = f"{desc}: " if desc else ""
+    return tqdm(total=image_evals, desc=label, disable=not progress, dynamic_ncols=True, unit="reset",
+                unit_scale=1 / max(n_images, 1),
+                bar_format="{desc}{n:.1f}/{total:.0f} layer resets x " + str(n_images) + " images |{bar}| "
+                           "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 
 @contextlib.contextmanager

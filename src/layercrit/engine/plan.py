@@ -7,11 +7,14 @@ every executor starts from the resulting :class:`MeasurePlan`.
 """
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from ..data import EvalData, load_data
 from ..errors import ConfigError, LayercritError
@@ -83,12 +86,14 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
     else:
         size = config.input_size or bundle.input_size
         if size is None:
-            raise ConfigError("{input_size} is needed to load images for a module given directly: pass its "
-                              "input resolution, or load the data yourself (layercrit.load_data)", ("input_size",))
+            raise ConfigError(f"the input resolution of {bundle.arch} is unknown, so images cannot be loaded for it: "
+                              "give {input_size}: the image size it was trained on (e.g. 32 for CIFAR-10, 224 for "
+                              "ImageNet)", ("input_size",),
+                              python={"input_size": "input_size=N (or data loaded with layercrit.load_data)"})
         data = load_data(data, input_size=size, samples=config.samples, seed=config.seed, split=config.split,
                          progress=progress, cache=config.data_cache)
     net = bundle.model.eval().to(probe_device)
-    resets = [parse_reset(r, factory=bundle.factory, seed=config.seed, trust_pickle=config.trust_pickle)
+    resets = [parse_reset(r, factory=_factory(bundle, r), seed=config.seed, trust_pickle=config.trust_pickle)
               for r in config.reset]
     size = data.images.shape[-1]
     if config.unit == "block":
@@ -98,13 +103,18 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
     with torch.inference_mode():
         first = data.images[:1].to(probe_device)
         probe = net(first.float().div(255) if first.dtype == torch.uint8 else first.float())
+    if probe.dim() != 2:
+        raise LayercritError(f"the model's output has shape {tuple(probe.shape)} for one image: a classifier "
+                             "returns one row of class scores (logits) per image")
     if probe.shape[1] != data.num_classes:
-        raise LayercritError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
-                             f"classes: pass --num-classes {data.num_classes} (or use matching data)")
+        raise ConfigError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
+                          f"classes: pass {{num_classes}} {data.num_classes} (or use matching data)", ("num_classes",))
     jobs = [Job(r, t, u) for r in resets for t in config.trials_of(r.stochastic) for u in units]
     identity = {"weights_sha256": bundle.checksum(), "data_fingerprint": data.fingerprint, "seed": config.seed,
                 "arch": bundle.arch, "normalize": _normalization(bundle.model), "precision": config.precision,
                 "target_ci": config.target_ci}
+    if bundle.arch_code is not None:  # an architecture from the user's code: a changed file is a changed model
+        identity["arch_code"] = dict(bundle.arch_code)
     record = {**identity, "model_spec": bundle.spec, "num_classes": data.num_classes, "samples": len(data),
               "data_source": data.source, "trials": config.trials, "resets": [r.name for r in resets],
               "unit": config.unit, "types": list(config.types) if config.unit == "layer" else [],
@@ -112,6 +122,24 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
               "engine": config.engine}
     return MeasurePlan(bundle, data, config, device, units, resets, jobs, bundle.model_id, bundle.category, identity,
                        record)
+
+
+FRESH_KINDS = ("random", "interpolate")  # resets that draw fresh weights (interpolate: without a checkpoint)
+
+
+def _factory(bundle: ModelBundle, reset: str) -> Callable[[], nn.Module]:
+    """What ``reset`` builds fresh networks with: the bundle's factory. A module given without one can
+    still be measured with resets that need no fresh draw (``init:`` loads its checkpoint into a copy)."""
+    if bundle.factory is not None:
+        return bundle.factory
+    kind, _, arg = reset.partition(":")
+    if kind == "random" or (kind == "interpolate" and ":" not in arg):
+        raise ConfigError(f"reset {reset} draws fresh weights from a new instance of the architecture, and "
+                          "none was given: pass {factory} (a function that builds one, e.g. factory=MyNet or "
+                          "factory=lambda: MyNet(num_classes=10)), or measure reset='zero' or "
+                          "reset='init:<checkpoint>' (they need none)", ("factory",))
+    network = bundle.network
+    return lambda: copy.deepcopy(network)
 
 
 def _normalization(model: NormalizedModel) -> list[list[float]] | None:

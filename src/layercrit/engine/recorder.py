@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import LayercritError
 from ..provenance import package_versions
 from ..store import RESULT_COLUMNS, ResultStore
-from ..store.sqlite import BASELINE_METRICS
+from ..store.sqlite import BASELINE_METRICS, nonfinite_metrics
 from .metrics import ResetMetrics
 from .plan import Job, JobKey, MeasurePlan, Row
 
@@ -34,6 +34,13 @@ class Run:
     stored_baseline: dict[str, float] | None = None  # the unmodified model's metrics, if already recorded
     rows: list[Row] = field(default_factory=list)  # rows recorded by this process
     committed: set[JobKey] = field(default_factory=set)
+    category: str | None = None
+    spec: str | None = None  # the model spec, as recorded
+
+
+# The columns of the table measure() returns, with or without a database: the model, one row's key and
+# metrics (store.RESULT_COLUMNS), which metrics are not finite (None: all are), the unmodified model's top-1.
+TIDY_COLUMNS = ("model_id", "category", "model_spec", *RESULT_COLUMNS, "nonfinite", "base_top1_acc")
 
 
 def _key(row: Row) -> JobKey:
@@ -60,7 +67,8 @@ class Recorder:
         """Open (or resume) the plan's run; jobs with saved running sums on the same batch grid continue."""
         keys = [j.key for j in plan.jobs]
         if self.store is None:
-            return Run(None, plan.model_id, plan.n_samples, keys, list(plan.jobs))
+            return Run(None, plan.model_id, plan.n_samples, keys, list(plan.jobs), category=plan.category,
+                       spec=plan.bundle.spec)
         run_id = self.store.open_run(plan.model_id, spec=plan.bundle.spec, category=plan.category,
                                      weights_sha256=plan.weights_sha256, data_fingerprint=plan.data_fingerprint,
                                      identity=plan.identity, config=plan.record, versions=package_versions())
@@ -70,7 +78,8 @@ class Recorder:
             state = partial.get(j.key)
             if state is not None and state["n"] % plan.config.batch_size == 0:  # same batch grid only
                 j.metrics = ResetMetrics.from_state(state)
-        return Run(run_id, plan.model_id, plan.n_samples, keys, todo, self._stored_baseline(run_id, plan.n_samples))
+        return Run(run_id, plan.model_id, plan.n_samples, keys, todo, self._stored_baseline(run_id, plan.n_samples),
+                   category=plan.category, spec=plan.bundle.spec)
 
     def save(self, run: Run, saved: list[tuple[JobKey, dict]], finished: list[Row]) -> None:
         """In one transaction: the running sums of jobs in progress, and the rows of jobs just finished."""
@@ -85,20 +94,26 @@ class Recorder:
 
     def finish(self, run: Run, base: dict[str, float]) -> pd.DataFrame:
         """Record the unmodified model's metrics and the end of the run; return the plan's rows as a
-        tidy table (with a database: every row of the plan's jobs, including those of earlier runs)."""
+        tidy table (with a database: every row of the plan's jobs, including those of earlier runs), in
+        plan order, with the columns :data:`TIDY_COLUMNS` whether or not there is a database."""
+        order = {k: i for i, k in enumerate(run.keys)}
         if self.store is not None and run.run_id is not None:
             self.store.set_baseline(run.run_id, base, run.n_samples)
             self.store.finish_run(run.run_id)
             table = self.store.results([run.model_id])
-            wanted = set(run.keys)
-            keep = [k in wanted for k in zip(table["layer"], table["reset"], table["trial"])]
-            return table[keep].reset_index(drop=True)
-        order = {k: i for i, k in enumerate(run.keys)}
-        rows = sorted(run.rows, key=lambda r: order[_key(r)])
-        table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-        table.insert(0, "model_id", run.model_id)
-        table["base_top1_acc"] = base["top1_acc"]
-        return table
+            keep = [k in order for k in zip(table["layer"], table["reset"], table["trial"])]
+            table = table[keep]
+            rank = [order[k] for k in zip(table["layer"], table["reset"], table["trial"])]
+            table = table.iloc[sorted(range(len(table)), key=rank.__getitem__)]
+        else:
+            rows = sorted(run.rows, key=lambda r: order[_key(r)])
+            table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+            table["model_id"] = run.model_id
+            table["category"] = run.category
+            table["model_spec"] = run.spec
+            table["nonfinite"] = [nonfinite_metrics(r) for r in rows]
+            table["base_top1_acc"] = base["top1_acc"]
+        return table[list(TIDY_COLUMNS)].reset_index(drop=True)
 
     def _stored_baseline(self, run_id: int, n_samples: int) -> dict[str, float] | None:
         """The unmodified model's metrics as the database holds them for this run, if measured on these images."""

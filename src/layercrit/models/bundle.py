@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch.nn as nn
 
@@ -25,6 +25,7 @@ class ModelOptions:
     std: tuple[float, ...] | None = None
     checkpoint: str | None = None
     category: str | None = None
+    normalize: Any = "auto"  # None: --normalize none (raw input); "auto": mean/std if given, else the model's own
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,28 @@ class ModelSource:
         """The same source with relative file paths (``file:`` specs, ``checkpoint=``) made absolute,
         as this process sees them: other processes may run in other folders."""
         kind, _, rest = self.spec.partition(":")
-        spec = f"file:{_absolute(rest)}" if kind == "file" else self.spec
+        spec = f"file:{_absolute(rest)}" if kind == "file" else f"arch:{_absolute_code(rest)}" if kind == "arch" \
+            else self.spec
         checkpoint = self.options.checkpoint
         if checkpoint:
             checkpoint = ",".join(_absolute(p) for p in checkpoint.split(","))
-        return ModelSource(spec, dataclasses.replace(self.options, checkpoint=checkpoint))
+        arch = _absolute_code(self.options.arch) if self.options.arch else self.options.arch
+        return ModelSource(spec, dataclasses.replace(self.options, checkpoint=checkpoint, arch=arch))
 
 
 def _absolute(path: str) -> str:
     return os.path.abspath(path) if path and os.path.exists(path) else path
+
+
+def _absolute_code(arch: str) -> str:
+    """``path/to/file.py:callable`` with the file's path made absolute (other architecture names as they are)."""
+    from .user_arch import is_user_arch
+
+    base, mark, removed = arch.partition(":remove=")
+    if not is_user_arch(base):
+        return arch
+    where, _, attr = base.rpartition(":")
+    return f"{_absolute(where) if where.endswith('.py') else where}:{attr}{mark}{removed}"
 
 
 @dataclass
@@ -54,7 +68,8 @@ class ModelBundle:
     """A model ready for measurement, plus how to build fresh instances of its architecture."""
 
     model: NormalizedModel  # trained network inside its normalization wrapper, eval mode
-    factory: Callable[[], nn.Module]  # builds a freshly initialized (unwrapped) network; uses torch's RNG
+    factory: Callable[[], nn.Module] | None  # builds a freshly initialized (unwrapped) network; uses torch's RNG
+    # (None: unknown, for a module given directly: resets that draw fresh weights are refused)
     spec: str  # what the model is, as recorded in the results database
     arch: str
     num_classes: int | None  # None where unknown (a module given directly)
@@ -62,6 +77,7 @@ class ModelBundle:
     model_id: str
     category: str | None = None  # e.g. the zoo registry's category; None where unknown
     source: ModelSource | None = None  # how to build it again; None: this object is the only copy
+    arch_code: dict[str, str] | None = None  # an architecture from the user's code: file, callable, sha256
 
     @property
     def network(self) -> nn.Module:
@@ -71,12 +87,36 @@ class ModelBundle:
         return weights_checksum(self.network)
 
     @classmethod
-    def from_module(cls, module: nn.Module, factory: Callable[[], nn.Module], *, model_id: str | None = None,
-                    category: str | None = None) -> ModelBundle:
-        """Wrap any classifier; ``factory`` builds a freshly initialized instance of its architecture
-        (what a random reset draws from). A :class:`NormalizedModel` keeps its normalization; any other
-        module is fed [0, 1] images as they are."""
-        wrapped = module if isinstance(module, NormalizedModel) else NormalizedModel(module, None, None)
+    def from_module(cls, module: nn.Module, factory: Callable[[], nn.Module] | None = None, *,
+                    normalize: Any = "auto", model_id: str | None = None, category: str | None = None) -> ModelBundle:
+        """Wrap any classifier. ``factory`` builds a freshly initialized instance of its architecture (what
+        ``random`` and ``interpolate`` resets draw from; without it only ``zero``, ``init:`` and
+        ``interpolate:<alpha>:<checkpoint>`` resets can be measured). ``normalize``: ``(mean, std)``, or
+        ``None`` for a module that takes [0, 1] images as they are (it normalizes itself, or was trained on
+        raw input); a :class:`NormalizedModel` keeps its own. Any other module without ``normalize`` is
+        an error: measuring it with the wrong input normalization would measure a broken model."""
+        from ..errors import ConfigError
+
+        if isinstance(module, NormalizedModel):
+            if not (isinstance(normalize, str) and normalize == "auto"):
+                raise ConfigError("{normalize} applies to a plain module: this NormalizedModel has its own",
+                                  ("normalize",))
+            wrapped = module
+        elif isinstance(normalize, str) and normalize == "auto":
+            from .factory import no_known_normalization
+
+            raise no_known_normalization(f"the module {type(module).__name__}")
+        else:
+            from .factory import _normalize_arg, _python_names, validate_model_options
+
+            mean, std, _ = _normalize_arg(normalize, None, None)
+            checked = _python_names(lambda: validate_model_options(None, 0, mean, std), ("mean", "std"))
+            if checked["mean"] is None and normalize is not None:
+                raise ConfigError(f"{{normalize}} {normalize!r}: give (mean, std) or None", ("normalize",))
+            wrapped = NormalizedModel(module, checked["mean"], checked["std"])
+        if factory is not None and not callable(factory):
+            raise ConfigError(f"{{factory}} must be a function that builds a fresh instance of the architecture, "
+                              f"got {type(factory).__name__}", ("factory",))
         cls_ = type(wrapped.model)
         return cls(wrapped.eval(), factory, f"{cls_.__module__}.{cls_.__qualname__}", cls_.__name__, None, None,
                    model_id or cls_.__name__, category)

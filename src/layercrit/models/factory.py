@@ -8,6 +8,7 @@ file written by layercrit records its architecture), and the kinds plug-ins regi
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,12 +17,18 @@ import torch
 import torch.nn as nn
 import torchvision.models as tvm
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..model_specs import get_spec_kind, register_spec_kind, spec_usages
 from .bundle import ModelBundle, ModelOptions, ModelSource
 from .checkpoint import checkpoint_info, load_into, load_state_dict
-from .registry import ArchSpec, get_arch
+from .registry import AUTO, IMAGENET_MEAN, IMAGENET_STD, REMOVE_MARK, ArchSpec, get_arch
+from .user_arch import is_user_arch, last_linear_classes
 from .wrapper import NormalizedModel
+
+log = logging.getLogger("layercrit")
+
+# How a normalization choice is asked for, from Python (the command line names its flags instead)
+NORMALIZE_PY = "normalize=(mean, std) or normalize=None"
 
 
 def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
@@ -43,18 +50,27 @@ def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:
 def create_model(spec: str, *, arch: str | None = None, num_classes: int | None = None,
                  init_seed: int = 0, name: str | None = None, trust_pickle: bool = False,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 checkpoint: str | None = None, category: str | None = None) -> ModelBundle:
+                 checkpoint: str | None = None, category: str | None = None, normalize: Any = AUTO) -> ModelBundle:
     """Resolve a model spec into a :class:`ModelBundle` (eval mode, on the CPU) that knows its source.
 
-    ``name`` is its model id in a results database (default: from the spec), ``category`` its
-    category there (default: the zoo's, else none).
+    ``arch``: the architecture of a ``file:`` checkpoint: a registered name, a timm name,
+    ``torchvision/<name>``, or a callable in your own code (``path/to/file.py:callable``,
+    ``package.module:callable``; ``arch:path/to/file.py:callable`` is an untrained instance).
+    ``num_classes``: default from the weights (a layercrit file's record, else the output count of the
+    checkpoint's last ``Linear``), else the architecture's. ``normalize``: the input normalization,
+    ``(mean, std)`` or ``None`` (raw [0, 1] input, or a model that normalizes itself); the default
+    takes the weights' or architecture's own, and is an error where none is known (``mean=``/``std=``
+    are the same as ``normalize=(mean, std)``). ``name`` is its model id in a results database
+    (default: from the spec), ``category`` its category there (default: the zoo's, else none).
     """
-    from .. import validate  # the rules the CLI and study files use too (issue 14)
-
-    checked = validate.model_options(num_classes_=num_classes, init_seed=init_seed, mean=mean, std=std)
+    mean, std, raw = _normalize_arg(normalize, mean, std)
+    checked = _python_names(lambda: validate_model_options(num_classes, init_seed, mean, std),
+                            ("num_classes", "init_seed", "mean", "std"))
     num_classes, init_seed = checked["num_classes"], checked["init_seed"]
     options = ModelOptions(arch, num_classes, init_seed, name, trust_pickle, _floats(checked["mean"]),
-                           _floats(checked["std"]), checkpoint, category)
+                           _floats(checked["std"]), checkpoint, category, None if raw else AUTO)
+    if not isinstance(spec, str):
+        raise ConfigError(f"{{spec}} must be a model spec string, got {type(spec).__name__}", ("spec",))
     kind_name, _, rest = spec.partition(":")
     kind = get_spec_kind(kind_name)
     if kind is None or not rest:
@@ -62,9 +78,54 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
         raise LayercritError(f"unknown model spec '{spec}': use {', '.join(usages[:-1])}, or {usages[-1]}")
     if checkpoint is not None and not kind.takes_checkpoint:
         takes = " or ".join(spec_usages(taking_checkpoint=True)) or "no"
-        raise LayercritError(f"--checkpoint applies to {takes} models; for {spec} use file:<path> --arch <name>")
+        raise ConfigError(f"{{checkpoint}} applies to {takes} models; for {spec} use file:<path> with {{arch}}",
+                          ("checkpoint", "arch"))
     bundle = kind.create(rest, spec, options)
     return dataclasses.replace(bundle, source=ModelSource(spec, options), category=category or bundle.category)
+
+
+def validate_model_options(num_classes: Any, init_seed: Any, mean: Any, std: Any) -> dict[str, Any]:
+    from .. import validate  # the rules the CLI and study files use too (issue 14)
+
+    return validate.model_options(num_classes_=num_classes, init_seed=init_seed, mean=mean, std=std)
+
+
+def _python_names(check: Callable[[], Any], fields: tuple[str, ...]) -> Any:
+    """Run ``check``; a LayercritError naming the command line's flags (``--num-classes``) becomes a
+    ConfigError naming the fields, so Python callers read ``num_classes`` and the CLI its flags."""
+    try:
+        return check()
+    except ConfigError:
+        raise
+    except LayercritError as e:
+        text, used = str(e), list[str]()
+        for f in sorted(fields, key=len, reverse=True):
+            flag = "--" + f.replace("_", "-")
+            if flag in text:
+                text, used = text.replace(flag, "{" + f + "}"), [*used, f]
+        raise ConfigError(text, tuple(used)) from None
+
+
+def _normalize_arg(normalize: Any, mean: Any, std: Any) -> tuple[Any, Any, bool]:
+    """(mean, std, raw) from ``create_model``'s ``normalize``/``mean``/``std``."""
+    if isinstance(normalize, str) and normalize == AUTO:
+        return mean, std, False
+    if mean is not None or std is not None:
+        raise ConfigError("give {normalize} or {mean}/{std}, not both", ("normalize", "mean", "std"))
+    if normalize is None:
+        return None, None, True
+    if isinstance(normalize, (tuple, list)) and len(normalize) == 2:
+        return normalize[0], normalize[1], False
+    raise ConfigError(f"{{normalize}} {normalize!r}: give (mean, std), e.g. ((0.485, 0.456, 0.406), "
+                      "(0.229, 0.224, 0.225)), or None for raw [0, 1] input", ("normalize",))
+
+
+def no_known_normalization(what: str) -> ConfigError:
+    """The error for a model whose input normalization nobody chose and nothing records."""
+    return ConfigError(f"{what} has no known input normalization: give {{normalize}} (the mean/std its weights "
+                       "were trained with; none for a model that normalizes its input itself or takes raw [0, 1] "
+                       "images); measuring without the right normalization measures a broken model",
+                       ("normalize",), python={"normalize": NORMALIZE_PY})
 
 
 def build_source(source: ModelSource) -> ModelBundle:
@@ -74,45 +135,117 @@ def build_source(source: ModelSource) -> ModelBundle:
 
 def _bundle(net: nn.Module, a: ArchSpec, nc: int, spec: str, model_id: str, mean: Any, std: Any) -> ModelBundle:
     return ModelBundle(NormalizedModel(net, mean, std).eval(), arch_factory(a, nc), spec, a.name, nc, a.input_size,
-                       model_id)
+                       model_id, arch_code=a.code)
 
 
-def _normalization(a: ArchSpec, o: ModelOptions) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return (a.mean if o.mean is None else o.mean), (a.std if o.std is None else o.std)
+def _normalization(a: ArchSpec, o: ModelOptions, what: str, recorded: tuple | None = None) -> tuple[Any, Any]:
+    """(mean, std) to feed the model, (None, None) for raw input: the choice made (``o``), else what the
+    weights record, else the architecture's own; an error where none of these is known."""
+    if o.normalize is None:
+        return None, None
+    if o.mean is not None or o.std is not None:
+        return o.mean, o.std
+    if recorded is not None:
+        return recorded  # (None, None): recorded as raw [0, 1] input
+    if not a.normalization_known:
+        raise no_known_normalization(what)
+    return a.mean, a.std
+
+
+def _classes(a: ArchSpec, o: ModelOptions, spec: str) -> int:
+    nc = o.num_classes or a.num_classes
+    if nc is None:
+        ua = a.extra.get("user_arch")
+        if ua is not None and not ua.accepts_num_classes():
+            return _built_classes(a, spec)
+        raise ConfigError(f"{spec}: the class count of {a.name} is unknown (its num_classes parameter has no "
+                          "default): give {num_classes}", ("num_classes",))
+    return nc
+
+
+def _built_classes(a: ArchSpec, spec: str) -> int:
+    """The class count an architecture builds on its own (a callable without num_classes)."""
+    found = last_linear_classes(build_seeded(lambda: a.build(num_classes=None), 0))
+    if found is None:
+        raise ConfigError(f"{spec}: cannot tell the class count of {a.name} (no Linear layer): give {{num_classes}}",
+                          ("num_classes",))
+    return found
 
 
 def _arch(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
     a = get_arch(rest)
-    nc = o.num_classes or a.num_classes
+    nc = _classes(a, o, spec)
+    mean, std = _normalization(a, o, spec)
     net = build_seeded(arch_factory(a, nc), o.init_seed)
-    return _bundle(net, a, nc, spec, o.name or rest, *_normalization(a, o))
+    return _bundle(net, a, nc, spec, o.name or _default_id(rest), mean, std)
+
+
+def _default_id(arch: str) -> str:
+    """A model id from an architecture name: ``models/resnet.py:resnet20`` -> ``resnet20``."""
+    base, mark, removed = arch.partition(REMOVE_MARK)
+    return base.rsplit(":", 1)[-1] + mark + removed if is_user_arch(base) else arch
 
 
 def _file(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
     recorded = checkpoint_info(rest)  # files written by layercrit record arch, classes, normalization
     arch = o.arch or recorded.arch
     if not arch:
-        raise LayercritError(f"{spec} needs --arch <architecture> to know what network the weights belong to")
+        raise ConfigError(f"{spec} needs {{arch}} to know what network the weights belong to (a registered name, a "
+                          "timm name, or your own code: path/to/file.py:callable)", ("arch",),
+                          python={"arch": "arch=<architecture>"})
     a = get_arch(arch)
-    nc = o.num_classes or recorded.num_classes or a.num_classes
     model_id = o.name or Path(rest).stem
-    mean, std = _normalization(a, o)
-    if recorded.normalization is not None and o.mean is None and o.std is None:
-        mean, std = recorded.normalization  # (None, None): recorded as raw [0, 1] input
+    mean, std = _normalization(a, o, f"{spec} with the architecture {arch}", recorded.normalization)
     state = load_state_dict(rest, trust_pickle=o.trust_pickle)
+    notes = []
+    nc = o.num_classes or recorded.num_classes
+    if nc is None:
+        nc, head = _head_classes(a, state, spec)
+        if head is not None and nc != a.num_classes:  # said where it differs from the architecture's default
+            notes.append(f"{spec}: {nc} classes, from the checkpoint's {head}; --num-classes to override")
+    if o.mean is None and o.normalize is not None and recorded.normalization is None and a.source != "layercrit":
+        notes.append(f"{spec}: input normalization mean {_show(a.mean)}, std {_show(a.std)} ({a.name}'s default); "
+                     "--mean/--std or --normalize none if its training used another")
     net = build_seeded(arch_factory(a, nc), o.init_seed)
     load_into(net, state, rest)
+    for note in notes:  # once the weights fit: an error stays the only line
+        log.info(note)
     return _bundle(net, a, nc, spec, model_id, mean, std)
+
+
+def _show(values: Sequence[float] | None) -> str:
+    return ",".join(f"{v:g}" for v in values or ())
+
+
+def _head_classes(a: ArchSpec, state: dict[str, torch.Tensor], spec: str) -> tuple[int, str | None]:
+    """The class count of a checkpoint: the output count of its last ``Linear`` (whatever it is called),
+    found by building the architecture once; and that weight, described (None: not from the checkpoint)."""
+    ua = a.extra.get("user_arch")
+    if ua is not None and not ua.accepts_num_classes():
+        return _built_classes(a, spec), None
+    probe = build_seeded(lambda: a.build(num_classes=a.num_classes or 10), 0)
+    heads = [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)]
+    weight = state.get(f"{heads[-1]}.weight") if heads else None
+    if weight is None or weight.dim() != 2:
+        if a.num_classes is None:
+            raise ConfigError(f"{spec}: cannot tell the class count from the checkpoint (no weight for the last "
+                              "Linear layer found): give {num_classes}", ("num_classes",))
+        return a.num_classes, None
+    nc = int(weight.shape[0])
+    return nc, f"{heads[-1]}.weight ({nc} x {weight.shape[1]})"
 
 
 def _timm(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
     a = get_arch(rest)
-    nc = o.num_classes or a.num_classes
+    if a.source != "timm":
+        raise LayercritError(f"{spec}: '{rest}' is not a timm model name (see timm.list_models())")
+    nc = _classes(a, o, spec)
     net = _download("timm", rest, lambda: timm.create_model(rest, pretrained=True, num_classes=nc))
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     a = ArchSpec(a.name, a.build, nc, cfg.get("input_size", (3, a.input_size, a.input_size))[-1],
-                 tuple(cfg.get("mean", a.mean)), tuple(cfg.get("std", a.std)), source="timm")
-    return _bundle(net, a, nc, spec, o.name or rest, *_normalization(a, o))
+                 tuple(cfg.get("mean") or a.mean or IMAGENET_MEAN), tuple(cfg.get("std") or a.std or IMAGENET_STD),
+                 source="timm")
+    return _bundle(net, a, nc, spec, o.name or rest, *_normalization(a, o, spec))
 
 
 def _torchvision(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
@@ -127,11 +260,12 @@ def _torchvision(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
         ) from None
     nc = len(weights.meta["categories"])
     if o.num_classes not in (None, nc):
-        raise LayercritError(f"torchvision:{rest} has {nc} classes; --num-classes {o.num_classes} does not fit")
+        raise ConfigError(f"torchvision:{rest} has {nc} classes; {{num_classes}} {o.num_classes} does not fit",
+                          ("num_classes",))
     net = _download("torchvision", rest, lambda: tvm.get_model(name, weights=weights))
     tf = weights.transforms()
     a = dataclasses.replace(a, num_classes=nc, input_size=tf.crop_size[0], mean=tuple(tf.mean), std=tuple(tf.std))
-    return _bundle(net, a, nc, spec, o.name or name, *_normalization(a, o))
+    return _bundle(net, a, nc, spec, o.name or name, *_normalization(a, o, spec))
 
 
 def _download(kind: str, what: str, fn: Callable[[], nn.Module]) -> nn.Module:

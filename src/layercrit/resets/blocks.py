@@ -29,9 +29,11 @@ def discover_blocks(network: nn.Module, input_size: int, *, patterns: list[str] 
     order = forward_order(network, list(candidates), input_size, in_channels)
     names = [(candidates[m], "block") for m in order]
     names = [(n, k) for n, k in names if not any(n.startswith(o + ".") for o, _ in names)]
+    position = {n: i for i, (n, _) in enumerate(names)}  # forward order among all blocks, kept by a selection
     names = select(names, patterns or [])
     units = []
-    for i, (name, _) in enumerate(names):
+    for name, _ in names:
+        i = position[name]
         block = network.get_submodule(name)
         kind = block_kind(block)
         assert kind is not None  # every candidate has a kind

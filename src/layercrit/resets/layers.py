@@ -27,7 +27,8 @@ DEFAULT_TYPES = ("conv", "linear")  # the study's 54 layers of a ResNet-50
 class Unit:
     """What one reset changes: a layer (its own parameters) or a residual block (its branch)."""
 
-    index: int  # position in forward-execution order among the selected units
+    index: int  # position in the forward-execution order of all the model's units of the chosen kinds (a
+    # selection keeps each unit's own position, so partial runs into one database order alike)
     name: str  # module name inside the unwrapped network, e.g. "layer1.0.conv1" or "layer1.0"
     kind: str  # "conv", "linear", ... for a layer; "block" for a residual block
     module_type: str  # e.g. "Conv2d", "Bottleneck"
@@ -67,8 +68,9 @@ def discover_layers(network: nn.Module, input_size: int, *, types: Sequence[str]
                   if (kind := _kind_of(m, tuple(types)))}
     seen = forward_order(network, list(candidates), input_size, in_channels)
     names = [candidates[m] for m in seen]
+    position = {n: i for i, (n, _) in enumerate(names)}
     names = select(names, patterns or [])
-    return [Unit(i, n, k, type(network.get_submodule(n)).__name__) for i, (n, k) in enumerate(names)]
+    return [Unit(position[n], n, k, type(network.get_submodule(n)).__name__) for n, k in names]
 
 
 def forward_order(network: nn.Module, modules: list[nn.Module], input_size: int, in_channels: int) -> list[nn.Module]:

@@ -142,10 +142,16 @@ def check_reset(spec: str) -> str:
     return _parse(spec)[0]
 
 
-def parse_reset(spec: str, *, factory: Callable[[], nn.Module], seed: int,
+def parse_reset(spec: str, *, factory: Callable[[], nn.Module] | None, seed: int,
                 trust_pickle: bool = False) -> Reset:
-    """Turn a ``--reset`` string into a :class:`Reset`."""
+    """Turn a ``--reset`` string into a :class:`Reset`. ``factory`` builds a fresh instance of the
+    architecture (``random``, ``init:`` and ``interpolate:`` need it; None: unknown)."""
     kind, alpha, path = _parse(spec)
+    if factory is None:
+        if kind in ("zero", "remove"):
+            return ZeroReset() if kind == "zero" else RemoveReset()
+        raise LayercritError(f"reset {spec} needs a fresh instance of the architecture, and there is no factory "
+                             "that builds one")
     if kind == "random":
         return RandomReset(factory, seed)
     if kind == "zero":

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..models.bundle import ModelBundle, ModelOptions
 from ..models.checkpoint import key_mismatch
 from ..models.factory import arch_factory, build_seeded
@@ -73,14 +73,14 @@ def create_zoo_bundle(model_id: str, spec: str, o: ModelOptions) -> ModelBundle:
     resets draw from its architecture's own initializer."""
     entry = get_zoo_model(model_id)
     if o.num_classes not in (None, entry.num_classes):  # before any download
-        raise LayercritError(f"zoo:{model_id} has {entry.num_classes} classes; "
-                             f"--num-classes {o.num_classes} does not fit")
+        raise ConfigError(f"zoo:{model_id} has {entry.num_classes} classes; "
+                          f"{{num_classes}} {o.num_classes} does not fit", ("num_classes",))
     net, entry, _ = load_zoo_network(model_id, o.checkpoint, trust_pickle=o.trust_pickle)
     a = get_arch(entry.arch)
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
-    if o.mean is None and o.std is None and not entry.normalized:
-        mean, std = None, None  # the network takes raw [0, 1] input
+    if (o.mean is None and o.std is None and not entry.normalized) or o.normalize is None:
+        mean, std = None, None  # the network takes raw [0, 1] input (or --normalize none said so)
     else:
         mean, std = (a.mean if o.mean is None else o.mean), (a.std if o.std is None else o.std)
     model = NormalizedModel(net, mean, std).eval()

@@ -22,8 +22,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-import pandas as pd
-
 from ..errors import LayercritError
 
 BASELINE = "baseline"
@@ -164,6 +162,8 @@ def zoo_metadata():
     ``accuracy`` is the reported top-1 [%] (NaN if none); ``epsilon``/``norm`` as in :class:`ZooModel`
     (NaN/None for models that were not adversarially trained).
     """
+    import pandas as pd  # here, not at the top: `import layercrit` (and `layercrit --help`) must not import pandas
+
     models = list_zoo_models()
     return pd.DataFrame({
         "model_id": [m.id for m in models],
