@@ -167,7 +167,7 @@ def test_measure_leaves_the_callers_module_as_it_found_it(tiny_model, tiny_data)
     model.conv2.eval()
     params = {n: (p, p.detach().clone(), p.stride()) for n, p in model.named_parameters()}
     lc.measure(model, tiny_data, factory=factory, samples=None, trials=1, reset=["random", "zero"], progress=False,
-               channels_last=True)
+               normalize=None, channels_last=True)
     assert model.training and model.conv1.training and not model.conv2.training
     for n, p in model.named_parameters():
         same, value, stride = params[n]
