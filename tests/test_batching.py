@@ -209,3 +209,48 @@ def test_same_rows_at_two_batch_sizes(tiny_model, tiny_data):
         diff = (a[METRIC_COLUMNS] - b[METRIC_COLUMNS]).abs().to_numpy().max()
         assert diff <= 1e-5, (engine, diff)
         assert (a.n_samples == 48).all() and (b.n_samples == 48).all()
+
+
+# --- --batch-size auto through measure() and the command line -------------------------------------------------
+
+def test_auto_batch_size_in_measure_is_recorded_and_changes_nothing(tmp_path, tiny_model, tiny_data):
+    import layercrit as lc
+    from layercrit.store import ResultStore
+
+    bundle = _bundle(tiny_model)
+    kw = dict(samples=None, trials=1, progress=False)
+    db = tmp_path / "auto.db"
+    auto = lc.measure(bundle, tiny_data, batch_size="auto", max_memory="256M", store=db, **kw)
+    fixed = lc.measure(bundle, tiny_data, batch_size=48, **kw)
+    diff = (auto.set_index("layer")[METRIC_COLUMNS] - fixed.set_index("layer")[METRIC_COLUMNS]).abs().to_numpy().max()
+    assert diff <= 1e-5
+    with ResultStore(db) as store:
+        config = json.loads(store.runs().iloc[0]["config"])
+    assert isinstance(config["batch_size"], int) and config["batch_size"] >= 1
+    chosen = config["batch_size_auto"]
+    assert chosen["batch_size"] == config["batch_size"] and chosen["budget_bytes"] == 256 * 2**20
+    assert str(config["batch_size"]) in chosen["images_per_s"] and chosen["bytes_per_image"] > 0
+
+
+def test_measure_config_batch_size_auto_and_max_memory():
+    from layercrit.engine import MeasureConfig
+    from layercrit.errors import ConfigError
+
+    assert MeasureConfig(batch_size="AUTO").batch_size == "auto"
+    c = MeasureConfig(batch_size="auto", max_memory="2G")
+    assert c.max_memory == 2 * 2**30 and MeasureConfig(batch_size="auto", max_memory="25%").max_memory == "25%"
+    with pytest.raises(ConfigError, match="max_memory.*batch_size auto"):
+        MeasureConfig(max_memory="2G")
+    with pytest.raises(ConfigError, match="max_memory"):
+        MeasureConfig(batch_size="auto", max_memory="plenty")
+    with pytest.raises(ConfigError, match="batch_size"):
+        MeasureConfig(batch_size="biggest")
+
+
+def test_cli_max_memory_without_auto_is_one_error_line(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("measure", "--model", "arch:cifar_resnet50", "--data", str(tmp_path), "--db",
+                   str(tmp_path / "x.db"), "--max-memory", "2G")
+    assert proc.returncode == 2 and "--max-memory" in proc.stderr and "--batch-size auto" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.db").exists()

@@ -47,7 +47,12 @@ def register(sub) -> None:
     g.add_argument("--reset", action="append", metavar="R", help="reset kind, repeatable (default random)")
     g.add_argument("--trials", type=int, default=3, help="trials of stochastic resets (default 3)")
     g.add_argument("--seed", type=int, default=0, help="seed of the image draw and the reset draws (default 0)")
-    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--batch-size", type=batch_size_arg, default=128, metavar="N|auto",
+                   help="images per batch (default 128); auto: the fastest of a few sizes whose memory fits "
+                        "--max-memory (docs/engine.md)")
+    g.add_argument("--max-memory", metavar="SIZE",
+                   help="with --batch-size auto: memory budget, e.g. 12G, 512M or 40%% (of free memory; default "
+                        "50%% of available RAM, 80%% of free GPU memory)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = m.add_argument_group("speed")
@@ -128,6 +133,15 @@ def executor_from_args(args: argparse.Namespace) -> Executor:
     return RayExecutor(RayOptions(**{k: v for k, v in given.items() if v is not None}))
 
 
+def batch_size_arg(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of images (or 'auto')") from None
+
+
 def config_from_args(args: argparse.Namespace) -> MeasureConfig:
     """The measurement settings of `layercrit measure`."""
     from ..engine import MeasureConfig
@@ -135,6 +149,7 @@ def config_from_args(args: argparse.Namespace) -> MeasureConfig:
     return MeasureConfig(reset=tuple(args.reset or ["random"]), trials=args.trials, seed=args.seed,
                          samples=args.samples, unit=args.unit, types=layer_types(args), layers=tuple(args.layers or ()),
                          engine=args.engine, precision=args.precision, batch_size=args.batch_size,
+                         max_memory=args.max_memory,
                          target_ci=args.target_ci, split=args.split, input_size=args.input_size,
                          data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle)
 

@@ -16,6 +16,7 @@ from typing import Any
 from .. import validate
 from ..errors import ConfigError, LayercritError
 from ..resets.layers import DEFAULT_TYPES
+from . import batching
 
 ENGINES = validate.ENGINES
 UNITS = validate.UNITS
@@ -36,7 +37,9 @@ class MeasureConfig:
     layers: tuple[str, ...] = ()  # glob patterns over module names; a leading ! excludes (empty: all)
     engine: str = "cached"  # "cached" (recompute only what a reset changes) or "naive" (a full pass per unit)
     precision: str = "fp32"  # fp32, bf16 or fp16
-    batch_size: int = 128
+    batch_size: int | str = 128  # images per batch, or "auto": the fastest that fits max_memory (batching.py)
+    max_memory: int | str | None = None  # with batch_size "auto": bytes, "12G", "512M" or "40%" (of free memory);
+    #                                      default half the available RAM / 80 % of free GPU memory
     target_ci: float | None = None  # adaptive sampling: stop a unit at this 95 % CI half-width [pp]
     channels_last: bool = True  # convolutions in channels-last memory format
     split: str = "test"  # split of torchvision-format CIFAR-10 data
@@ -55,7 +58,11 @@ class MeasureConfig:
         set_(self, "layers", _patterns(self.layers))
         set_(self, "engine", _check("engine", validate.choice, self.engine, ENGINES))
         set_(self, "precision", _check("precision", validate.choice, self.precision, PRECISIONS))
-        set_(self, "batch_size", _check("batch_size", validate.batch_size, self.batch_size))
+        set_(self, "batch_size", _check("batch_size", _batch_size, self.batch_size))
+        set_(self, "max_memory", _check("max_memory", batching.check_memory, self.max_memory))
+        if self.max_memory is not None and self.batch_size != "auto":
+            raise ConfigError("{max_memory} is the memory budget of {batch_size} auto: add {batch_size} auto "
+                              "(or leave {max_memory} out)", ("max_memory", "batch_size"))
         set_(self, "target_ci", _check("target_ci", validate.target_ci, self.target_ci))
         set_(self, "split", _check("split", validate.choice, self.split, SPLITS))
         set_(self, "input_size", _check("input_size", validate.input_size, self.input_size))
@@ -77,6 +84,13 @@ class MeasureConfig:
     def trials_of(self, stochastic: bool) -> range:
         """The trials a reset runs: all of them if it is stochastic, else trial 0 only."""
         return range(self.trials) if stochastic else range(1)
+
+
+def _batch_size(value: Any, name: str) -> int | str:
+    """A batch size, or "auto" (any case): chosen when the plan is made (engine/batching.py)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    return validate.batch_size(value, name)
 
 
 def _check(name: str, check: Callable[..., Any], value: Any, *args: Any) -> Any:

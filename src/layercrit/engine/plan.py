@@ -20,7 +20,9 @@ from ..data import EvalData, load_data
 from ..errors import ConfigError, LayercritError
 from ..models import ModelBundle, NormalizedModel
 from ..resets import Reset, Unit, discover_blocks, discover_layers, parse_reset
+from .batching import choose_for_plan
 from .config import MeasureConfig
+from .hardware import warn_if_slow
 from .metrics import ResetMetrics
 
 JobKey = tuple[str, str, int]  # (unit name, reset name, trial): a result row's key
@@ -109,6 +111,13 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
     if probe.shape[1] != data.num_classes:
         raise ConfigError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
                           f"classes: pass {{num_classes}} {data.num_classes} (or use matching data)", ("num_classes",))
+    warn_if_slow(config.precision, device)
+    auto = None
+    if config.batch_size == "auto":  # the fastest batch size whose memory fits the budget (batching.py)
+        auto = choose_for_plan(net, data.images, [u.name for u in units], engine=config.engine,
+                               precision=config.precision, channels_last=config.channels_last,
+                               max_memory=config.max_memory, device=device, probe_device=probe_device)
+        config = config.replace(batch_size=auto.batch_size, max_memory=None)
     jobs = [Job(r, t, u) for r in resets for t in config.trials_of(r.stochastic) for u in units]
     identity = {"weights_sha256": bundle.checksum(), "data_fingerprint": data.fingerprint, "seed": config.seed,
                 "arch": bundle.arch, "normalize": _normalization(bundle.model), "precision": config.precision,
@@ -120,6 +129,8 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
               "unit": config.unit, "types": list(config.types) if config.unit == "layer" else [],
               "layers": list(config.layers), "batch_size": config.batch_size, "device": str(device),
               "engine": config.engine}
+    if auto is not None:
+        record["batch_size_auto"] = auto.record()  # how it was chosen: budget, bytes per image, images/s
     return MeasurePlan(bundle, data, config, device, units, resets, jobs, bundle.model_id, bundle.category, identity,
                        record)
 
