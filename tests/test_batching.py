@@ -254,3 +254,46 @@ def test_cli_max_memory_without_auto_is_one_error_line(tmp_path):
                    str(tmp_path / "x.db"), "--max-memory", "2G")
     assert proc.returncode == 2 and "--max-memory" in proc.stderr and "--batch-size auto" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.db").exists()
+
+
+def test_resumed_auto_run_keeps_the_interrupted_runs_batch_size(tmp_path, monkeypatch, tiny_model, tiny_data, caplog):
+    """Saved running sums are on the interrupted run's batch grid: a rerun with auto continues on it."""
+    import layercrit as lc
+    from layercrit.engine import metrics
+
+    bundle = _bundle(tiny_model)
+    kw = dict(samples=None, trials=2, seed=4, progress=False)
+    clean = lc.measure(bundle, tiny_data, batch_size=8, **kw)
+    calls = {"n": 0}
+    real_update = metrics.ResetMetrics.update
+
+    def interrupted_update(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 10:  # second batch, mid-way through the jobs
+            raise KeyboardInterrupt
+        return real_update(self, *args)
+
+    monkeypatch.setattr(metrics.ResetMetrics, "update", interrupted_update)
+    db = tmp_path / "s.db"
+    with pytest.raises(KeyboardInterrupt):
+        lc.measure(bundle, tiny_data, store=db, batch_size=8, **kw)
+    monkeypatch.setattr(metrics.ResetMetrics, "update", real_update)
+    monkeypatch.setattr(batching, "CPU_CANDIDATES", (16,))  # auto alone would choose 16 here
+    with caplog.at_level("INFO", logger="layercrit"):
+        resumed = lc.measure(bundle, tiny_data, store=db, batch_size="auto", **kw)
+    assert any("resuming with batch size 8" in r.getMessage() for r in caplog.records)
+    cols = ["layer", "reset", "trial", *METRIC_COLUMNS]
+    assert resumed[cols].equals(clean[cols])  # continued on the same grid: identical numbers
+
+
+def test_resumed_batch_size_rules():
+    import pandas as pd
+
+    runs = pd.DataFrame({"run_id": [1], "config": [json.dumps({"batch_size": 64})]})
+    auto = {"fixed_bytes": 0, "bytes_per_image": 10, "budget_bytes": 10_000}
+    record = {"batch_size": 32, "batch_size_auto": auto}
+    assert batching.resumed_batch_size(record, runs, 1, resumable=True) == 64
+    assert batching.resumed_batch_size(record, runs, 1, resumable=False) is None  # nothing saved mid-way
+    assert batching.resumed_batch_size({"batch_size": 32}, runs, 1, resumable=True) is None  # not auto
+    small = {**record, "batch_size_auto": {**auto, "budget_bytes": 700}}  # 64 images no longer fit
+    assert batching.resumed_batch_size(small, runs, 1, resumable=True) is None

@@ -336,3 +336,26 @@ def choose_for_plan(net: nn.Module, images: torch.Tensor, unit_names: Sequence[s
                           ("batch_size",))
     return auto_batch_size(net, images, ["model." + name for name in unit_names], device=device, engine=engine,
                            precision=precision, channels_last=channels_last, max_memory=max_memory)
+
+
+def resumed_batch_size(record: dict, runs, run_id: int, resumable: bool) -> int | None:
+    """A resumed run with ``batch_size="auto"`` keeps the batch size of the run it continues, where that run
+    saved jobs mid-way (``resumable``: their running sums are on its batch grid) and the size fits today's
+    budget; None keeps the new choice. ``runs``: the store's runs table; ``record``: the plan's config record."""
+    import json
+
+    auto = record.get("batch_size_auto")
+    if not auto or not resumable:
+        return None
+    row = runs[runs["run_id"] == run_id]
+    try:
+        stored = json.loads(row.iloc[0]["config"]).get("batch_size")
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    if isinstance(stored, bool) or not isinstance(stored, int) or stored < 1 or stored == record.get("batch_size"):
+        return None
+    if SAFETY * (auto["fixed_bytes"] + stored * auto["bytes_per_image"]) > auto["budget_bytes"]:
+        return None  # the earlier size does not fit here: the new choice, saved jobs restart
+    log.info(f"--batch-size auto: resuming with batch size {stored}, the interrupted run's (its saved progress "
+             f"is on that grid) instead of {record.get('batch_size')}")
+    return stored

@@ -18,6 +18,7 @@ from ..errors import LayercritError
 from ..provenance import package_versions
 from ..store import RESULT_COLUMNS, ResultStore
 from ..store.sqlite import BASELINE_METRICS, nonfinite_metrics
+from .batching import resumed_batch_size
 from .metrics import ResetMetrics
 from .plan import Job, JobKey, MeasurePlan, Row
 
@@ -73,6 +74,9 @@ class Recorder:
                                      weights_sha256=plan.weights_sha256, data_fingerprint=plan.data_fingerprint,
                                      identity=plan.identity, config=plan.record, versions=package_versions())
         done, partial = self.store.done_keys(run_id), self.store.partial_states(run_id)
+        kept = resumed_batch_size(plan.record, self.store.runs(), run_id, bool(partial))
+        if kept is not None:  # --batch-size auto continues on the interrupted run's batch grid
+            plan.config, plan.record["batch_size"] = plan.config.replace(batch_size=kept), kept
         todo = [j for j in plan.jobs if j.key not in done]
         for j in todo:
             state = partial.get(j.key)
