@@ -121,6 +121,35 @@ def test_resume_with_a_changed_architecture_file_is_refused(net_py, tmp_path):
     assert proc.returncode == 2 and "already in" in proc.stderr and "arch_code" in proc.stderr, proc.stderr
 
 
+def test_study_file_model_from_the_users_code(net_py, tmp_path):
+    """A study's spec model may be an architecture in the user's code (paths relative to the study file), with
+    its input size and normalization given there."""
+    (tmp_path / "code").mkdir()
+    net_py.rename(tmp_path / "code" / "mynets.py")
+    _folder(tmp_path / "data" / "test")
+    study = tmp_path / "own.toml"
+    study.write_text("""
+[study]
+name = "own"
+data = "data"
+samples = 12
+trials = 1
+
+[[models]]
+id = "mine"
+spec = "arch:code/mynets.py:net"
+input_size = 8
+normalize = "none"
+""")
+    db = tmp_path / "own.db"
+    run_cli("study", "run", str(study), "--db", str(db), "--no-progress", check=True)
+    identity = _identity(db)
+    assert identity["arch_code"]["file"] == str(tmp_path / "code" / "mynets.py") and identity["normalize"] is None
+    study.write_text(study.read_text().replace('normalize = "none"', 'mean = [0.5, 0.5]\nstd = [0.5, 0.5]'))
+    proc = run_cli("study", "run", str(study), "--db", str(db), "--no-progress")
+    assert proc.returncode == 2 and "model mine: mean has 2 value(s)" in proc.stderr, proc.stderr
+
+
 # --- 2. the class count from the checkpoint ----------------------------------------------------------------
 
 def test_class_count_from_the_checkpoints_last_linear(net_py, tmp_path):

@@ -133,7 +133,7 @@ def _check_finetune(bundle: ModelBundle, finetune: dict) -> None:
 
 def _close(norm: tuple, arch) -> bool:
     mean, std = norm
-    if mean is None:
+    if mean is None or arch.mean is None:  # raw input, or an architecture whose normalization is not known
         return False
     return all(abs(a - b) < 1e-6 for a, b in zip([*mean, *std], [*arch.mean, *arch.std]))
 

@@ -72,7 +72,9 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
                 resets.remove("init")  # no initial weights known for a given spec
             spec = entry.spec
             bundle_kw = {"arch": entry.arch, "num_classes": entry.num_classes, "init_seed": entry.init_seed,
-                         "checkpoint": entry.checkpoint}
+                         "checkpoint": entry.checkpoint, "mean": entry.mean, "std": entry.std}
+            if entry.raw_input:
+                bundle_kw["normalize"] = None
         info["spec"] = spec
         if train_only:
             info["measured"] = "skipped (--train-only)"
@@ -93,7 +95,8 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
         else:
             log.info(f"{tag}: measuring {spec}")
             config = MeasureConfig(reset=tuple(resets), trials=study.trials, samples=study.samples,
-                                   seed=study.seed, batch_size=study.batch_size, engine=study.engine, split=split)
+                                   seed=study.seed, batch_size=study.batch_size, engine=study.engine, split=split,
+                                   input_size=entry.input_size)
             model = create_model(spec, name=entry.id, category=entry.category, **bundle_kw)
             measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
                     progress=progress)

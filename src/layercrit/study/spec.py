@@ -27,6 +27,14 @@
     id = "untrained"
     category = "control"
     spec = "arch:cifar_resnet50"         # any model spec: arch:, file: (+ arch), zoo:, timm:, torchvision:
+
+    [[models]]
+    id = "resnet20"                      # a checkpoint of an architecture in your own code
+    spec = "file:weights/resnet20.th"    # relative to this file, as is the .py file below
+    arch = "models/resnet.py:resnet20"
+    input_size = 32                      # what layercrit cannot know about your code: the input resolution
+    mean = [0.485, 0.456, 0.406]         # and the normalization (or normalize = "none")
+    std = [0.229, 0.224, 0.225]
 """
 from __future__ import annotations
 
@@ -43,7 +51,9 @@ SPEC_KINDS = ("arch", "timm", "torchvision", "file", "zoo")  # model spec kinds 
 
 STUDY_KEYS = {"name", "description", "data", "eval_data", "arch", "seed", "samples", "trials", "runs", "resets",
               "batch_size", "device", "engine"}
-MODEL_KEYS = {"id", "name", "category", "method", "spec", "arch", "checkpoint", "num_classes", "init_seed"}
+MODEL_KEYS = {"id", "name", "category", "method", "spec", "arch", "checkpoint", "num_classes", "init_seed", "input_size",
+              "mean", "std", "normalize"}
+SPEC_ONLY_KEYS = ("spec", "checkpoint", "num_classes", "init_seed", "input_size", "mean", "std", "normalize")
 TOP_KEYS = {"study", "train", "models"}
 
 
@@ -59,6 +69,10 @@ class ModelEntry:
     checkpoint: str | None = None
     num_classes: int | None = None
     init_seed: int | None = None
+    input_size: int | None = None  # spec models: the input resolution where the model does not know it
+    mean: tuple[float, ...] | None = None  # spec models: the input normalization (create_model's mean/std)
+    std: tuple[float, ...] | None = None
+    raw_input: bool = False  # normalize = "none": [0, 1] images as they are
 
 
 @dataclass
@@ -179,6 +193,12 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
             validate.num_classes(m["num_classes"], f"{where}: num_classes")
         if "init_seed" in m:
             validate.seed(m["init_seed"], f"{where}: init_seed")
+        if "input_size" in m:
+            validate.input_size(m["input_size"], f"{where}: input_size")
+        mean, std = validate.normalization(m.get("mean"), m.get("std"), prefix=f"{where}: ")
+        if "normalize" in m and (m["normalize"] != "none" or mean is not None):
+            raise LayercritError(f"{where}: normalize = {m['normalize']!r}: the only value is \"none\" (raw [0, 1] "
+                                 "input), and not together with mean/std")
         if mid in seen:
             raise LayercritError(f"{where}: id '{mid}' appears twice: model ids must be unique")
         seen.add(mid)
@@ -193,7 +213,7 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
             if bad:
                 raise LayercritError(f"{where}: unknown key(s) {', '.join(bad)}: use {', '.join(sorted(MODEL_KEYS))} "
                                      f"or a hyperparameter ({', '.join(HYPERPARAMETERS)})")
-            for k in ("spec", "checkpoint", "num_classes", "init_seed"):
+            for k in SPEC_ONLY_KEYS:
                 if k in m:
                     raise LayercritError(f"{where}: {k} applies to spec models, not to method = \"{m['method']}\"")
             entry.method = m["method"]
@@ -208,8 +228,22 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
                 raise LayercritError(f"{where}: unknown model spec {spec!r}: use {', '.join(k + ':' for k in SPEC_KINDS)}")
             if spec.startswith("file:"):
                 spec = "file:" + str(_resolve(base, spec[5:]))
-            entry.spec, entry.arch = spec, m.get("arch", study.arch if spec.startswith("file:") else None)
+            if spec.startswith("arch:"):
+                spec = "arch:" + _code_path(base, spec[5:])
+            arch = m.get("arch", study.arch if spec.startswith("file:") else None)
+            entry.spec, entry.arch = spec, _code_path(base, arch) if arch else arch
             entry.checkpoint = str(_resolve(base, m["checkpoint"])) if "checkpoint" in m else None
             entry.num_classes, entry.init_seed = m.get("num_classes"), m.get("init_seed", study.seed)
+            entry.input_size, entry.mean, entry.std = m.get("input_size"), mean, std
+            entry.raw_input = m.get("normalize") == "none"
         study.models.append(entry)
     return study
+
+
+def _code_path(base: Path, arch: str) -> str:
+    """An architecture in the user's code, ``path/to/file.py:callable``, with the file relative to the study
+    file (like ``file:`` specs); any other architecture name as it is."""
+    where, sep, attr = arch.rpartition(":")
+    if not sep or not where.endswith(".py") or ":remove=" in arch:
+        return arch
+    return f"{_resolve(base, where)}:{attr}"
