@@ -59,12 +59,15 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging()
+    """Run one command. Every failure the user can act on ends in one line ``layercrit: error: ...``
+    and exit status 2; Ctrl-C at any moment (even while PyTorch is still being imported) in one
+    line and status 130."""
     try:
+        args = build_parser().parse_args(argv)
+        _setup_logging()
         return args.func(args)
     except LayercritError as e:
-        print(f"layercrit: error: {_with_flags(e)}", file=sys.stderr)
+        print(f"layercrit: error: {_one_line(_with_flags(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `layercrit zoo list | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -72,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("layercrit: interrupted: finished rows are saved; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # a disk or permission problem no check above foresaw: still one line, naming the file
+        from ..paths import os_error
+
+        print(f"layercrit: error: {_one_line(os_error(e, e.filename or 'a file', 'read or write'))}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("layercrit: error: out of memory: use fewer --samples, a smaller --batch-size or a bigger machine",
+              file=sys.stderr)
+        return 2
 
 
 # Settings (MeasureConfig, RayOptions fields) whose flag is not "--" + the field name with dashes
@@ -84,3 +96,8 @@ def _with_flags(e: LayercritError) -> str:
     if isinstance(e, ConfigError):
         return e.naming({f: FLAGS.get(f, "--" + f.replace("_", "-")) for f in e.fields})
     return str(e)
+
+
+def _one_line(e: BaseException | str) -> str:
+    """An error message as one line: whatever a file or a name put into it."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(e)).split())

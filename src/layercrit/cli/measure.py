@@ -163,9 +163,25 @@ def run_measure(args: argparse.Namespace) -> int:
     bundle = create_from_args(args)
     table = measure(bundle, args.data, config, store=args.db, executor=executor, device=args.device,
                     progress=not args.no_progress)
-    summary = table.groupby("reset")["criticality"].mean()
-    print(f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
-          + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))
+    import numpy as np
+
+    from ..store import METRICS
+
+    metrics = [m for m in METRICS if m in table.columns]
+    bad = ~np.isfinite(table[metrics].astype(float).fillna(0.0).to_numpy()).all(axis=1)
+    if "criticality" in table.columns:  # NULL in the database: a NaN that SQLite could not store
+        bad |= table["criticality"].isna().to_numpy()
+    summary = table[~bad].groupby("reset")["criticality"].mean()
+    line = (f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
+            + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))
+    if bad.any():  # never a clean-looking summary over NaN: count them, say where they are
+        by_reset = table[bad].groupby("reset").size()
+        line += ("; " if len(summary) else "") + f"{int(bad.sum())} of {len(table)} rows have non-finite metrics (" + \
+            ", ".join(f"{r}: {n}" for r, n in by_reset.items()) + "; recorded as such, column nonfinite; left out " \
+            "of the means)"
+        print(f"layercrit: warning: {int(bad.sum())} row(s) have non-finite metrics (NaN or Inf): the reset's outputs "
+              "overflowed; they are recorded as such and flagged in reports", file=sys.stderr)
+    print(line)
     for warning in _closing_warnings(bundle.spec, bundle.num_classes, float(table["base_top1_acc"].iloc[0]),
                                      int(config.samples or table["n_samples"].max())):
         print(f"layercrit: warning: {warning}", file=sys.stderr)

@@ -75,6 +75,10 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
                 x = x.contiguous(memory_format=torch.channels_last)
             batch_jobs = [j for j in active if j.metrics.n == offset]
             base_logits = (graph.run_base(x) if graph is not None and batch_jobs else net(x)).float()
+            if not bool(torch.isfinite(base_logits).all()):
+                from .plan import nonfinite_base_error
+
+                raise nonfinite_base_error()
             base.update(base_logits.cpu(), y.cpu())
             offset += len(y)
             base_correct_by_n[offset] = base.sums["top1_acc"]

@@ -105,6 +105,8 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
     with torch.inference_mode():
         first = data.images[:1].to(probe_device)
         probe = net(first.float().div(255) if first.dtype == torch.uint8 else first.float())
+    if not bool(torch.isfinite(probe).all()):
+        raise nonfinite_base_error()
     if probe.dim() != 2:
         raise LayercritError(f"the model's output has shape {tuple(probe.shape)} for one image: a classifier "
                              "returns one row of class scores (logits) per image")
@@ -157,3 +159,9 @@ def _normalization(model: NormalizedModel) -> list[list[float]] | None:
     if not model.normalize:
         return None
     return [[round(v, 6) for v in model.mean.flatten().tolist()], [round(v, 6) for v in model.std.flatten().tolist()]]
+
+
+def nonfinite_base_error() -> LayercritError:
+    """The unmodified model's outputs hold NaN or Inf: nothing can be compared with them (issue 14)."""
+    return LayercritError("the unmodified model's outputs are not finite (NaN or Inf): check its weights and the "
+                          "input normalization (--mean/--std); a reset can only be compared with finite outputs")

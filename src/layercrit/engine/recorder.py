@@ -72,8 +72,9 @@ class Recorder:
                        spec=plan.bundle.spec)
         run_id = self.store.open_run(plan.model_id, spec=plan.bundle.spec, category=plan.category,
                                      weights_sha256=plan.weights_sha256, data_fingerprint=plan.data_fingerprint,
-                                     identity=plan.identity, config=plan.record, versions=package_versions())
-        done, partial = self.store.done_keys(run_id), self.store.partial_states(run_id)
+                                     identity=plan.identity, config=plan.record, versions=package_versions(),
+                                     n_total=plan.n_samples)
+        done, partial = self.store.done_keys(run_id), self.store.partial_states(run_id, plan.n_samples)
         kept = resumed_batch_size(plan.record, self.store.runs(), run_id, bool(partial))
         if kept is not None:  # --batch-size auto continues on the interrupted run's batch grid
             plan.config, plan.record["batch_size"] = plan.config.replace(batch_size=kept), kept
