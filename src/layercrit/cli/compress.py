@@ -142,6 +142,7 @@ def run_compare(args) -> int:
     import torch
 
     from ..compress.compare import compare_rules
+    from ..compress.select import input_size
     from ..data import load_data
     from ..errors import LayercritError
     from ..models import create_model
@@ -175,7 +176,7 @@ def run_compare(args) -> int:
         print(f"measured the speed-ups of {table['model_id'].isin(list(models)).sum()} variants again "
               f"in {args.out}/compression.csv")
         return 0
-    size = next(iter(models.values())).input_size
+    size = input_size(next(iter(models.values())))
     progress = not args.no_progress
     selection = load_data(root / "train", input_size=size, samples=args.selection_samples, seed=args.seed,
                           progress=progress)

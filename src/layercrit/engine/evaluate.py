@@ -50,11 +50,14 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
     the local one over all of a model's jobs, each Ray task over its own group. The model is
     left on ``device`` in eval mode; :func:`kept_as_found` restores the caller's.
     """
+    if not isinstance(config.batch_size, int):
+        raise ValueError("batch_size 'auto' is resolved by plan_measurement: evaluate a plan's config")
+    batch_size = config.batch_size
     net, network = bundle.model.eval().to(device), bundle.network
     n_total = len(data)
     conv = config.channels_last and any(isinstance(m, nn.Conv2d) for m in network.modules())
     if conv:
-        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
+        net.to(memory_format=torch.channels_last)
     graph = None
     if config.engine == "cached" and jobs:
         graph = try_cached_graph(net, sorted({"model." + j.unit.name for j in jobs}))
@@ -70,7 +73,7 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
     start = time.perf_counter()
     with no_inplace_modules(net), torch.inference_mode(), autocast:
         offset = 0
-        for x, y in data.batches(config.batch_size, device, pin_memory=device.type == "cuda"):
+        for x, y in data.batches(batch_size, device, pin_memory=device.type == "cuda"):
             if conv:
                 x = x.contiguous(memory_format=torch.channels_last)
             batch_jobs = [j for j in active if j.metrics.n == offset]
@@ -151,4 +154,4 @@ def kept_as_found(module: nn.Module) -> Iterator[None]:
                     if isinstance(t, nn.Parameter):
                         t.data = restored  # the same Parameter object: optimizers and hooks keep working
                     else:
-                        tensors[name] = restored
+                        setattr(m, name, restored)  # a buffer stays a buffer (Module.__setattr__)

@@ -92,8 +92,8 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
                               "give {input_size}: the image size it was trained on (e.g. 32 for CIFAR-10, 224 for "
                               "ImageNet)", ("input_size",),
                               python={"input_size": "input_size=N (or data loaded with layercrit.load_data)"})
-        data = load_data(data, input_size=size, samples=config.samples, seed=config.seed, split=config.split,
-                         progress=progress, cache=config.data_cache)
+        data = load_data(os.fspath(data), input_size=size, samples=config.samples, seed=config.seed,
+                         split=config.split, progress=progress, cache=config.data_cache)
     net = bundle.model.eval().to(probe_device)
     resets = [parse_reset(r, factory=_factory(bundle, r), seed=config.seed, trust_pickle=config.trust_pickle)
               for r in config.reset]

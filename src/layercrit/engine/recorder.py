@@ -61,7 +61,7 @@ class Recorder:
         if store is None or isinstance(store, ResultStore):
             yield cls(store)
             return
-        with ResultStore(store) as opened:
+        with ResultStore(os.fspath(store)) as opened:
             yield cls(opened)
 
     def start(self, plan: MeasurePlan) -> Run:

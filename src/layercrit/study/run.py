@@ -70,6 +70,8 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
         else:
             if "init" in resets:
                 resets.remove("init")  # no initial weights known for a given spec
+            if entry.spec is None:  # load_study gives every model a method or a spec
+                raise LayercritError(f"{study.path}: model {entry.id} has neither a method nor a spec")
             spec = entry.spec
             bundle_kw = {"arch": entry.arch, "num_classes": entry.num_classes, "init_seed": entry.init_seed,
                          "checkpoint": entry.checkpoint, "mean": entry.mean, "std": entry.std}

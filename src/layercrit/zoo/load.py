@@ -98,7 +98,7 @@ def checkpoint_paths(entry: ZooModel, checkpoint, count: int) -> list[Path]:
             if not entry.files:
                 raise LayercritError(f"--checkpoint for {entry.id} must be a file (a state dict of "
                                      f"{entry.source_text}), not a folder")
-            paths = [path / s.filename for s in entry.files]
+            paths = [path / s.filename for s in entry.files if s.filename]  # (every file source has one)
         elif "," in text and not path.exists():
             paths = [Path(p) for p in text.split(",")]
         else:
