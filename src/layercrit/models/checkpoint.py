@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 
 # Keys under which training scripts commonly nest the weights.
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -73,10 +73,10 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, safe_global
                 raise LayercritError(f"{path} is not a readable PyTorch checkpoint ({_first_line(e)}): "
                                      "check the file") from None
             what = f"it holds {found.group(1)}" if found else "it holds non-tensor objects"
-            raise LayercritError(
+            raise ConfigError(
                 f"{path} needs arbitrary unpickling ({what}), refused for safety: convert it to "
-                ".safetensors, or pass --trust-pickle if you trust its source"
-            ) from None
+                ".safetensors, or pass {trust_pickle} if you trust its source", ("trust_pickle",),
+                python={"trust_pickle": "trust_pickle=True"}) from None
     except MemoryError:
         raise LayercritError(f"{path} is too large to load into memory: check the file") from None
     except RecursionError:
@@ -158,8 +158,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     """Strictly load ``state`` into ``model``: any missing, unexpected or misshapen key is an error."""
     problem = key_mismatch(model, state)
     if problem:
-        raise LayercritError(f"checkpoint {source} does not fit the architecture ({problem}): "
-                             "check --arch and --num-classes")
+        raise ConfigError(f"checkpoint {source} does not fit the architecture ({problem}): "
+                          "check {arch} and {num_classes}", ("arch", "num_classes"))
     bad = nonfinite_tensors(state)
     if bad:
         shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
@@ -237,7 +237,7 @@ def checkpoint_info(path: str | Path) -> CheckpointInfo:
             mean, std = json.loads(recorded)
             norm = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
         except (ValueError, TypeError):
-            raise LayercritError(f"{path}: unreadable {NORMALIZATION_METADATA} metadata {recorded!r}: "
-                                 "pass --mean and --std") from None
+            raise ConfigError(f"{path}: unreadable {NORMALIZATION_METADATA} metadata {recorded!r}: "
+                              "pass {mean} and {std}", ("mean", "std")) from None
     arch = meta.get(ARCH_METADATA) or meta.get("arch")  # "arch": what the training lab has always written
     return CheckpointInfo(arch, int(classes) if classes and classes.isdigit() else None, norm)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import LayercritError
+from ..errors import ConfigError
 from ..models.blocks import block_kind, branch_parameters, known_block_classes
 from .layers import Unit, forward_order, select
 
@@ -23,9 +23,9 @@ def discover_blocks(network: nn.Module, input_size: int, *, patterns: list[str] 
     """
     candidates = {m: name for name, m in network.named_modules() if block_kind(m) is not None}
     if not candidates:
-        raise LayercritError(f"{type(network).__name__} has no residual block that --unit block knows "
-                             f"({', '.join(known_block_classes())}): measure layers instead, or register the class "
-                             "with layercrit.models.register_block")
+        raise ConfigError(f"{type(network).__name__} has no residual block that {{unit}} block knows "
+                          f"({', '.join(known_block_classes())}): measure layers instead, or register the class "
+                          "with layercrit.models.register_block", ("unit",))
     order = forward_order(network, list(candidates), input_size, in_channels)
     names = [(candidates[m], "block") for m in order]
     names = [(n, k) for n, k in names if not any(n.startswith(o + ".") for o, _ in names)]

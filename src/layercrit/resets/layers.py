@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 
 # --types vocabulary -> module classes.
 LAYER_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
@@ -100,5 +100,5 @@ def select(names: list[tuple[str, str]], patterns: list[str]) -> list[tuple[str,
         names = [(n, k) for n, k in names if any(fnmatch.fnmatchcase(n, p) for p in includes)]
     names = [(n, k) for n, k in names if not any(fnmatch.fnmatchcase(n, p) for p in excludes)]
     if not names:
-        raise LayercritError("the layer patterns leave no layer to measure: loosen --layers")
+        raise ConfigError("the layer patterns leave no layer to measure: loosen {layers}", ("layers",))
     return names
