@@ -13,7 +13,7 @@ Workloads (models are freshly initialized and seeded unless said otherwise):
   g: ResNet-50, 224 px, all 1,000 images of the ImageNet sample, 54 layers x 1 trial, batch 250 (GPU)
 
 Ways: naive (one full forward pass per reset, fp32: the reference), cached, cached+ci1 (--target-ci 1),
-cached+bf16 (--precision bf16), cached+bf16+ci1. Each way runs in its own process (so its peak memory is its
+cached+bf16 (--precision bf16), cached+bf16+ci1, cached+auto (--batch-size auto; its tuning is timed too). Each way runs in its own process (so its peak memory is its
 own), the decoded images come from the data cache (decoded once, first, by this process), and the time covers
 `layercrit.measure` only: on the CPU the measuring process's CPU time (with --threads 1 its compute time, which
 other processes sharing the cores hardly move; wall time is shown too), on a GPU wall time. "images/s" counts
@@ -61,12 +61,13 @@ WORKLOADS = {
               ways=["naive", "cached", "cached+ci1", "cached+bf16", "cached+bf16+ci1"]),
     "g": dict(spec=RESNET, data=IMAGENET, samples=1000, trials=1, batch_size=250,
               label="ResNet-50 (untrained, seeded), 224 px, 1,000 ImageNet images, 54 layers x 1 trial",
-              ways=["naive", "cached", "cached+bf16", "cached+ci1"]),
+              ways=["naive", "cached", "cached+bf16", "cached+ci1", "cached+auto"]),
 }
 WAYS = {"naive": dict(engine="naive"), "cached": dict(engine="cached"),
         "cached+ci1": dict(engine="cached", target_ci=1.0),
         "cached+bf16": dict(engine="cached", precision="bf16"),
-        "cached+bf16+ci1": dict(engine="cached", precision="bf16", target_ci=1.0)}
+        "cached+bf16+ci1": dict(engine="cached", precision="bf16", target_ci=1.0),
+        "cached+auto": dict(engine="cached", batch_size="auto")}  # --batch-size auto (its tuning is timed too)
 METRICS = ["criticality", "top1_acc", "pred_cos_sim", "loss", "pred_l1_err", "pred_l2_err", "pred_ce_loss",
            "pred_kl_div"]
 
@@ -92,11 +93,25 @@ def run_one(workload: str, way: str, out: Path, device: str, threads: int | None
     torch.manual_seed(0)
     bundle = _bundle(w)
     data = lc.load_data(w["data"], input_size=bundle.input_size, samples=w["samples"], seed=0, progress=False)
+    import logging
+    import re
+
+    class Lines(logging.Handler):  # keeps the engine's log lines (--batch-size auto says what it chose)
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    lines = Lines()
+    logging.getLogger("layercrit").addHandler(lines)
+    logging.getLogger("layercrit").setLevel(logging.INFO)
+    kwargs = {"batch_size": w["batch_size"], **WAYS[way]}
     load0 = os.getloadavg()[0]
     cpu0 = time.process_time()
     start = time.perf_counter()
-    table = lc.measure(bundle, data, samples=None, trials=w["trials"], batch_size=w["batch_size"], device=device,
-                       progress=False, **WAYS[way])
+    table = lc.measure(bundle, data, samples=None, trials=w["trials"], device=device, progress=False, **kwargs)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
@@ -135,6 +150,8 @@ def run_one(workload: str, way: str, out: Path, device: str, threads: int | None
     else:
         executed = naive_flops
     out.write_text(json.dumps({
+        "batch_size": next((int(m.group(1)) for m in map(re.compile(r"--batch-size auto: (\d+)").search, lines.lines)
+                            if m), kwargs["batch_size"]), "log": lines.lines,
         "wall": wall, "cpu": cpu, "images": int(table.n_samples.sum()), "peak_bytes": peak, "executed_flops": executed,
         "naive_flops": naive_flops, "theory_fraction": theory / naive_flops, "units": units, "load": [load0, load1],
         "results": table[["layer", "reset", "trial", "criticality", "criticality_ci", "top1_acc", "pred_cos_sim",
@@ -192,8 +209,9 @@ def compare(workload: str, device: str, ways: list[str], repeat: int = 1,
         summary[way] = dict(rate=rate, seconds=t, wall=r["wall"], max_diff=float(diff), crit_max=float(dcrit.max()),
                             crit_mean=float(dcrit.mean()), top1_max=float(dtop1.max()))
         shown = f"{t:.1f} ({r['wall']:.1f})" if basis == "cpu" else f"{t:.1f}"
+        label = f"{way} (batch {r['batch_size']})" if WAYS[way].get("batch_size") == "auto" else way
         lines.append(
-            f"| {way} | {shown} | {rate:.0f} | {results['naive'][basis] / t:.2f}x | {vs_cached} | "
+            f"| {label} | {shown} | {rate:.0f} | {results['naive'][basis] / t:.2f}x | {vs_cached} | "
             f"{r['executed_flops'] / r['naive_flops']:.3f} | {r['theory_fraction']:.3f} | "
             f"{r['peak_bytes'] / 2**20:.0f} | {diff:.2e} | {dcrit.max():.3f} / {dcrit.mean():.4f} | "
             f"{dtop1.max():.2f} | {inside} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |")
@@ -277,7 +295,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch threads in every process (default: torch's own); on a shared "
                                                "machine 1 avoids oversubscription")
     p.add_argument("--check", action="store_true",
-                   help="exit 1 unless the cached fp32 rows equal the naive rows to within 1e-5")
+                   help="exit 1 unless the cached fp32 rows (cached, cached+auto) equal the naive rows to within 1e-5")
     p.add_argument("--out", type=Path, help="also write the Markdown to this file")
     p.add_argument("--one", choices=sorted(WAYS), help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help=argparse.SUPPRESS)
@@ -311,12 +329,13 @@ def main() -> None:
             p.error(f"unknown way(s) {', '.join(unknown)}: use {', '.join(WAYS)}")
         ways = ["naive"] + [w for w in ways if w != "naive"]
         table, summary = compare(workload, args.device, ways, args.repeat, args.threads)
-        if "cached" in summary:
-            ok = summary["cached"]["max_diff"] <= 1e-5
-            table.append(f"\ncached = naive (all metrics within 1e-5): **{'yes' if ok else 'NO'}** "
-                         f"(max difference {summary['cached']['max_diff']:.2e})")
-            if not ok:
-                failed.append(workload)
+        for exact in ("cached", "cached+auto"):  # fp32 on every image: must equal naive up to float rounding
+            if exact in summary:
+                ok = summary[exact]["max_diff"] <= 1e-5
+                table.append(f"\n{exact} = naive (all metrics within 1e-5): **{'yes' if ok else 'NO'}** "
+                             f"(max difference {summary[exact]['max_diff']:.2e})")
+                if not ok:
+                    failed.append(f"{workload} {exact}")
         print("\n".join(table), flush=True)
         lines += table
         save()
@@ -329,7 +348,7 @@ def main() -> None:
     print(lines[-1])
     save()
     if args.check and failed:
-        print(f"FAILED: cached != naive on workload(s) {', '.join(failed)}", file=sys.stderr)
+        print(f"FAILED: not equal to naive: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -14,6 +14,7 @@ the tuning would take longer than ``max_seconds``. The batch size changes no res
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -204,9 +205,9 @@ class BatchChoice:
 
 def estimate_bytes(run: Callable[[int], object], n_images: int, device: str | torch.device = "cpu") -> tuple[int, int]:
     """(fixed, per image) bytes of ``run(b)``, from its peak on two small batches."""
-    small = (2, 4) if torch.device(device).type == "cuda" else (1, 2)
-    small = tuple(sorted({max(1, min(b, n_images)) for b in small}))
-    peaks = [peak_bytes(lambda b=b: run(b), device) for b in small]
+    wanted = (2, 4) if torch.device(device).type == "cuda" else (1, 2)
+    small = sorted({max(1, min(b, n_images)) for b in wanted})
+    peaks = [peak_bytes(functools.partial(run, b), device) for b in small]
     if len(small) == 1:
         return 0, max(1, peaks[0] // small[0])
     per_image = max(1, (peaks[1] - peaks[0]) // (small[1] - small[0]))
@@ -253,7 +254,7 @@ def choose_batch_size(run: Callable[[int], object], *, n_images: int, device: st
                 "or use --engine naive (no activation cache)")
         sizes = [b]
     rates: dict[int, float] = {}
-    best = None
+    best: int | None = None
     for b in sizes:
         if best is not None:
             predicted = (1 + repeats) * b / rates[best]
@@ -270,6 +271,7 @@ def choose_batch_size(run: Callable[[int], object], *, n_images: int, device: st
             best = b
         else:
             break  # no longer (much) faster: larger batches only cost memory
+    assert best is not None  # sizes is never empty
     return BatchChoice(best, int(budget_bytes), budget, fixed, per_image, rates, too_big, clock() - start)
 
 
@@ -282,20 +284,23 @@ def auto_batch_size(net: nn.Module, images: torch.Tensor, layer_paths: Sequence[
     from .graph import CachedGraph, no_inplace_modules
 
     device = torch.device(device)
-    if max_memory is None:
+    parsed = parse_memory(max_memory, device)
+    if parsed is None:
         budget_bytes, budget = default_budget(device)
     else:
-        budget_bytes = parse_memory(max_memory, device)
-        budget = f"max_memory {max_memory}" if isinstance(max_memory, str) else f"max_memory {fmt_bytes(max_memory)}"
+        budget_bytes = parsed
+        budget = f"max_memory {max_memory}" if isinstance(max_memory, str) else f"max_memory {fmt_bytes(parsed)}"
     net = net.eval()
     conv = channels_last and any(isinstance(m, nn.Conv2d) for m in net.modules())
     if conv:
         net.to(memory_format=torch.channels_last)
-    graph, path = None, None
+    graph: CachedGraph | None = None
+    path = ""
     if engine == "cached" and layer_paths:
         try:
-            graph = CachedGraph(net, list(layer_paths))
-            path = max(layer_paths, key=lambda p: len(graph.affected[p]))  # the largest recomputation
+            traced = CachedGraph(net, list(layer_paths))
+            path = max(layer_paths, key=lambda p: len(traced.affected[p]))  # the largest recomputation
+            graph = traced
         except Exception:  # the engine will fall back to naive (and say so)
             graph = None
 
