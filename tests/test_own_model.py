@@ -205,15 +205,15 @@ def test_measure_an_in_memory_module_on_data_already_drawn(tmp_path, tiny_model)
     with pytest.raises(ConfigError, match=r"^samples 100 is more than the 48 images available: use samples 48"):
         lc.measure(model, data, normalize=None, reset="zero", samples=100, progress=False)
     torch.save(factory().state_dict(), tmp_path / "init.pt")
-    kw = dict(normalize=None, reset=[f"init:{tmp_path / 'init.pt'}", "random"], trials=1, progress=False,
-              model_id="tiny", category="mine")
-    memory = lc.measure(model, data, factory=factory, **kw)
-    stored = lc.measure(model, data, factory=factory, store=tmp_path / "s.db", **kw)
+    kw = dict(reset=[f"init:{tmp_path / 'init.pt'}", "random"], trials=1, progress=False)
+    bundle = lc.ModelBundle.from_module(model, factory, normalize=None, model_id="tiny", category="mine")
+    memory = lc.measure(bundle, data, **kw)
+    stored = lc.measure(bundle, data, store=tmp_path / "s.db", **kw)
     assert list(memory.columns) == list(stored.columns) and (memory.dtypes == stored.dtypes).all()
     drop = ["elapsed_seconds"]
     assert memory.drop(columns=drop).equals(stored.drop(columns=drop))
     assert memory.model_id.unique().tolist() == ["tiny"] and memory.category.unique().tolist() == ["mine"]
-    init_only = lc.measure(model, data, **{**kw, "reset": f"init:{tmp_path / 'init.pt'}"})  # without a factory
+    init_only = lc.measure(model, data, normalize=None, **{**kw, "reset": f"init:{tmp_path / 'init.pt'}"})  # no factory
     assert init_only.criticality.tolist() == memory[memory.reset.str.startswith("init")].criticality.tolist()
 
 

@@ -220,8 +220,8 @@ def tiny_db(tmp_path_factory):
     data = _tiny_data()
     for seed, name, category in ((1, "tiny_a", "baseline"), (2, "tiny_b", "augmentation")):
         torch.manual_seed(seed)
-        lc.measure(TinyCNN(), data, factory=TinyCNN, normalize=None, samples=None, trials=2, reset=["random", "zero"],
-                   store=db, model_id=name, category=category, progress=False)
+        bundle = lc.ModelBundle.from_module(TinyCNN(), TinyCNN, normalize=None, model_id=name, category=category)
+        lc.measure(bundle, data, samples=None, trials=2, reset=["random", "zero"], store=db, progress=False)
     return db
 
 

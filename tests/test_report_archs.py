@@ -52,8 +52,8 @@ def data():
 
 def _measure(net_cls, model_id, data, db, seed=0, **kw):
     torch.manual_seed(seed)
-    lc.measure(net_cls(**kw), data, factory=lambda: net_cls(**kw), normalize=None, model_id=model_id, store=db,
-               trials=2, progress=False)
+    bundle = lc.ModelBundle.from_module(net_cls(**kw), lambda: net_cls(**kw), normalize=None, model_id=model_id)
+    lc.measure(bundle, data, store=db, trials=2, progress=False)
 
 
 DEEP = ["conv1", "layer1.0.conv1", "layer1.1.conv1", "layer1.2.conv1", "layer2.0.conv1", "layer2.1.conv1",

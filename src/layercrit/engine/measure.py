@@ -37,8 +37,7 @@ Store = Union[ResultStore, str, "os.PathLike[str]", None]
 
 def measure(model: Model, data: Data, config: MeasureConfig | None = None, *, store: Store = None,
             executor: Executor | None = None, device: str | torch.device = "cpu", progress: bool = True,
-            factory: Callable[[], nn.Module] | None = None, normalize: Any = AUTO, model_id: str | None = None,
-            category: str | None = None, **overrides: Any) -> pd.DataFrame:
+            factory: Callable[[], nn.Module] | None = None, normalize: Any = AUTO, **overrides: Any) -> pd.DataFrame:
     """Measure layer criticality; return a tidy DataFrame (one row per unit x reset x trial, in the
     order measured; the same columns with or without ``store``, see :data:`TIDY_COLUMNS`).
 
@@ -47,8 +46,10 @@ def measure(model: Model, data: Data, config: MeasureConfig | None = None, *, st
     ``nn.Module``. For a module: ``normalize=(mean, std)`` (the input normalization its training used)
     or ``normalize=None`` (it takes [0, 1] images as they are) is required, and ``factory`` (builds a
     freshly initialized instance of its architecture) is what ``random`` resets draw from; without one,
-    measure ``reset="zero"`` or ``reset="init:<checkpoint>"``. ``model_id``, ``category``: its name
-    (default: the class name) and category in the results. ``data``: an :class:`EvalData` (all of its images unless ``samples=`` is
+    measure ``reset="zero"`` or ``reset="init:<checkpoint>"``. Its name and category in the results are
+    the bundle's: ``create_model(spec, name=..., category=...)``, or for a module
+    ``ModelBundle.from_module(module, factory, normalize=..., model_id=..., category=...)`` (default: the
+    class name, no category). ``data``: an :class:`EvalData` (all of its images unless ``samples=`` is
     given) or a data folder (``samples`` images drawn with ``seed``, default 10,000).
 
     ``config``: a :class:`MeasureConfig`; ``overrides`` replace any of its fields (``trials=1``,
@@ -62,7 +63,7 @@ def measure(model: Model, data: Data, config: MeasureConfig | None = None, *, st
     probe = executor.check(device)  # before any loading
     caller = model.model if isinstance(model, ModelBundle) else model  # left as found, even by as_bundle's eval()
     with kept_as_found(caller if isinstance(caller, nn.Module) else nn.Module()):
-        bundle = as_bundle(model, factory, normalize=normalize, model_id=model_id, category=category)
+        bundle = as_bundle(model, factory, normalize=normalize)
         plan = plan_measurement(bundle, data, config, device=torch.device(device), probe_device=probe,
                                 progress=progress)
         with Recorder.open(store) as recorder:
