@@ -229,7 +229,8 @@ def checkpoint_info(path: str | Path) -> CheckpointInfo:
     except Exception:
         return CheckpointInfo()  # unreadable: the regular load reports it
     classes = meta.get(CLASSES_METADATA)
-    norm, recorded = None, meta.get(NORMALIZATION_METADATA)
+    recorded = meta.get(NORMALIZATION_METADATA)
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | tuple[None, None] | None = None
     if recorded == "none":
         norm = (None, None)
     elif recorded:
