@@ -11,15 +11,15 @@ import logging
 import os
 import sys
 
+from .. import __version__
 from ..errors import ConfigError, LayercritError
+from ..paths import os_error
 
 # Command modules, in the order their commands appear in --help.
 COMMAND_MODULES = ["measure", "zoo", "report", "train", "study", "compress"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="layercrit", description="Layer criticality of vision models.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         print("layercrit: interrupted: finished rows are saved; rerun the same command to resume", file=sys.stderr)
         return 130
     except OSError as e:  # a disk or permission problem no check above foresaw: still one line, naming the file
-        from ..paths import os_error
-
         print(f"layercrit: error: {_one_line(os_error(e, e.filename or 'a file', 'read or write'))}", file=sys.stderr)
         return 2
     except MemoryError:

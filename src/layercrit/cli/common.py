@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import LayercritError
+
 MODEL_EPILOG = """\
 model specs:
   arch:<name>                    freshly initialized registered architecture (seeded by --init-seed)
@@ -60,9 +62,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def create_from_args(args):
-    from ..models import create_model
-
-    from ..errors import LayercritError
+    from ..models import create_model  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     if args.normalize == "none" and (args.mean is not None or args.std is not None):
         raise LayercritError("--normalize none and --mean/--std contradict each other: give one of them")

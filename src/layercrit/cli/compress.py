@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import validate
+from ..errors import LayercritError
+from ..paths import atomic_write, safe_name, write_text
 from .common import MODEL_EPILOG, add_model_args, create_from_args, samples_arg
 
 COMPRESS_EPILOG = """\
@@ -91,12 +94,11 @@ def register(sub) -> None:
 
 
 def run_compress(args) -> int:
-    import torch
+    import torch  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     from ..compress import compress
     from ..data import load_data
     from ..engine import resolve_device
-    from ..errors import LayercritError
 
     if args.remove is None and args.max_drop is None:
         raise LayercritError("say how much to remove: --remove N (blocks) or --max-drop PP (accuracy points)")
@@ -137,16 +139,12 @@ def run_compress(args) -> int:
 
 
 def run_compare(args) -> int:
-    from pathlib import Path
+    import torch  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
-    import torch
-
-    from ..compress.compare import compare_rules
+    from ..compress.compare import compare_rules, remeasure_speed
     from ..compress.select import input_size
     from ..data import load_data
-    from ..errors import LayercritError
     from ..models import create_model
-    from ..paths import safe_name
 
     specs = {}
     for item in args.model:
@@ -167,8 +165,6 @@ def run_compare(args) -> int:
         torch.set_num_threads(args.threads)
     models = {i: create_model(s, arch=args.arch, name=i) for i, s in specs.items()}
     if args.remeasure_speed:
-        from ..compress.compare import remeasure_speed
-
         if not (Path(args.out) / "compression.csv").is_file():
             raise LayercritError(f"{args.out}/compression.csv not found: run the comparison first")
         table = remeasure_speed(models, args.out, speed_seconds=args.speed_seconds)
@@ -196,10 +192,8 @@ def run_compare(args) -> int:
 
 def write_comparison(table, out) -> None:
     """Summary CSV/Markdown and the accuracy-vs-speed figure from the comparison's rows."""
-    from ..analysis.compression import compression_markdown, compression_summary
+    from ..analysis.compression import compression_markdown, compression_summary  # lazy: pandas, matplotlib
     from ..report.compression import compression_figure
-
-    from ..paths import atomic_write, write_text
     from ..report.style import plain_text
 
     summary = compression_summary(table)

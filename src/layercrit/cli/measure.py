@@ -119,7 +119,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 def executor_from_args(args: argparse.Namespace) -> Executor:
     """The executor --backend picks: LocalExecutor, or RayExecutor with the Ray options (checked here,
     before anything is loaded)."""
-    from ..engine import LocalExecutor
+    from ..engine import LocalExecutor  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     given = {"address": args.ray_address, "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task,
              "layers_per_task": args.layers_per_task, "max_retries": args.max_retries, "data_mode": args.ray_data}
@@ -144,7 +144,7 @@ def batch_size_arg(text: str) -> int | str:
 
 def config_from_args(args: argparse.Namespace) -> MeasureConfig:
     """The measurement settings of `layercrit measure`."""
-    from ..engine import MeasureConfig
+    from ..engine import MeasureConfig  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     return MeasureConfig(reset=tuple(args.reset or ["random"]), trials=args.trials, seed=args.seed,
                          samples=args.samples, unit=args.unit, types=layer_types(args), layers=tuple(args.layers or ()),
@@ -155,7 +155,10 @@ def config_from_args(args: argparse.Namespace) -> MeasureConfig:
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    import numpy as np  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
+
     from ..engine import measure
+    from ..store import METRICS
 
     config = config_from_args(args)
     executor = executor_from_args(args)
@@ -163,10 +166,6 @@ def run_measure(args: argparse.Namespace) -> int:
     bundle = create_from_args(args)
     table = measure(bundle, args.data, config, store=args.db, executor=executor, device=args.device,
                     progress=not args.no_progress)
-    import numpy as np
-
-    from ..store import METRICS
-
     metrics = [m for m in METRICS if m in table.columns]
     bad = ~np.isfinite(table[metrics].astype(float).fillna(0.0).to_numpy()).all(axis=1)
     if "criticality" in table.columns:  # NULL in the database: a NaN that SQLite could not store
@@ -213,7 +212,7 @@ def at_chance(top1: float, num_classes: int, n_images: int) -> bool:
 
 
 def run_export(args) -> int:
-    from ..store import export
+    from ..store import export  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     table = export(args.db, args.out, layout=args.layout, reset=args.reset, unit=args.unit)
     print(f"wrote {len(table)} rows to {args.out} ({args.layout} layout)")
@@ -221,7 +220,7 @@ def run_export(args) -> int:
 
 
 def run_layers(args) -> int:
-    from ..resets import discover_blocks, discover_layers
+    from ..resets import discover_blocks, discover_layers  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     bundle = create_from_args(args)
     size = args.input_size or bundle.input_size
@@ -236,7 +235,7 @@ def run_layers(args) -> int:
 
 
 def run_archs(args) -> int:
-    from ..models import get_arch, list_archs
+    from ..models import get_arch, list_archs  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     for name in list_archs():
         a = get_arch(name)
@@ -245,7 +244,7 @@ def run_archs(args) -> int:
 
 
 def run_download_cifar10(args) -> int:
-    from ..data import download_cifar10
+    from ..data import download_cifar10  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     print(f"CIFAR-10 is in {download_cifar10(args.root)}")
     return 0

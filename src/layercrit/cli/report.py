@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 
 def run_report(args) -> int:
-    from ..analysis import ReportWarning, load_results
+    from ..analysis import ReportWarning, load_results  # lazy: pandas and matplotlib only for this command
     from ..report import write_report
 
     with warnings.catch_warnings():

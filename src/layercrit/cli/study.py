@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import LayercritError
 from .measure import add_backend_args, executor_from_args
 
 STUDY_EPILOG = """\
@@ -46,7 +47,7 @@ def register(sub) -> None:
 
 
 def run_study_cmd(args) -> int:
-    from ..study import run_study
+    from ..study import run_study  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     summary = run_study(args.study, args.db, only=args.only, runs=args.runs, train_only=args.train_only,
                         progress=not args.no_progress, threads=args.threads, executor=executor_from_args(args))
@@ -59,7 +60,7 @@ def run_study_cmd(args) -> int:
 
 
 def show_study_cmd(args) -> int:
-    from ..study import load_study, training_table
+    from ..study import load_study, training_table  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     if args.trained:
         table = training_table(args.study, args.runs)
@@ -72,8 +73,6 @@ def show_study_cmd(args) -> int:
         print(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.1f}", formatters=counts))
         return 0
     if args.csv:
-        from ..errors import LayercritError
-
         raise LayercritError("--csv writes the --trained table: add --trained")
     st = load_study(args.study, args.runs)
     print(f"{st.name}: data {st.data}, arch {st.arch}, seed {st.seed}, samples {st.samples}, trials {st.trials}, "
@@ -85,7 +84,7 @@ def show_study_cmd(args) -> int:
 
 
 def accuracies_cmd(args) -> int:
-    from ..study.accuracies import accuracy_table
+    from ..study.accuracies import accuracy_table  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     table = accuracy_table(args.study, args.runs, only=args.only, progress=not args.no_progress)
     table.to_csv(args.out, index=False)

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+from ..errors import LayercritError
 
 TRAIN_EPILOG = """\
 methods: standard, improved, augmix, randaugment, autoaugment, gaussian-noise, pgd-linf, pgd-l2, simclr,
@@ -42,10 +47,6 @@ def _train_config_module():
     """A copy of ``layercrit.train.config`` (plain dataclasses: the hyperparameters' names and types), loaded
     without running ``layercrit.train``'s ``__init__``, which imports PyTorch: ``layercrit --help`` must stay
     fast. Only the flags are read from it; running a command imports the package as usual."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     name = f"{__package__}._train_config"  # its own name: layercrit.train.config stays the package's
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "train" / "config.py")
@@ -86,8 +87,7 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
-    from ..errors import LayercritError
-    from ..train import HYPERPARAMETERS, get_recipe, list_methods, train
+    from ..train import HYPERPARAMETERS, get_recipe, list_methods, train  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     if args.list_methods:
         for m in list_methods():

@@ -6,6 +6,8 @@ import json
 import sys
 
 from ..errors import LayercritError
+from ..zoo import get_zoo_model, list_zoo_models
+from ..zoo.fetch import expected_paths, fetch_model, is_cached, read_record, zoo_cache
 
 ZOO_EPILOG = """\
 examples:
@@ -43,8 +45,6 @@ def register(sub) -> None:
 
 
 def _row(entry) -> dict:
-    from ..zoo.fetch import expected_paths, is_cached, read_record
-
     paths = expected_paths(entry)
     return {"model_id": entry.id, "category": entry.category, "display_name": entry.display_name,
             "top1": entry.top1, "epsilon": entry.epsilon, "norm": entry.norm, "layout": entry.layout,
@@ -56,8 +56,6 @@ def _row(entry) -> dict:
 
 
 def run_list(args) -> int:
-    from ..zoo import list_zoo_models
-
     rows = [_row(e) for e in list_zoo_models(args.category)]
     if args.format == "json":
         print(json.dumps(rows, indent=1))
@@ -73,15 +71,10 @@ def run_list(args) -> int:
 
 
 def _cache() -> str:
-    from ..zoo.fetch import zoo_cache
-
     return str(zoo_cache())
 
 
 def run_fetch(args) -> int:
-    from ..zoo import get_zoo_model, list_zoo_models
-    from ..zoo.fetch import fetch_model, read_record
-
     if bool(args.model_id) == bool(args.all):
         raise LayercritError("zoo fetch needs a model id or --all (not both): see `layercrit zoo list`")
     entries = list_zoo_models() if args.all else [get_zoo_model(args.model_id)]
@@ -108,7 +101,7 @@ def run_fetch(args) -> int:
 
 
 def run_verify(args) -> int:
-    from ..models import weights_checksum
+    from ..models import weights_checksum  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
     from ..zoo.load import load_zoo_network
 
     net, entry, report = load_zoo_network(args.model_id, list(args.file), trust_pickle=args.trust_pickle,

@@ -6,11 +6,13 @@ import logging
 import shutil
 from pathlib import Path
 
+from ..accuracy import accuracy
 from ..data import EvalData
 from ..errors import LayercritError
-from ..models import ModelBundle, save_safetensors
+from ..models import ModelBundle, get_arch, save_safetensors
 from ..models.checkpoint import describe_weights
 from .cost import flops, parameter_count
+from ..train import get_recipe, train
 from .select import RULES, input_size, select_greedy, select_magnitude, select_random, without_blocks
 
 log = logging.getLogger("layercrit")
@@ -23,8 +25,6 @@ STAMP_FILE = "in-progress.json"  # what OUT.partial holds the work of
 
 def top1(bundle: ModelBundle, data: EvalData) -> float:
     """Top-1 accuracy (%) of ``bundle`` on ``data`` (the training lab's evaluation, on the model's device)."""
-    from ..accuracy import accuracy
-
     return accuracy(bundle.model, data)
 
 
@@ -93,8 +93,6 @@ def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality",
         info["test"] = {"samples": len(test_data), "base_top1_acc": top1(bundle, test_data),
                         "top1_acc": top1(small, test_data)}
     if finetune:
-        from ..train import train
-
         options = dict(finetune)
         method, root = options.pop("method", "standard"), options.pop("data")
         sidecar = train(method, root, tmp / FINETUNED_DIR, arch=small.arch, init_from=str(tmp / MODEL_FILE),
@@ -115,9 +113,6 @@ def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality",
 
 
 def _check_finetune(bundle: ModelBundle, finetune: dict) -> None:
-    from ..models import get_arch
-    from ..train import get_recipe
-
     if "data" not in finetune:
         raise LayercritError("fine-tuning needs data: the CIFAR-10 root (--finetune-data)")
     root = Path(finetune["data"])

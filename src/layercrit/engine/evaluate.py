@@ -27,7 +27,7 @@ from ..resets import layer_reset
 from .config import MeasureConfig
 from .graph import no_inplace_modules, try_cached_graph
 from .metrics import BaselineMetrics
-from .plan import Job, JobKey, Row
+from .plan import Job, JobKey, Row, nonfinite_base_error
 
 log = logging.getLogger("layercrit")
 
@@ -79,8 +79,6 @@ def evaluate(bundle: ModelBundle, data: EvalData, jobs: list[Job], config: Measu
             batch_jobs = [j for j in active if j.metrics.n == offset]
             base_logits = (graph.run_base(x) if graph is not None and batch_jobs else net(x)).float()
             if not bool(torch.isfinite(base_logits).all()):
-                from .plan import nonfinite_base_error
-
                 raise nonfinite_base_error()
             base.update(base_logits.cpu(), y.cpu())
             offset += len(y)

@@ -8,7 +8,10 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from ..errors import ConfigError
 from .checkpoint import weights_checksum
+from .options import no_known_normalization, normalize_arg, python_names, validate_model_options
+from .user_arch import is_user_arch
 from .wrapper import NormalizedModel
 
 
@@ -54,8 +57,6 @@ def _absolute(path: str) -> str:
 
 def _absolute_code(arch: str) -> str:
     """``path/to/file.py:callable`` with the file's path made absolute (other architecture names as they are)."""
-    from .user_arch import is_user_arch
-
     base, mark, removed = arch.partition(":remove=")
     if not is_user_arch(base):
         return arch
@@ -95,22 +96,16 @@ class ModelBundle:
         ``None`` for a module that takes [0, 1] images as they are (it normalizes itself, or was trained on
         raw input); a :class:`NormalizedModel` keeps its own. Any other module without ``normalize`` is
         an error: measuring it with the wrong input normalization would measure a broken model."""
-        from ..errors import ConfigError
-
         if isinstance(module, NormalizedModel):
             if not (isinstance(normalize, str) and normalize == "auto"):
                 raise ConfigError("{normalize} applies to a plain module: this NormalizedModel has its own",
                                   ("normalize",))
             wrapped = module
         elif isinstance(normalize, str) and normalize == "auto":
-            from .factory import no_known_normalization
-
             raise no_known_normalization(f"the module {type(module).__name__}")
         else:
-            from .factory import _normalize_arg, _python_names, validate_model_options
-
-            mean, std, _ = _normalize_arg(normalize, None, None)
-            checked = _python_names(lambda: validate_model_options(None, 0, mean, std), ("mean", "std"))
+            mean, std, _ = normalize_arg(normalize, None, None)
+            checked = python_names(lambda: validate_model_options(None, 0, mean, std), ("mean", "std"))
             if checked["mean"] is None and normalize is not None:
                 raise ConfigError(f"{{normalize}} {normalize!r}: give (mean, std) or None", ("normalize",))
             wrapped = NormalizedModel(module, checked["mean"], checked["std"])

@@ -21,15 +21,12 @@ from ..errors import ConfigError, LayercritError
 from ..model_specs import get_spec_kind, register_spec_kind, spec_usages
 from .bundle import ModelBundle, ModelOptions, ModelSource
 from .checkpoint import checkpoint_info, load_into, load_state_dict
+from .options import no_known_normalization, normalize_arg, python_names, validate_model_options
 from .registry import AUTO, IMAGENET_MEAN, IMAGENET_STD, REMOVE_MARK, ArchSpec, get_arch
 from .user_arch import is_user_arch, last_linear_classes
 from .wrapper import NormalizedModel
 
 log = logging.getLogger("layercrit")
-
-# How a normalization choice is asked for, from Python (the command line names its flags instead)
-NORMALIZE_PY = "normalize=(mean, std) or normalize=None"
-
 
 def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build a fresh instance from ``seed`` alone, leaving the global RNG state untouched."""
@@ -63,8 +60,8 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
     are the same as ``normalize=(mean, std)``). ``name`` is its model id in a results database
     (default: from the spec), ``category`` its category there (default: the zoo's, else none).
     """
-    mean, std, raw = _normalize_arg(normalize, mean, std)
-    checked = _python_names(lambda: validate_model_options(num_classes, init_seed, mean, std),
+    mean, std, raw = normalize_arg(normalize, mean, std)
+    checked = python_names(lambda: validate_model_options(num_classes, init_seed, mean, std),
                             ("num_classes", "init_seed", "mean", "std"))
     num_classes, init_seed = checked["num_classes"], checked["init_seed"]
     options = ModelOptions(arch, num_classes, init_seed, name, trust_pickle, _floats(checked["mean"]),
@@ -82,50 +79,6 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
                           ("checkpoint", "arch"))
     bundle = kind.create(rest, spec, options)
     return dataclasses.replace(bundle, source=ModelSource(spec, options), category=category or bundle.category)
-
-
-def validate_model_options(num_classes: Any, init_seed: Any, mean: Any, std: Any) -> dict[str, Any]:
-    from .. import validate  # the rules the CLI and study files use too (issue 14)
-
-    return validate.model_options(num_classes_=num_classes, init_seed=init_seed, mean=mean, std=std)
-
-
-def _python_names(check: Callable[[], Any], fields: tuple[str, ...]) -> Any:
-    """Run ``check``; a LayercritError naming the command line's flags (``--num-classes``) becomes a
-    ConfigError naming the fields, so Python callers read ``num_classes`` and the CLI its flags."""
-    try:
-        return check()
-    except ConfigError:
-        raise
-    except LayercritError as e:
-        text, used = str(e), list[str]()
-        for f in sorted(fields, key=len, reverse=True):
-            flag = "--" + f.replace("_", "-")
-            if flag in text:
-                text, used = text.replace(flag, "{" + f + "}"), [*used, f]
-        raise ConfigError(text, tuple(used)) from None
-
-
-def _normalize_arg(normalize: Any, mean: Any, std: Any) -> tuple[Any, Any, bool]:
-    """(mean, std, raw) from ``create_model``'s ``normalize``/``mean``/``std``."""
-    if isinstance(normalize, str) and normalize == AUTO:
-        return mean, std, False
-    if mean is not None or std is not None:
-        raise ConfigError("give {normalize} or {mean}/{std}, not both", ("normalize", "mean", "std"))
-    if normalize is None:
-        return None, None, True
-    if isinstance(normalize, (tuple, list)) and len(normalize) == 2:
-        return normalize[0], normalize[1], False
-    raise ConfigError(f"{{normalize}} {normalize!r}: give (mean, std), e.g. ((0.485, 0.456, 0.406), "
-                      "(0.229, 0.224, 0.225)), or None for raw [0, 1] input", ("normalize",))
-
-
-def no_known_normalization(what: str) -> ConfigError:
-    """The error for a model whose input normalization nobody chose and nothing records."""
-    return ConfigError(f"{what} has no known input normalization: give {{normalize}} (the mean/std its weights "
-                       "were trained with; none for a model that normalizes its input itself or takes raw [0, 1] "
-                       "images); measuring without the right normalization measures a broken model",
-                       ("normalize",), python={"normalize": NORMALIZE_PY})
 
 
 def build_source(source: ModelSource) -> ModelBundle:

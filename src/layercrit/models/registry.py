@@ -16,7 +16,8 @@ import timm
 import torch.nn as nn
 import torchvision.models as tvm
 
-from ..errors import LayercritError
+from .. import validate
+from ..errors import ConfigError, LayercritError
 from .blocks import remove_blocks
 from .user_arch import USAGE, is_user_arch, load_user_arch
 
@@ -61,9 +62,6 @@ def register_arch(name: str, build: Build | None = None, *, num_classes: int, in
     ``normalize=None`` for raw [0, 1] input, or neither: then each model of it must be given one when
     it is created (``create_model(..., normalize=...)``, ``--mean/--std`` or ``--normalize none``).
     """
-    from .. import validate
-    from ..errors import ConfigError
-
     try:
         validate.text(name, "name")
         num_classes = validate.integer(num_classes, "num_classes", low=1, high=validate.MAX_NUM_CLASSES,

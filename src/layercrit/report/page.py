@@ -10,6 +10,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from ..analysis import Results
 from ..analysis.summary import clean
 from . import style
@@ -41,8 +42,6 @@ def _layer_records(study: Results) -> list[dict]:
 
 def page_data(study: Results, colors: dict[str, str]) -> dict:
     """Everything the page shows, as plain JSON types (rows in the report's model order)."""
-    from .. import __version__
-
     stats = study.model_stats
     std = study.matrix("criticality_std")
     stages, cat_stages = study.stage_stats, study.category_stage_stats

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
 import matplotlib.colors as mcolors
 import numpy as np
 import seaborn as sns
@@ -17,8 +18,6 @@ UNCATEGORIZED_COLOR = "#9a9a9a"
 def plain_text():
     """A context in which matplotlib draws every string as it is (no mathtext: user-supplied names
     such as '$\\undefinedcmd{x}$' are shown, not parsed)."""
-    import matplotlib
-
     return matplotlib.rc_context({"text.parse_math": False, "text.usetex": False})
 
 

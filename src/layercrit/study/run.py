@@ -11,6 +11,7 @@ import pandas as pd
 from ..engine import Executor, MeasureConfig, measure
 from ..errors import LayercritError
 from ..models import create_model
+from ..paths import atomic_write
 from ..store import ResultStore
 from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
 from .spec import Study, load_study
@@ -135,8 +136,6 @@ def write_metadata(study: Study, summary: list[dict], db: Path) -> Path:
         rows[info["id"]] = {"model_id": info["id"], "category": info.get("category") or "", "accuracy":
                             "" if acc is None else acc, "epsilon": "" if eps is None else eps,
                             "norm": norm or "", "display_name": info.get("name") or info["id"]}
-    from ..paths import atomic_write
-
     with atomic_write(path, what="metadata file") as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["model_id", "category", "accuracy", "epsilon", "norm", "display_name"])
         w.writeheader()
