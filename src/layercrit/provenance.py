@@ -5,15 +5,15 @@ import platform
 import subprocess
 from pathlib import Path
 
+import timm
+import torch
+import torchvision
+
+from . import __version__
+
 
 def package_versions() -> dict[str, str]:
     """Versions of layercrit, torch, torchvision, timm and Python."""
-    import timm
-    import torch
-    import torchvision
-
-    from . import __version__
-
     return {"layercrit": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "python": platform.python_version()}
 

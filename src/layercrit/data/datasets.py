@@ -14,13 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, LayercritError
-from ..paths import cache_dir
+from ..paths import cache_dir, describe_os_error
 
 log = logging.getLogger("layercrit")
 
@@ -149,8 +155,6 @@ def _collate(batch):
 def _open_rgb(path: str):
     """An image file as 8-bit RGB. High-bit-depth images (16-bit PNG/TIFF, 32-bit integer) are scaled
     down to 8 bits, float images with values in [0, 1] are scaled by 255; anything else is refused."""
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or im.mode.startswith(("I;", "F;")):
             return _to_rgb8(im, path)
@@ -159,9 +163,6 @@ def _open_rgb(path: str):
 
 def _to_rgb8(im, path: str):
     """A single-channel image of 16/32-bit integers or floats as 8-bit RGB, values scaled, not clipped."""
-    import numpy as np
-    from PIL import Image
-
     a = np.asarray(im)
     if a.size == 0:
         raise LayercritError(f"{path} is an empty image")
@@ -214,8 +215,6 @@ def _walk_images(root: Path, class_dirs: list[str], extensions) -> list[tuple[st
             try:
                 entries = sorted(os.scandir(folder), key=lambda e: e.name)
             except OSError as e:
-                from ..paths import describe_os_error
-
                 raise LayercritError(f"cannot read data folder {folder}: {describe_os_error(e)}: check its "
                                      "permissions") from None
             subdirs: list[Path] = []
@@ -258,16 +257,12 @@ def _walk_images(root: Path, class_dirs: list[str], extensions) -> list[tuple[st
 
 def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
     """Return ([(path or PIL image, label)], class names, description)."""
-    from ..paths import describe_os_error
-
     try:
         is_cifar = (root / CIFAR10_DIR).is_dir() or root.name == CIFAR10_DIR
         children = sorted(root.iterdir(), key=lambda p: p.name) if not is_cifar else []
     except OSError as e:
         raise LayercritError(f"cannot read data folder {root}: {describe_os_error(e)}: check its permissions") from None
     if is_cifar:
-        from torchvision.datasets import CIFAR10
-
         base = root.parent if root.name == CIFAR10_DIR else root
         try:
             ds = CIFAR10(str(base), train=split == "train", download=False)
@@ -281,7 +276,6 @@ def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
         pick = split if split in subdirs else subdirs[-1]
         raise LayercritError(f"data folder {root} holds split folders ({', '.join(subdirs)}), not classes: "
                              f"pass {root / pick}")
-    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     items = _walk_images(root, subdirs, tuple(IMG_EXTENSIONS))
     if not items:
@@ -355,8 +349,6 @@ def _cache_key(items, classes, resize: int, crop: int) -> str | None:
 
 
 def _read_cache(key: str) -> EvalData | None:
-    from safetensors import safe_open
-
     path = cache_dir("data", f"{key}.safetensors")
     if not path.is_file():
         return None
@@ -371,8 +363,6 @@ def _read_cache(key: str) -> EvalData | None:
 
 
 def _write_cache(key: str, data: EvalData) -> None:
-    from safetensors.torch import save_file
-
     folder = cache_dir("data")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -387,8 +377,6 @@ def _write_cache(key: str, data: EvalData) -> None:
 
 def download_cifar10(root: str | Path) -> Path:
     """Download CIFAR-10 in torchvision's format into ``root`` (needs internet)."""
-    from torchvision.datasets import CIFAR10
-
     try:
         CIFAR10(str(root), train=False, download=True)
     except Exception as e:

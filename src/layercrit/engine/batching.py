@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -28,7 +29,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
+from .graph import CachedGraph, no_inplace_modules
 
 log = logging.getLogger("layercrit")
 
@@ -281,8 +283,6 @@ def auto_batch_size(net: nn.Module, images: torch.Tensor, layer_paths: Sequence[
                     candidates: Sequence[int] | None = None, max_seconds: float = 60.0) -> BatchChoice:
     """``--batch-size auto`` for the engine: ``net`` (the normalized model, on ``device``), the evaluation
     ``images`` (uint8 or float, as stored), ``layer_paths`` the reset module paths inside ``net``."""
-    from .graph import CachedGraph, no_inplace_modules
-
     device = torch.device(device)
     parsed = parse_memory(max_memory, device)
     if parsed is None:
@@ -333,8 +333,6 @@ def choose_for_plan(net: nn.Module, images: torch.Tensor, unit_names: Sequence[s
                     channels_last: bool, max_memory: int | str | None, device: torch.device,
                     probe_device: torch.device) -> BatchChoice:
     """``batch_size="auto"`` for a measurement plan (engine/plan.py): chosen where the jobs will run."""
-    from ..errors import ConfigError
-
     if torch.device(probe_device) != torch.device(device):
         raise ConfigError(f"{{batch_size}} auto is chosen on the machine that measures, but this plan is prepared "
                           f"on {probe_device} for {device} (e.g. the Ray executor): give {{batch_size}} a number",
@@ -347,8 +345,6 @@ def resumed_batch_size(record: dict, runs, run_id: int, resumable: bool) -> int 
     """A resumed run with ``batch_size="auto"`` keeps the batch size of the run it continues, where that run
     saved jobs mid-way (``resumable``: their running sums are on its batch grid) and the size fits today's
     budget; None keeps the new choice. ``runs``: the store's runs table; ``record``: the plan's config record."""
-    import json
-
     auto = record.get("batch_size_auto")
     if not auto or not resumable:
         return None

@@ -6,6 +6,8 @@ opt-in (``trust_pickle=True`` / ``--trust-pickle``) and never silently.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import pickle
 import re
 import stat
@@ -14,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, LayercritError
+from ..paths import describe_os_error
 
 # Keys under which training scripts commonly nest the weights.
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -27,10 +32,6 @@ IGNORABLE_MISSING = ("num_batches_tracked",)
 
 def _check_readable(path: Path) -> None:
     """A missing, unreadable or non-file checkpoint path: one line saying which."""
-    import os
-
-    from ..paths import describe_os_error
-
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -55,8 +56,6 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, safe_global
     path = Path(path)
     _check_readable(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises several types for bad headers
@@ -186,8 +185,6 @@ def weights_checksum(model: nn.Module) -> str:
 
 def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Save a model's state dict as .safetensors (shared tensors are cloned)."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
 
@@ -199,8 +196,6 @@ NORMALIZATION_METADATA = "layercrit.normalization"  # JSON [mean, std], or "none
 
 def describe_weights(arch: str, num_classes: int, mean, std) -> dict[str, str]:
     """safetensors metadata with which ``file:`` loads the weights without --arch/--mean/--std."""
-    import json
-
     norm = "none" if mean is None or std is None else json.dumps([[float(v) for v in mean], [float(v) for v in std]])
     return {"arch": arch, ARCH_METADATA: arch, CLASSES_METADATA: str(num_classes), NORMALIZATION_METADATA: norm}
 
@@ -216,13 +211,9 @@ class CheckpointInfo:
 
 def checkpoint_info(path: str | Path) -> CheckpointInfo:
     """Read the metadata of a .safetensors file (anything else, or unreadable: nothing recorded)."""
-    import json
-
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return CheckpointInfo()
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

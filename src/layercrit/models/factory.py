@@ -18,6 +18,7 @@ import torch.nn as nn
 import torchvision.models as tvm
 
 from ..errors import ConfigError, LayercritError
+from ..hub import hf_offline_if_unreachable, hub_host
 from ..model_specs import get_spec_kind, register_spec_kind, spec_usages
 from .bundle import ModelBundle, ModelOptions, ModelSource
 from .checkpoint import checkpoint_info, load_into, load_state_dict
@@ -222,8 +223,6 @@ def _torchvision(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
 
 
 def _download(kind: str, what: str, fn: Callable[[], nn.Module]) -> nn.Module:
-    from ..hub import hf_offline_if_unreachable, hub_host
-
     offline = False
     try:
         with hf_offline_if_unreachable() as offline:  # offline: fail at once instead of retrying for a minute

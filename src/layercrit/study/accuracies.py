@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..accuracy import accuracy, confidence
+from ..data import load_data
 from ..errors import LayercritError
+from ..models import create_model
+from ..train import MODEL_FILE, read_sidecar
+from .run import eval_source
 from .spec import ModelEntry, Study, load_study
 
 COLUMNS = ["model_id", "name", "category", "method", "seed", "epoch", "final_epoch", "clean_test_acc",
@@ -32,8 +37,6 @@ def _lab_row(study: Study, entry: ModelEntry, sidecar: dict) -> dict:
 
 def _snapshot_row(path: Path) -> dict | None:
     """A trajectory checkpoint ``<run>/epoch-N.safetensors``: its numbers from the run's sidecar."""
-    from ..train import read_sidecar
-
     sidecar = read_sidecar(path.parent)
     if sidecar is None:
         return None
@@ -50,12 +53,6 @@ def _snapshot_row(path: Path) -> dict | None:
 def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: list[str] | None = None,
                    progress: bool = True) -> pd.DataFrame:
     """The table for every model of the study that exists (untrained lab models are skipped)."""
-    from ..accuracy import accuracy, confidence
-    from ..data import load_data
-    from ..models import create_model
-    from ..train import MODEL_FILE, read_sidecar
-    from .run import eval_source
-
     study = load_study(path, runs)
     data_path, split = eval_source(study)
     test_cache: dict = {}
