@@ -103,11 +103,11 @@ def test_block_units_cached_equals_naive(case):
     if case == "cifar_resnet50":
         bundle = lc.create_model("arch:cifar_resnet50")
         _trained_like(bundle.network)
-        model, factory, data, n = bundle, None, _data(10, 32, 10), 16
+        model, module_kw, data, n = bundle, {}, _data(10, 32, 10), 16  # a bundle knows its normalization
     else:
         torch.manual_seed(1)
-        model, factory, data, n = _vit(), _vit, _data(3, 32, 10), 12
-    out = {e: lc.measure(model, data, factory=factory, normalize=None, unit="block", reset=["random", "remove"],
+        model, module_kw, data, n = _vit(), {"factory": _vit, "normalize": None}, _data(3, 32, 10), 12
+    out = {e: lc.measure(model, data, **module_kw, unit="block", reset=["random", "remove"],
                          trials=2, samples=None, engine=e, batch_size=4, progress=False) for e in ("naive", "cached")}
     a, b = (out[e].set_index(["layer", "reset", "trial"]).sort_index() for e in ("naive", "cached"))
     assert len(a) == n * 2 + n and list(a.index) == list(b.index)  # remove is deterministic: one trial
