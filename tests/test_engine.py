@@ -22,10 +22,11 @@ def _data(n, size, classes, seed=0):
 
 
 def _both_engines(model, factory, data, **kw):
+    # a plain module takes its factory and normalization here; a bundle already knows both
+    module_kw = {} if isinstance(model, lc.ModelBundle) else {"factory": factory, "normalize": None}
     out = {}
     for engine in ("naive", "cached"):
-        out[engine] = lc.measure(model, data, factory=factory, normalize=None, engine=engine, samples=None,
-                                 progress=False, **kw)
+        out[engine] = lc.measure(model, data, **module_kw, engine=engine, samples=None, progress=False, **kw)
     return out["naive"], out["cached"]
 
 
