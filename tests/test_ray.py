@@ -205,15 +205,15 @@ def test_killed_driver_resumes_without_repeating(ray_cluster, folder, local_db, 
     db = tmp_path / "killed-driver.db"
     args = _args(folder, db, "--backend", "ray", "--layers-per-task", "1",
                  "--ray-address", ray.get_runtime_context().gcs_address)
-    driver = subprocess.Popen([sys.executable, "-m", "layercrit.cli", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "layercrit.cli", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600  # generous: a loaded 2-core machine starts a driver slowly; no timing test
     while not (db.exists() and _committed(db)):
-        assert driver.poll() is None, f"driver ended before it could be killed: {driver.communicate()}"
+        assert process.poll() is None, f"driver ended before it could be killed: {process.communicate()}"
         assert time.time() < deadline, "the driver committed nothing"
         time.sleep(0.02)
-    driver.kill()
-    driver.communicate(timeout=60)
+    process.kill()
+    process.communicate(timeout=60)
     first = _rows(db)
     assert 1 <= len(first) < UNITS  # killed mid-way: some rows committed, others not
 

@@ -423,7 +423,7 @@ def test_a_user_family_in_a_few_lines(src, tmp_path, monkeypatch):
 def test_bad_specs_are_clear_errors():
     with pytest.raises(LayercritError, match=r"unknown zoo model 'robust_resnet50_linf_eps4' \(did you mean"):
         lc.create_model("zoo:robust_resnet50_linf_eps4")
-    with pytest.raises(LayercritError, match="--checkpoint applies to zoo:<id> models"):
+    with pytest.raises(LayercritError, match="checkpoint applies to zoo:<id> models"):
         lc.create_model("arch:cifar_resnet50", checkpoint="x.pth")
     with pytest.raises(LayercritError, match="has 1000 classes"):
         lc.create_model("zoo:tv_resnet50", num_classes=10)
