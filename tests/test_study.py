@@ -142,3 +142,15 @@ def test_shipped_cifar10_methods_study_is_valid():
     assert study.samples >= 2000 and study.trials == 3 and study.arch == "cifar_resnet50"
     assert len({m.hyperparameters.get("seed") for m in study.models if m.method}) == 1
     assert all(m.category and m.name for m in ids.values())
+
+
+def test_variants_group_the_seeds_of_one_configuration():
+    """A lab model's variant is its method plus what its entry sets beyond the seed: the seed spread in
+    `report --lab` is taken over the runs of one variant (a precision control is not a third seed)."""
+    study = load_study(ROOT / "studies" / "cifar10-converged.toml")
+    variant = {m.id: m.variant for m in study.models}
+    assert variant["standard-s0"] == variant["standard-s1"] == "standard"
+    assert variant["standard-s0-fp32"] == "standard precision=fp32"
+    assert variant["pgd-linf-8-s0"] == variant["pgd-linf-8-s1"] == "pgd-linf eps=8/255 steps=2"
+    assert variant["pgd-linf-2-s0"] == "pgd-linf eps=2/255"
+    assert variant["standard-s0-e10"] is None  # a spec model: its variant is its run's, found by study accuracies

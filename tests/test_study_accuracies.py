@@ -81,6 +81,8 @@ def test_accuracy_table_rows_and_values(study_file):
     side = json.loads((run / "run.json").read_text())
     assert table.loc["standard", "epoch"] == 2 and table.loc["standard-e1", "epoch"] == 1
     assert table.loc["standard-e1", "final_epoch"] == 2 and table.loc["standard-e1", "method"] == "standard"
+    assert table.loc["standard-e1", "variant"] == table.loc["standard", "variant"] == "standard"  # its run's
+    assert table.loc["pgd", "variant"].startswith("pgd-linf eps=") and pd_isna(table.loc["untrained", "variant"])
     assert table.loc["standard-e1", "clean_test_acc"] == side["snapshots"][0]["clean_test_acc"]
     assert table.loc["standard", "clean_test_acc"] == side["clean_test_acc"]
     assert table.loc["standard-e1", "train_seconds"] <= table.loc["standard", "train_seconds"]

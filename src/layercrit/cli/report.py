@@ -37,26 +37,38 @@ def register(sub) -> None:
                    help="layer rows (default) or residual-block rows (layercrit measure --unit block)")
     r.add_argument("--without", nargs="+", default=["adversarial training"], metavar="CATEGORY",
                    help="also correlate without each of these categories (default: 'adversarial training')")
+    r.add_argument("--lab", metavar="ACCURACIES.csv",
+                   help="a training lab's table (layercrit study accuracies): adds lab.md, lab_*.csv (seed spread, "
+                        "accuracy-matched comparison, confidence correlations) and trajectory figures")
+    r.add_argument("--lab-reference", metavar="VARIANT",
+                   help="with --lab: the variant others are matched against by accuracy (default: standard)")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files in it replaced)")
     r.set_defaults(func=run_report)
 
 
 def run_report(args) -> int:
-    from ..analysis import ReportWarning, load_results  # lazy: pandas and matplotlib only for this command
+    from ..analysis import ReportWarning, load_results, read_lab_csv  # lazy: pandas and matplotlib only here
+    from ..errors import LayercritError
     from ..report import write_report
+    from ..report.lab import checked_lab
 
+    if args.lab_reference and not args.lab:
+        raise LayercritError("--lab-reference applies to a lab table: add --lab ACCURACIES.csv")
+    lab = read_lab_csv(args.lab) if args.lab else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReportWarning)  # printed below as one line each instead
         study = load_results(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
-                           metadata=args.metadata, without=args.without, unit=args.unit,
+                             metadata=args.metadata, without=args.without, unit=args.unit,
                              metric=args.metric)
+        if lab is not None:
+            checked_lab(study, lab, args.lab_reference)  # a lab table that does not fit: one error, before any output
     for message in study.warnings:
         print(f"layercrit: warning: {message}", file=sys.stderr)
     for note in study.notes:
         print(f"layercrit: {note}")
-    written = write_report(study, args.out)
+    written = write_report(study, args.out, lab=lab, lab_reference=args.lab_reference)
     figures = sorted({p.stem for p in written if p.suffix == ".png"})
     archs = f" in {len(study.archs)} architectures ({', '.join(study.archs)})" if len(study.archs) > 1 else ""
     print(f"wrote the report on {len(study.model_ids)} models x {len(study.layer_names)} layers{archs} to {args.out}: "
-          f"{', '.join(figures)}, stages, summary.json (open {args.out.rstrip('/')}/index.html)")
+          f"{', '.join(figures)}, stages, summary.json{', lab.md' if lab is not None else ''} (open {args.out.rstrip('/')}/index.html)")
     return 0

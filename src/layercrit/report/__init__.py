@@ -12,12 +12,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from ..analysis import Results, summary
 from ..errors import LayercritError
 from ..paths import writing_into
 from . import style
 from .bars import layer_bar_figure
 from .heatmap import Panel, heatmap_figure
+from .lab import write_lab
 from .page import render_page, std_limit
 from .scatter import accuracy_figure, epsilon_figure
 from .stages import stages_frame, stages_markdown
@@ -29,8 +32,13 @@ FIGURE_DPI = 200
 FILES = ("heatmap.png", "heatmap.pdf", "std.png", "std.pdf", "stages.csv", "stages.md", "summary.json", "index.html")
 
 
-def write_report(study: Results, out: str | Path) -> list[Path]:
+def write_report(study: Results, out: str | Path, *, lab: pd.DataFrame | None = None,
+                 lab_reference: str | None = None) -> list[Path]:
     """Write every report file into ``out`` (created if needed); returns their paths.
+
+    ``lab``: the table of ``layercrit study accuracies`` (:func:`layercrit.analysis.read_lab_csv`); adds the
+    training-lab files (lab.md, lab_*.csv, trajectory figures; see :mod:`layercrit.report.lab`), with the
+    accuracy-matched comparison against the method ``lab_reference`` (default: standard).
 
     Everything is rendered into a temporary sibling folder first and moved into ``out`` only
     when complete, so an error never leaves a half-written report behind.
@@ -44,6 +52,9 @@ def write_report(study: Results, out: str | Path) -> list[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         try:
             names = render(study, tmp)
+            if lab is not None:
+                with style.plain_text():
+                    names += write_lab(study, lab, tmp, lab_reference, FIGURE_DPI)
             out.mkdir(exist_ok=True)
             for name in names:
                 os.replace(tmp / name, out / name)

@@ -1,6 +1,7 @@
 """``accuracy_table(study)``: per model of a study, how accurate and how confident it is.
 
-One row per model (lab-trained, trajectory checkpoint or given spec): method, training seed and
+One row per model (lab-trained, trajectory checkpoint or given spec): method, variant (the method and what
+the study file sets for the model beyond its seed: runs of one variant are its seeds), training seed and
 epoch, clean top-1 on the whole test split (from the run's sidecar where the lab measured it),
 PGD robust top-1 (adversarial runs), and on the images the study measures (the same draw of
 ``samples`` with the study's seed): top-1, mean max-softmax confidence and mean softmax entropy.
@@ -21,14 +22,14 @@ from ..train import MODEL_FILE, read_sidecar
 from .run import eval_source
 from .spec import ModelEntry, Study, load_study
 
-COLUMNS = ["model_id", "name", "category", "method", "seed", "epoch", "final_epoch", "clean_test_acc",
+COLUMNS = ["model_id", "name", "category", "method", "variant", "seed", "epoch", "final_epoch", "clean_test_acc",
            "test_images", "robust_test_acc", "robust_eval", "eval_top1_acc", "mean_confidence", "mean_entropy",
            "eval_images", "train_seconds"]
 
 
 def _lab_row(study: Study, entry: ModelEntry, sidecar: dict) -> dict:
     robust = sidecar.get("robust_eval") or {}
-    return {"method": entry.method, "seed": sidecar.get("seed"), "epoch": sidecar.get("epochs"),
+    return {"method": entry.method, "variant": entry.variant, "seed": sidecar.get("seed"), "epoch": sidecar.get("epochs"),
             "final_epoch": sidecar.get("epochs"), "clean_test_acc": sidecar.get("clean_test_acc"),
             "test_images": sidecar["data"]["test_images"], "robust_test_acc": sidecar.get("robust_test_acc"),
             "robust_eval": f"{robust['attack']}, eps {robust['eps']:.4g}, {robust['images']} images" if robust else None,
@@ -54,6 +55,7 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
                    progress: bool = True) -> pd.DataFrame:
     """The table for every model of the study that exists (untrained lab models are skipped)."""
     study = load_study(path, runs)
+    variants = {e.id: e.variant for e in study.models if e.method}
     data_path, split = eval_source(study)
     test_cache: dict = {}
     rows = []
@@ -75,6 +77,8 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
                                  checkpoint=entry.checkpoint, init_seed=entry.init_seed if entry.init_seed is not None
                                  else study.seed)
             row.update((_snapshot_row(file) if file is not None else None) or {})
+            if row.get("method") is not None:  # a snapshot: the variant of the run it comes from
+                row["variant"] = variants.get(file.parent.name if file is not None else "")
             if row.get("clean_test_acc") is None:
                 key = model.input_size or 32
                 if key not in test_cache:

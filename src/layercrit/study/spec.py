@@ -55,6 +55,9 @@ MODEL_KEYS = {"id", "name", "category", "method", "spec", "arch", "checkpoint", 
               "mean", "std", "normalize"}
 SPEC_ONLY_KEYS = ("spec", "checkpoint", "num_classes", "init_seed", "input_size", "mean", "std", "normalize")
 TOP_KEYS = {"study", "train", "models"}
+# What does not make a lab model a different variant of its method: runs that differ only in these are seeds
+# of one variant (the seed spread in reports is taken over them).
+NOT_VARIANT = ("seed", "save_epochs")
 
 
 @dataclass
@@ -73,6 +76,7 @@ class ModelEntry:
     mean: tuple[float, ...] | None = None  # spec models: the input normalization (create_model's mean/std)
     std: tuple[float, ...] | None = None
     raw_input: bool = False  # normalize = "none": [0, 1] images as they are
+    variant: str | None = None  # lab models: the method and what this entry sets beyond the seed ("pgd-linf eps=8/255")
 
 
 @dataclass
@@ -218,6 +222,7 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
                     raise LayercritError(f"{where}: {k} applies to spec models, not to method = \"{m['method']}\"")
             entry.method = m["method"]
             entry.hyperparameters = {"arch": m.get("arch", study.arch), "seed": study.seed, **shared, **hp}
+            entry.variant = " ".join([entry.method, *(f"{k}={v}" for k, v in hp.items() if k not in NOT_VARIANT)])
         else:
             if hp:
                 raise LayercritError(f"{where}: unknown key(s) {', '.join(sorted(hp))} for a spec model: "

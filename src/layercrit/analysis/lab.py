@@ -1,0 +1,158 @@
+"""Training-lab tables: measurements joined with what each model is (method, seed, epoch) and how
+accurate and confident it is (``layercrit study accuracies``), for controlled comparisons.
+
+    from layercrit.analysis import load_results, read_lab_csv, lab_table, seed_spread, accuracy_matched
+    lab = lab_table(load_results(["lab.db"]), read_lab_csv("accuracies.csv"))
+    seed_spread(lab)                      # per variant: mean, std, min, max over seeds of every number
+    accuracy_matched(lab, "standard")     # each model against the standard checkpoint of nearest accuracy
+    mechanism_table(lab)                  # rank correlations of the average value with accuracy and confidence
+    trajectories(lab)                     # the checkpoints of each (variant, seed) in epoch order
+
+A *variant* is a method with its settings ("pgd-linf eps=8/255 steps=2"); its runs differ only in the seed.
+A model's *value* is the Results' metric (criticality or top-1 disagreement), averaged over layers
+(``avg``) and per network stage. The "final" models are each run's last epoch; checkpoints taken on
+the way are the trajectory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LayercritError
+from .layers import ordered_stages
+from .results import Results
+from .stats import rank_correlation
+
+LAB_REQUIRED = ("model_id", "method", "seed", "epoch", "final_epoch", "clean_test_acc")
+LAB_OPTIONAL = ("variant", "robust_test_acc", "mean_confidence", "mean_entropy", "train_seconds")
+LAB_NUMERIC = ("seed", "epoch", "final_epoch", "clean_test_acc", "robust_test_acc", "mean_confidence", "mean_entropy",
+               "train_seconds")
+AVG = "avg"
+SPREAD_QUANTITIES = ("clean_test_acc", "robust_test_acc", "mean_confidence", "mean_entropy", AVG)
+MECHANISM_AGAINST = {"clean_test_acc": "clean top-1", "mean_confidence": "mean confidence",
+                     "mean_entropy": "mean entropy"}
+
+
+def read_lab_csv(path: str | Path) -> pd.DataFrame:
+    """The table of ``layercrit study accuracies`` (one row per model: method, seed, epoch, accuracies, confidence)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LayercritError(f"lab table not found: {path}: make it with `layercrit study accuracies`, or check --lab")
+    try:
+        df = pd.read_csv(path, dtype={"model_id": str, "method": str, "variant": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise LayercritError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}): check --lab") from None
+    return check_lab_frame(df, str(path))
+
+
+def check_lab_frame(df: pd.DataFrame, where: str = "the lab table") -> pd.DataFrame:
+    """The frame with its numeric columns as floats; one clear error for a missing column or a bad value."""
+    missing = [c for c in LAB_REQUIRED if c not in df.columns]
+    if missing:
+        raise LayercritError(f"{where} has no column {', '.join(missing)} (it is the CSV of "
+                             "`layercrit study accuracies`): check --lab")
+    dupes = df["model_id"][df["model_id"].duplicated()].unique()
+    if len(dupes):
+        raise LayercritError(f"{where} lists model id(s) {', '.join(map(str, dupes))} more than once: check --lab")
+    df = df.copy()
+    for col in LAB_NUMERIC:
+        if col not in df.columns:
+            df[col] = np.nan
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = df[col][values.isna() & df[col].notna()]
+        if len(bad):
+            raise LayercritError(f"{where}: {col} '{bad.iloc[0]}' is not a number: check --lab")
+        df[col] = values.astype(float)
+    df["model_id"] = df["model_id"].astype(str)
+    # runs of one variant (method + settings beyond the seed) are seeds of each other; tables without the
+    # column (or models without a variant) count the method as the variant
+    variant = df["variant"] if "variant" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    df["variant"] = variant.where(variant.notna(), df["method"]).astype(str)
+    return df
+
+
+def lab_table(results: Results, lab: pd.DataFrame) -> pd.DataFrame:
+    """One row per model that is both measured and in the lab table: model_id, category, method, seed, epoch,
+    final (the run's last epoch), accuracies, confidence, entropy, ``avg`` and one column per stage (the
+    Results' metric in percent). Models only on one side are left out (``results`` may hold others)."""
+    lab = check_lab_frame(lab)
+    stages = results.stage_stats
+    values = results.model_stats.set_index("model_id")[["category", "avg_criticality"]].rename(
+        columns={"avg_criticality": AVG}).join(stages)
+    keep = [c for c in (*LAB_REQUIRED, *LAB_OPTIONAL) if c in lab.columns]
+    table = lab[keep].merge(values, left_on="model_id", right_index=True, how="inner")
+    if table.empty:
+        raise LayercritError("no model is both in the results and in the lab table: check that --lab belongs to "
+                             "these databases")
+    table.insert(table.columns.get_loc("final_epoch") + 1, "final", table["epoch"] == table["final_epoch"])
+    return table.sort_values(["variant", "seed", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def stage_columns(table: pd.DataFrame) -> list[str]:
+    """The stage columns of a lab table, in network order."""
+    known = set(LAB_REQUIRED) | set(LAB_OPTIONAL) | {"category", "final", AVG}
+    return ordered_stages([c for c in table.columns if c not in known])
+
+
+def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Per variant over its final models (one per seed): n, seeds, then mean, std (ddof=1; NaN for one seed),
+    min and max of accuracy, confidence, entropy, the average value and each stage's, in long form
+    (variant, quantity, n, seeds, mean, std, min, max)."""
+    finals = table[table["final"]]
+    rows = []
+    for variant, group in finals.groupby("variant", sort=False):
+        seeds = ",".join(str(int(s)) for s in sorted(group["seed"].dropna()))
+        for quantity in [*SPREAD_QUANTITIES, *stage_columns(table)]:
+            values = group[quantity].dropna() if quantity in group else pd.Series(dtype=float)
+            if values.empty:
+                continue
+            rows.append({"variant": variant, "quantity": quantity, "n": len(values), "seeds": seeds,
+                         "mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+                         "min": values.min(), "max": values.max()})
+    return pd.DataFrame(rows, columns=["variant", "quantity", "n", "seeds", "mean", "std", "min", "max"])
+
+
+def accuracy_matched(table: pd.DataFrame, reference: str = "standard") -> pd.DataFrame:
+    """Each model of another variant against the ``reference`` variant's model (any seed, final or checkpoint)
+    whose clean top-1 is nearest: both accuracies, the gap, and the difference (model minus match) of the
+    average value and of every stage, in percentage points."""
+    refs = table[(table["variant"] == reference) & table["clean_test_acc"].notna()]
+    if refs.empty:
+        raise LayercritError(f"no model of variant '{reference}' with a clean accuracy to match against: "
+                             "choose another reference")
+    stages = stage_columns(table)
+    rows = []
+    for row in table[(table["variant"] != reference) & table["clean_test_acc"].notna()].to_dict("records"):
+        gaps = (refs["clean_test_acc"] - row["clean_test_acc"]).abs()
+        match = refs.loc[gaps.idxmin()]  # ties: the first in (variant, seed, epoch) order
+        out = {k: row[k] for k in ("model_id", "variant", "seed", "epoch", "final", "clean_test_acc")}
+        out.update(matched_id=match["model_id"], matched_acc=match["clean_test_acc"],
+                   acc_gap=row["clean_test_acc"] - match["clean_test_acc"], avg=row[AVG], matched_avg=match[AVG],
+                   delta_avg=row[AVG] - match[AVG])
+        for stage in stages:
+            out[f"delta {stage}"] = row[stage] - match[stage]
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def mechanism_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Rank correlations (Spearman, Kendall) of the average value with clean top-1, mean confidence and mean
+    entropy, over the final models and over all models (checkpoints included)."""
+    rows = []
+    for subset, frame in (("final models", table[table["final"]]), ("all models (with checkpoints)", table)):
+        for column, label in MECHANISM_AGAINST.items():
+            if column not in frame:
+                continue
+            c = rank_correlation(frame[column], frame[AVG])
+            rows.append({"subset": subset, "against": label, "n": c["n"], "spearman_rho": c["spearman"]["rho"],
+                         "spearman_p": c["spearman"]["p"], "kendall_tau": c["kendall"]["tau"],
+                         "kendall_p": c["kendall"]["p"]})
+    return pd.DataFrame(rows)
+
+
+def trajectories(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of every (variant, seed) measured at two or more epochs, in (variant, seed, epoch) order."""
+    counts = table.groupby(["variant", "seed"])["epoch"].transform("nunique")
+    return table[counts >= 2].sort_values(["variant", "seed", "epoch"], kind="stable").reset_index(drop=True)

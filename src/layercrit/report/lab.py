@@ -1,0 +1,104 @@
+"""The training-lab part of a report (``layercrit report --lab accuracies.csv``): tables as CSV and one
+Markdown page, trajectory figures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..analysis import Results
+from ..analysis.lab import (AVG, accuracy_matched, lab_table, mechanism_table, seed_spread, stage_columns,
+                            trajectories)
+from ..errors import LayercritError
+from .stages import markdown_table
+from .trajectory import trajectory_figure
+
+DEFAULT_REFERENCE = "standard"
+
+
+def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, Figure], str]:
+    """(tables by file stem, figures by file stem, the Markdown page) for a lab table.
+
+    ``reference``: the variant the accuracy-matched comparison matches against (default "standard" where
+    the lab has it; an error when named and absent)."""
+    table, reference = checked_lab(study, lab, reference)
+    tables = {"lab_models": table, "lab_seeds": seed_spread(table), "lab_mechanism": mechanism_table(table)}
+    if reference is not None and (table["variant"] != reference).any():
+        tables["lab_matched"] = accuracy_matched(table, reference)
+    figures = {}
+    paths = trajectories(table)
+    if not paths.empty:
+        shown = pd.concat([paths, table[table["final"] & ~table["model_id"].isin(paths["model_id"])]])
+        figures = {"trajectory_epoch": trajectory_figure(shown, "epoch", study.metric_label),
+                   "trajectory_accuracy": trajectory_figure(shown, "clean_test_acc", study.metric_label)}
+    return tables, figures, lab_markdown(study, tables, reference)
+
+
+def checked_lab(study: Results, lab: pd.DataFrame, reference: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """The lab table joined with the results, and the reference variant (None where there is none to match
+    against); one clear error where they do not fit together."""
+    table = lab_table(study, lab)
+    variants = set(table["variant"])
+    if reference is not None and reference not in variants:
+        raise LayercritError(f"--lab-reference {reference} is not a variant of the lab table "
+                             f"({', '.join(sorted(variants))}): choose one of them")
+    return table, reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in variants else None)
+
+
+def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str | None) -> str:
+    what = study.metric_label
+    table = tables["lab_models"]
+    stages = stage_columns(table)
+    models = table[["model_id", "variant", "seed", "epoch", "clean_test_acc", "robust_test_acc", "mean_confidence",
+                    "mean_entropy", AVG, *stages]].rename(columns={AVG: f"avg {what}"})
+    models = models.astype({"seed": "Int64", "epoch": "Int64"})  # whole numbers, shown without decimals
+    spread = spread_markdown_frame(tables["lab_seeds"])
+    lines = [f"# Training lab: {what} [%] with accuracy and confidence (reset: {study.reset})", "",
+             "Per model: clean / robust top-1 [%], mean max-softmax confidence and entropy (nats) on the measured "
+             f"images, the average layer {what} and its mean per stage.", "",
+             "## Models", "", markdown_table(models, ".2f"), "",
+             "## Seed spread (final models)", "",
+             "Per variant over its seeds: mean ± sample std (the mean alone for one seed); min and max are in "
+             "lab_seeds.csv.", "",
+             markdown_table(spread), ""]
+    if "lab_matched" in tables:
+        matched = tables["lab_matched"]
+        shown = matched[["model_id", "clean_test_acc", "matched_id", "matched_acc", "acc_gap", "avg",
+                         "matched_avg", "delta_avg", *[c for c in matched.columns if c.startswith("delta ")
+                                                      and c != "delta_avg"]]]
+        lines += ["## Accuracy-matched comparison", "",
+                  f"Each model against the `{reference}` model (any seed, final or checkpoint) of nearest clean "
+                  f"top-1; deltas are model minus match [pp] of the average {what} and of each stage's mean.", "",
+                  markdown_table(shown, ".2f"), ""]
+    lines += ["## Mechanism: rank correlations of the average value", "",
+              f"Average {what} against clean top-1, mean confidence and mean entropy.", "",
+              markdown_table(tables["lab_mechanism"], ".3f"), ""]
+    return "\n".join(lines)
+
+
+def spread_markdown_frame(spread: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant, one "mean ± std" column per quantity (3 decimals for confidence and entropy)."""
+    cells: dict[str, dict[str, str]] = {}
+    for row in spread.itertuples(index=False):
+        digits = 3 if row.quantity in ("mean_confidence", "mean_entropy") else 1
+        text = f"{row.mean:.{digits}f}" if pd.isna(row.std) else f"{row.mean:.{digits}f} ± {row.std:.{digits}f}"
+        entry = cells.setdefault(row.variant, {"variant": row.variant, "seeds": row.seeds})
+        entry[row.quantity] = text
+    return pd.DataFrame(list(cells.values())).fillna("–")
+
+
+def write_lab(study: Results, lab: pd.DataFrame, folder: Path, reference: str | None, dpi: int) -> list[str]:
+    """Every lab file into ``folder``; returns their names."""
+    tables, figures, page = lab_outputs(study, lab, reference)
+    names = []
+    for stem, frame in tables.items():
+        frame.to_csv(folder / f"{stem}.csv", index=False)
+        names.append(f"{stem}.csv")
+    for stem, fig in figures.items():
+        fig.savefig(folder / f"{stem}.png", dpi=dpi, facecolor="white")
+        fig.savefig(folder / f"{stem}.pdf", facecolor="white")
+        names += [f"{stem}.png", f"{stem}.pdf"]
+    (folder / "lab.md").write_text(page, encoding="utf-8")
+    return names + ["lab.md"]

@@ -1,0 +1,169 @@
+"""The training-lab tables and `report --lab`: variants and seeds, seed spread, accuracy matching, confidence
+correlations and trajectory figures, from hand-built results whose every number is known."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from conftest import run_cli
+from layercrit.analysis import (accuracy_matched, lab_table, load_results, mechanism_table, seed_spread,
+                                trajectories)
+from layercrit.store import PAPER_COLUMNS
+
+LAYERS = ["conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1", "fc"]
+STAGES = ["stem", "stage 1", "stage 2", "stage 3", "stage 4", "head"]
+STEM_EXTRA = 12.0  # every model's stem is this much more critical than its other layers
+# model id -> (method, variant, seed, epoch, final epoch, clean top-1, confidence, base criticality A)
+LAB = {
+    "std-s0-e01": ("standard", "standard", 0, 1, 40, 40.0, 0.40, 10.0),
+    "std-s0-e10": ("standard", "standard", 0, 10, 40, 68.0, 0.70, 20.0),
+    "std-s0": ("standard", "standard", 0, 40, 40, 87.0, 0.90, 30.0),
+    "std-s1": ("standard", "standard", 1, 40, 40, 86.0, 0.89, 34.0),
+    "std-fp32": ("standard", "standard precision=fp32", 0, 40, 40, 87.2, 0.91, 31.0),
+    "adv-s0-e01": ("pgd-linf", "pgd-linf eps=8/255", 0, 1, 40, 35.0, 0.30, 4.0),
+    "adv-s0": ("pgd-linf", "pgd-linf eps=8/255", 0, 40, 40, 70.0, 0.55, 15.0),
+}
+NOT_IN_LAB = "third-party"  # measured, but no lab row: left out of the lab tables
+
+
+def _criticality(model: str, layer: str) -> float:
+    base = 25.0 if model == NOT_IN_LAB else LAB[model][7]
+    return base + (STEM_EXTRA if layer == "conv1" else 0.0)
+
+
+def write_results(path):
+    rows = []
+    for model in [*LAB, NOT_IN_LAB]:
+        for layer in LAYERS:
+            for trial in range(2):
+                cos = 1.0 - _criticality(model, layer) / 100.0
+                rows.append({"top1_acc": 50.0, "top5_acc": 90.0, "loss": 1.0, "batch_acc": np.nan,
+                             "layer": "model." + layer, "pred_cos_sim": cos, "pred_l1_err": 0.1, "pred_l2_err": 0.1,
+                             "pred_ce_loss": 1.0, "trial": float(trial), "recovered_acc": 0.5, "model_id": model})
+    pd.DataFrame(rows, columns=PAPER_COLUMNS).to_csv(path, index=False)
+    return path
+
+
+def lab_frame(with_variant: bool = True) -> pd.DataFrame:
+    rows = [{"model_id": m, "method": v[0], "variant": v[1], "seed": v[2], "epoch": v[3], "final_epoch": v[4],
+             "clean_test_acc": v[5], "mean_confidence": v[6], "mean_entropy": 2.0 - 2.0 * v[6]}
+            for m, v in LAB.items()]
+    rows.append({"model_id": "trained-not-measured", "method": "standard", "variant": "standard", "seed": 2,
+                 "epoch": 40, "final_epoch": 40, "clean_test_acc": 85.0})
+    frame = pd.DataFrame(rows)
+    return frame if with_variant else frame.drop(columns=["variant"])
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    csv = write_results(tmp_path_factory.mktemp("lab") / "raw.csv")
+    return lab_table(load_results(paper_csvs=[csv]), lab_frame())
+
+
+def _avg(base: float) -> float:
+    return base + STEM_EXTRA / len(LAYERS)
+
+
+def test_lab_table_joins_measured_and_listed_models(table):
+    assert set(table["model_id"]) == set(LAB)  # not the unlisted third-party model, not the unmeasured run
+    row = table.set_index("model_id").loc["adv-s0"]
+    assert row["variant"] == "pgd-linf eps=8/255" and bool(row["final"])
+    assert not table.set_index("model_id").loc["std-s0-e10", "final"]
+    assert row["avg"] == pytest.approx(_avg(15.0))
+    assert row["stem"] == pytest.approx(15.0 + STEM_EXTRA)
+    for stage in STAGES[1:]:
+        assert row[stage] == pytest.approx(15.0)
+
+
+def test_seed_spread_is_over_the_seeds_of_one_variant(table):
+    spread = seed_spread(table).set_index(["variant", "quantity"])
+    std = spread.loc[("standard", "avg")]
+    assert std["n"] == 2 and std["seeds"] == "0,1"  # the fp32 run is another variant, not a third seed
+    assert std["mean"] == pytest.approx(_avg(32.0))
+    assert std["std"] == pytest.approx(np.std([30.0, 34.0], ddof=1))
+    assert (std["min"], std["max"]) == pytest.approx((_avg(30.0), _avg(34.0)))
+    assert spread.loc[("standard", "clean_test_acc"), "mean"] == pytest.approx(86.5)
+    one = spread.loc[("standard precision=fp32", "avg")]
+    assert one["n"] == 1 and np.isnan(one["std"])
+    assert ("pgd-linf eps=8/255", "stage 3") in spread.index  # checkpoints are not seeds
+    assert spread.loc[("pgd-linf eps=8/255", "stage 3"), "n"] == 1
+
+
+def test_accuracy_matched_takes_the_nearest_reference_model(table):
+    matched = accuracy_matched(table, "standard").set_index("model_id")
+    assert set(matched.index) == {"std-fp32", "adv-s0-e01", "adv-s0"}
+    adv = matched.loc["adv-s0"]  # 70 %: the standard checkpoint at 68 % is nearer than any final model
+    assert adv["matched_id"] == "std-s0-e10" and adv["acc_gap"] == pytest.approx(2.0)
+    assert adv["delta_avg"] == pytest.approx(15.0 - 20.0)
+    assert adv["delta stage 4"] == pytest.approx(15.0 - 20.0)
+    assert matched.loc["adv-s0-e01", "matched_id"] == "std-s0-e01"  # 35 % -> 40 %, gap -5
+    assert matched.loc["adv-s0-e01", "acc_gap"] == pytest.approx(-5.0)
+    assert matched.loc["std-fp32", "matched_id"] == "std-s0"  # 87.2: 87.0 beats 86.0
+
+
+def test_mechanism_correlations_match_scipy(table):
+    mech = mechanism_table(table).set_index(["subset", "against"])
+    finals = table[table["final"]]
+    rho, p = stats.spearmanr(finals["mean_confidence"], finals["avg"])
+    got = mech.loc[("final models", "mean confidence")]
+    assert got["n"] == 4 and got["spearman_rho"] == pytest.approx(rho) and got["spearman_p"] == pytest.approx(p)
+    tau, _ = stats.kendalltau(table["clean_test_acc"], table["avg"])
+    assert mech.loc[("all models (with checkpoints)", "clean top-1"), "kendall_tau"] == pytest.approx(tau)
+    assert mech.loc[("all models (with checkpoints)", "mean entropy"), "spearman_rho"] < 0
+
+
+def test_trajectories_are_runs_with_two_or_more_epochs(table):
+    paths = trajectories(table)
+    assert list(paths["model_id"]) == ["adv-s0-e01", "adv-s0", "std-s0-e01", "std-s0-e10", "std-s0"]
+
+
+def test_without_a_variant_column_the_method_is_the_variant(tmp_path):
+    csv = write_results(tmp_path / "raw.csv")
+    table = lab_table(load_results(paper_csvs=[csv]), lab_frame(with_variant=False))
+    assert set(table["variant"]) == {"standard", "pgd-linf"}
+
+
+def test_report_lab_writes_tables_figures_and_page(tmp_path):
+    csv = write_results(tmp_path / "raw.csv")
+    lab = tmp_path / "accuracies.csv"
+    lab_frame().to_csv(lab, index=False)
+    out = tmp_path / "report"
+    proc = run_cli("report", "--paper-csv", str(csv), "--lab", str(lab), "--out", str(out), check=True)
+    assert "lab.md" in proc.stdout
+    for name in ["lab.md", "lab_models.csv", "lab_seeds.csv", "lab_matched.csv", "lab_mechanism.csv",
+                 "trajectory_epoch.png", "trajectory_epoch.pdf", "trajectory_accuracy.png", "trajectory_accuracy.pdf"]:
+        assert (out / name).stat().st_size > 0, name
+    models = pd.read_csv(out / "lab_models.csv").set_index("model_id")
+    assert models.loc["std-s1", "avg"] == pytest.approx(_avg(34.0))
+    page = (out / "lab.md").read_text()
+    assert f"| standard | 0,1 | 86.5 ± 0.7 | 0.895 ± 0.007 | 0.210 ± 0.014 | {_avg(32.0):.1f} ± 2.8 |" in page
+    assert "| adv-s0 | 70.00 | std-s0-e10 | 68.00 | 2.00 |" in page
+
+
+def test_report_lab_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    csv = write_results(tmp_path / "raw.csv")
+    good, no_epoch, dupes, bad_acc = (tmp_path / f"{n}.csv" for n in ("good", "no_epoch", "dupes", "bad_acc"))
+    lab_frame().to_csv(good, index=False)
+    lab_frame().drop(columns=["epoch"]).to_csv(no_epoch, index=False)
+    pd.concat([lab_frame(), lab_frame().head(1)]).to_csv(dupes, index=False)
+    lab_frame().astype({"clean_test_acc": object}).assign(clean_test_acc="high").to_csv(bad_acc, index=False)
+    other = tmp_path / "other.csv"
+    lab_frame().assign(model_id=lambda f: "x-" + f["model_id"]).to_csv(other, index=False)
+    out = tmp_path / "report"
+    cases = [
+        (["--lab", str(tmp_path / "none.csv")], "lab table not found"),
+        (["--lab", str(no_epoch)], "has no column epoch"),
+        (["--lab", str(dupes)], "more than once"),
+        (["--lab", str(bad_acc)], "clean_test_acc 'high' is not a number"),
+        (["--lab", str(other)], "no model is both in the results and in the lab table"),
+        (["--lab", str(good), "--lab-reference", "sgd"], "--lab-reference sgd is not a variant"),
+        (["--lab-reference", "standard"], "--lab-reference applies to a lab table"),
+    ]
+    for args, needle in cases:
+        proc = run_cli("report", "--paper-csv", str(csv), *args, "--out", str(out))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("layercrit: error:") and needle in lines[0], proc.stderr
+        assert not out.exists() and not list(tmp_path.glob(".report.partial-*"))
