@@ -154,3 +154,6 @@ def test_variants_group_the_seeds_of_one_configuration():
     assert variant["pgd-linf-8-s0"] == variant["pgd-linf-8-s1"] == "pgd-linf eps=8/255 steps=2"
     assert variant["pgd-linf-2-s0"] == "pgd-linf eps=2/255"
     assert variant["standard-s0-e10"] is None  # a spec model: its variant is its run's, found by study accuracies
+    third = {m.id: m for m in study.models}["akamaster-resnet20"]  # the model nobody here trained, beside them
+    assert third.arch == f"{ROOT / 'tests' / 'fixtures' / 'akamaster_resnet.py'}:resnet20" and third.input_size == 32
+    assert third.spec.endswith("shared/models/akamaster-resnet20/resnet20-12fca82f.th")
