@@ -167,3 +167,20 @@ def test_report_lab_bad_input_is_one_line_and_writes_nothing(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("layercrit: error:") and needle in lines[0], proc.stderr
         assert not out.exists() and not list(tmp_path.glob(".report.partial-*"))
+
+
+def test_report_only_selects_models_by_glob(tmp_path):
+    csv = write_results(tmp_path / "raw.csv")
+    finals = load_results(paper_csvs=[csv], only=["!*-e??"])  # the checkpoints left out
+    assert sorted(finals.model_ids) == sorted(["std-s0", "std-s1", "std-fp32", "adv-s0", NOT_IN_LAB])
+    assert sorted(load_results(paper_csvs=[csv], only=["std-*", "!*fp32"]).model_ids) == \
+        sorted(["std-s0", "std-s0-e01", "std-s0-e10", "std-s1"])
+    out = tmp_path / "report"
+    proc = run_cli("report", "--paper-csv", str(csv), "--only", "adv-*", "std-s0", "--out", str(out), check=True)
+    assert "on 3 models" in proc.stdout
+    for args, needle in [(["--only", "nope*"], "model pattern 'nope*' matches no model"),
+                         (["--only", "std-*", "!std-*"], "leaves no model to report")]:
+        proc = run_cli("report", "--paper-csv", str(csv), *args, "--out", str(tmp_path / "r2"))
+        assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+            proc.stderr
+        assert not (tmp_path / "r2").exists()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayercritError
+from ..patterns import select_names
 from . import tables
 from .layers import architecture_groups, layer_frame
 from . import metadata as _metadata
@@ -114,7 +115,8 @@ class Results:
 
 def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path] = (), *, reset: str = "random",
                baseline: str | None = None, metadata: str | Path | pd.DataFrame | None = None,
-               without: Sequence[str] = DEFAULT_WITHOUT, unit: str = "layer", metric: str = "criticality") -> Results:
+               without: Sequence[str] = DEFAULT_WITHOUT, unit: str = "layer", metric: str = "criticality",
+               only: Sequence[str] = ()) -> Results:
     """Read results databases and/or raw-results CSVs in the original study's layout into a :class:`Results`.
 
     Metadata precedence: zoo registry < the databases' own (category, measured top-1) <
@@ -123,7 +125,8 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     :class:`ReportWarning`); choices made for the user (the baseline) in ``results.notes``.
     ``unit="block"`` reads the databases' residual-block rows instead of layers. ``metric="disagreement"``
     reports 100 - ``pred_agreement`` (the % of images whose top-1 class a reset changes) in place of the
-    criticality: every table, figure and correlation then reads in that measure.
+    criticality: every table, figure and correlation then reads in that measure. ``only``: fnmatch patterns of
+    the model ids to report (``"!pattern"`` leaves models out; e.g. ``["!*-e??"]`` drops trajectory checkpoints).
     """
     dbs, paper_csvs = list(dbs), list(paper_csvs)
     if not dbs and not paper_csvs:
@@ -145,6 +148,13 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     _check_unique_models(sources)
     rows = pd.concat([s.rows for s in sources], ignore_index=True)
     runs = pd.concat([s.runs for s in sources], ignore_index=True)
+    if only:
+        kept = select_names(list(dict.fromkeys(rows["model_id"])), only, what="model",
+                            hint="the ids are in `layercrit export` or the report's summary.json; check --only")
+        if not kept:
+            raise LayercritError(f"--only {' '.join(only)} leaves no model to report: loosen it")
+        rows = rows[rows["model_id"].isin(kept)].reset_index(drop=True)
+        runs = runs[runs["model_id"].isin(kept)].reset_index(drop=True)
 
     found: list[str] = []  # warnings for the user
     nonfinite = _nonfinite_rows(rows, found)

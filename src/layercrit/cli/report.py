@@ -37,6 +37,9 @@ def register(sub) -> None:
                    help="layer rows (default) or residual-block rows (layercrit measure --unit block)")
     r.add_argument("--without", nargs="+", default=["adversarial training"], metavar="CATEGORY",
                    help="also correlate without each of these categories (default: 'adversarial training')")
+    r.add_argument("--only", nargs="+", default=[], metavar="PATTERN",
+                   help="report only the models whose ids match these globs ('!glob' leaves models out, "
+                        "e.g. --only '!*-e??' without trajectory checkpoints)")
     r.add_argument("--lab", metavar="ACCURACIES.csv",
                    help="a training lab's table (layercrit study accuracies): adds lab.md, lab_*.csv (seed spread, "
                         "accuracy-matched comparison, confidence correlations) and trajectory figures")
@@ -59,7 +62,7 @@ def run_report(args) -> int:
         warnings.simplefilter("ignore", ReportWarning)  # printed below as one line each instead
         study = load_results(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
                              metadata=args.metadata, without=args.without, unit=args.unit,
-                             metric=args.metric)
+                             metric=args.metric, only=args.only)
         if lab is not None:
             checked_lab(study, lab, args.lab_reference)  # a lab table that does not fit: one error, before any output
     for message in study.warnings:

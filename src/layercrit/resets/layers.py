@@ -4,7 +4,6 @@ A :class:`Unit` is what one reset changes: a layer here, or a residual block (se
 """
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, LayercritError
+from ..patterns import select_names
 
 # --types vocabulary -> module classes.
 LAYER_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
@@ -91,14 +91,9 @@ def forward_order(network: nn.Module, modules: list[nn.Module], input_size: int,
 
 
 def select(names: list[tuple[str, str]], patterns: list[str]) -> list[tuple[str, str]]:
-    includes = [p for p in patterns if not p.startswith("!")]
-    excludes = [p[1:] for p in patterns if p.startswith("!")]
-    for p in includes + excludes:
-        if not any(fnmatch.fnmatchcase(n, p) for n, _ in names):
-            raise LayercritError(f"layer pattern '{p}' matches no layer: list layers with `layercrit layers --model ...`")
-    if includes:
-        names = [(n, k) for n, k in names if any(fnmatch.fnmatchcase(n, p) for p in includes)]
-    names = [(n, k) for n, k in names if not any(fnmatch.fnmatchcase(n, p) for p in excludes)]
+    kept = set(select_names([n for n, _ in names], patterns, what="layer",
+                            hint="list layers with `layercrit layers --model ...`"))
+    names = [(n, k) for n, k in names if n in kept]
     if not names:
         raise ConfigError("the layer patterns leave no layer to measure: loosen {layers}", ("layers",))
     return names
