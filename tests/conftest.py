@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,13 @@ def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     if check and code != 0:
         raise AssertionError(f"layercrit {' '.join(args)} failed:\n{proc.stderr}")
     return proc
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a CLI subprocess a test interrupts with SIGINT: a shell starts background jobs
+    (``nohup pytest &``) with SIGINT ignored, the child would inherit that, and Python then keeps ignoring
+    it; the default disposition makes Python install its KeyboardInterrupt handler as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli_process(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:

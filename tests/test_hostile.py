@@ -39,7 +39,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import interruptible, run_cli
 
 TIMEOUT = 240  # seconds per command: generous for a loaded 2-core machine; a hang ends the case as a failure
 MODEL = ["--model", "arch:cifar_resnet50"]
@@ -671,7 +671,8 @@ def test_ctrl_c_while_importing_prints_one_line(world, tmp_path):
     if not Path("/proc/self/maps").exists():
         pytest.skip("needs /proc to see when the process is importing PyTorch")
     p = subprocess.Popen([sys.executable, "-m", "layercrit.cli", *_measure(world, tmp_path)], cwd=tmp_path,
-                         env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=interruptible)
     deadline = time.monotonic() + TIMEOUT
     while p.poll() is None and not _mapped(p.pid, "libtorch") and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import layercrit as lc
+from conftest import interruptible
 from layercrit.store import METRICS
 
 
@@ -39,7 +40,8 @@ def _progress(db):
 
 def _start(args):
     return subprocess.Popen([sys.executable, "-m", "layercrit.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=interruptible)
 
 
 def _interrupt_after(proc, db, images, sig):
