@@ -126,3 +126,31 @@ def test_cli_study_accuracies_writes_the_table(study_file, tmp_path):
     table = pd.read_csv(out)
     assert list(table["model_id"]) == ["standard", "standard-e1"] and list(table["epoch"]) == [2, 1]
     assert "2 models -> " in proc.stdout
+
+
+def test_a_given_model_with_its_own_architecture_and_normalization(tmp_path):
+    """A study's spec model is built as `study run` builds it (its arch file, input size, mean/std): the
+    third-party ResNet-20 on the CIFAR-10 JPEG copy, far above chance."""
+    from conftest import ROOT, SHARED_DATA, need
+
+    data = need(SHARED_DATA / "cifar10")
+    weights = SHARED_DATA.parent / "models" / "akamaster-resnet20" / "resnet20-12fca82f.th"
+    if not weights.is_file():
+        pytest.skip(f"{weights} is absent (the shared models lie beside the project in ../shared/models)")
+    path = tmp_path / "third.toml"
+    path.write_text(f"""
+[study]
+data = "{data}"
+samples = 200
+[[models]]
+id = "akamaster"
+category = "third party"
+spec = "file:{weights}"
+arch = "{ROOT / 'tests' / 'fixtures' / 'akamaster_resnet.py'}:resnet20"
+input_size = 32
+mean = [0.485, 0.456, 0.406]
+std = [0.229, 0.224, 0.225]
+""")
+    table = accuracy_table(path, progress=False).set_index("model_id")
+    assert table.loc["akamaster", "test_images"] == 10000 and table.loc["akamaster", "eval_images"] == 200
+    assert table.loc["akamaster", "clean_test_acc"] >= 78.0  # 91.7 % on lossless CIFAR-10; JPEG costs ~10 points

@@ -73,20 +73,18 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
             file = Path(entry.spec[5:]) if entry.spec.startswith("file:") else None
             if file is not None and not file.is_file():
                 continue  # a trajectory checkpoint of a run not trained yet
-            model = create_model(entry.spec, arch=entry.arch, num_classes=entry.num_classes,
-                                 checkpoint=entry.checkpoint, init_seed=entry.init_seed if entry.init_seed is not None
-                                 else study.seed)
+            model = create_model(entry.spec, **entry.spec_options())
             row.update((_snapshot_row(file) if file is not None else None) or {})
             if row.get("method") is not None:  # a snapshot: the variant of the run it comes from
                 row["variant"] = variants.get(file.parent.name if file is not None else "")
             if row.get("clean_test_acc") is None:
-                key = model.input_size or 32
+                key = entry.input_size or model.input_size or 32
                 if key not in test_cache:
                     test_cache[key] = load_data(data_path, input_size=key, samples=None, seed=study.seed,
                                                 split=split, progress=progress)
                 row["clean_test_acc"] = round(accuracy(model.model, test_cache[key]), 3)
                 row["test_images"] = len(test_cache[key])
-        data = load_data(data_path, input_size=model.input_size or 32, samples=study.samples, seed=study.seed, split=split,
+        data = load_data(data_path, input_size=entry.input_size or model.input_size or 32, samples=study.samples, seed=study.seed, split=split,
                          progress=progress)
         stats = confidence(model.model, data)
         row.update(eval_top1_acc=round(stats["top1_acc"], 3), mean_confidence=round(stats["mean_confidence"], 5),

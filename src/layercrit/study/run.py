@@ -74,10 +74,7 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
             if entry.spec is None:  # load_study gives every model a method or a spec
                 raise LayercritError(f"{study.path}: model {entry.id} has neither a method nor a spec")
             spec = entry.spec
-            bundle_kw = {"arch": entry.arch, "num_classes": entry.num_classes, "init_seed": entry.init_seed,
-                         "checkpoint": entry.checkpoint, "mean": entry.mean, "std": entry.std}
-            if entry.raw_input:
-                bundle_kw["normalize"] = None
+            bundle_kw = entry.spec_options()
         info["spec"] = spec
         if train_only:
             info["measured"] = "skipped (--train-only)"

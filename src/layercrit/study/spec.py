@@ -78,6 +78,17 @@ class ModelEntry:
     raw_input: bool = False  # normalize = "none": [0, 1] images as they are
     variant: str | None = None  # lab models: the method and what this entry sets beyond the seed ("pgd-linf eps=8/255")
 
+    def spec_options(self) -> dict:
+        """``create_model`` keywords for a spec model (architecture, classes, checkpoint, normalization), the
+        same wherever the study builds it (measuring, the accuracy table)."""
+        options: dict = {"arch": self.arch, "num_classes": self.num_classes, "init_seed": self.init_seed,
+                         "checkpoint": self.checkpoint, "mean": self.mean, "std": self.std}
+        if options["init_seed"] is None:
+            del options["init_seed"]  # create_model's default
+        if self.raw_input:
+            options["normalize"] = None
+        return options
+
 
 @dataclass
 class Study:
