@@ -125,6 +125,18 @@ def test_without_a_variant_column_the_method_is_the_variant(tmp_path):
     assert set(table["variant"]) == {"standard", "pgd-linf"}
 
 
+def test_a_given_model_is_a_final_variant_of_its_own(tmp_path):
+    """A model the study was given (no method, seed or epoch in `study accuracies`) is its own variant and final."""
+    csv = write_results(tmp_path / "raw.csv")
+    given = pd.DataFrame([{"model_id": NOT_IN_LAB, "clean_test_acc": 81.0, "mean_confidence": 0.94}])
+    table = lab_table(load_results(paper_csvs=[csv]), pd.concat([lab_frame(), given], ignore_index=True))
+    row = table.set_index("model_id").loc[NOT_IN_LAB]
+    assert row["variant"] == NOT_IN_LAB and bool(row["final"]) and row["avg"] == pytest.approx(_avg(25.0))
+    spread = seed_spread(table).set_index(["variant", "quantity"])
+    assert spread.loc[(NOT_IN_LAB, "avg"), "n"] == 1
+    assert NOT_IN_LAB not in set(trajectories(table)["model_id"])
+
+
 def test_report_lab_writes_tables_figures_and_page(tmp_path):
     csv = write_results(tmp_path / "raw.csv")
     lab = tmp_path / "accuracies.csv"

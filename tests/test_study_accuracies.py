@@ -107,6 +107,9 @@ def test_accuracy_table_before_anything_exists(tmp_path):
     (tmp_path / "studies").mkdir()
     path = tmp_path / "studies" / "acc.toml"
     path.write_text(STUDY.replace('spec = "arch:cifar_resnet50"', 'spec = "file:nothing.safetensors"'))
+    running = tmp_path / "studies" / "runs" / "acc" / "standard"  # a run still training: a snapshot, no run.json
+    running.mkdir(parents=True)
+    (running / "epoch-1.safetensors").write_bytes(b"written by a run that has not finished")
     with pytest.raises(LayercritError, match="no trained or given model"):
         accuracy_table(path, progress=False)
 

@@ -68,8 +68,10 @@ def check_lab_frame(df: pd.DataFrame, where: str = "the lab table") -> pd.DataFr
     df["model_id"] = df["model_id"].astype(str)
     # runs of one variant (method + settings beyond the seed) are seeds of each other; tables without the
     # column (or models without a variant) count the method as the variant
+    # (a model given to the study, not trained by it, has no method: it is a variant of its own)
     variant = df["variant"] if "variant" in df.columns else pd.Series(None, index=df.index, dtype=object)
-    df["variant"] = variant.where(variant.notna(), df["method"]).astype(str)
+    method = df["method"].where(df["method"].notna(), df["model_id"])
+    df["variant"] = variant.where(variant.notna(), method).astype(str)
     return df
 
 
@@ -86,7 +88,9 @@ def lab_table(results: Results, lab: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         raise LayercritError("no model is both in the results and in the lab table: check that --lab belongs to "
                              "these databases")
-    table.insert(table.columns.get_loc("final_epoch") + 1, "final", table["epoch"] == table["final_epoch"])
+    # a given model (no epochs known) counts as final: it is the model as its authors finished it
+    final = (table["epoch"] == table["final_epoch"]) | table["epoch"].isna()
+    table.insert(table.columns.get_loc("final_epoch") + 1, "final", final)
     return table.sort_values(["variant", "seed", "epoch"], kind="stable").reset_index(drop=True)
 
 

@@ -73,6 +73,8 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
             file = Path(entry.spec[5:]) if entry.spec.startswith("file:") else None
             if file is not None and not file.is_file():
                 continue  # a trajectory checkpoint of a run not trained yet
+            if file is not None and file.parent.name in variants and read_sidecar(file.parent) is None:
+                continue  # ... or of a lab run still training: its numbers come with the finished run
             model = create_model(entry.spec, **entry.spec_options())
             row.update((_snapshot_row(file) if file is not None else None) or {})
             if row.get("method") is not None:  # a snapshot: the variant of the run it comes from
@@ -92,4 +94,4 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
         rows.append(row)
     if not rows:
         raise LayercritError(f"{path}: no trained or given model found yet: run `layercrit study run` first")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"seed": "Int64", "epoch": "Int64", "final_epoch": "Int64"})
