@@ -58,6 +58,7 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
     variants = {e.id: e.variant for e in study.models if e.method}
     data_path, split = eval_source(study)
     test_cache: dict = {}
+    eval_cache: dict = {}
     rows = []
     for entry in study.select(only):
         row: dict = {"model_id": entry.id, "name": entry.name, "category": entry.category}
@@ -86,8 +87,11 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
                                                 split=split, progress=progress)
                 row["clean_test_acc"] = round(accuracy(model.model, test_cache[key]), 3)
                 row["test_images"] = len(test_cache[key])
-        data = load_data(data_path, input_size=entry.input_size or model.input_size or 32, samples=study.samples, seed=study.seed, split=split,
-                         progress=progress)
+        size = entry.input_size or model.input_size or 32
+        if size not in eval_cache:  # the same draw for every model of a resolution: decoded once
+            eval_cache[size] = load_data(data_path, input_size=size, samples=study.samples, seed=study.seed,
+                                         split=split, progress=progress)
+        data = eval_cache[size]
         stats = confidence(model.model, data)
         row.update(eval_top1_acc=round(stats["top1_acc"], 3), mean_confidence=round(stats["mean_confidence"], 5),
                    mean_entropy=round(stats["mean_entropy"], 5), eval_images=len(data))
