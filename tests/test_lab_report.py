@@ -9,7 +9,7 @@ from scipy import stats
 
 from conftest import run_cli
 from layercrit.analysis import (accuracy_matched, lab_table, load_results, mechanism_table, seed_spread,
-                                trajectories)
+                                trajectories, versus_reference)
 from layercrit.store import PAPER_COLUMNS
 
 LAYERS = ["conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1", "fc"]
@@ -114,6 +114,37 @@ def test_mechanism_correlations_match_scipy(table):
     assert mech.loc[("all models (with checkpoints)", "mean entropy"), "spearman_rho"] < 0
 
 
+def test_versus_reference_differences_and_their_standard_errors(table):
+    versus = versus_reference(table, "standard").set_index(["variant", "quantity"])
+    assert set(versus.index.get_level_values("variant")) == {"pgd-linf eps=8/255", "standard precision=fp32"}
+    adv = versus.loc[("pgd-linf eps=8/255", "avg")]  # final models only: adv-s0 against std-s0 and std-s1
+    assert (adv["n"], adv["reference_n"]) == (1, 2)
+    assert adv["delta"] == pytest.approx(_avg(15.0) - _avg(32.0))
+    s_ref = np.std([30.0, 34.0], ddof=1)  # one adversarial seed: the reference's spread stands in for its own
+    assert adv["se"] == pytest.approx(np.sqrt(s_ref ** 2 / 1 + s_ref ** 2 / 2)) and adv["se_from"] == "reference"
+    assert np.isnan(adv["std"]) and adv["reference_std"] == pytest.approx(s_ref)
+    assert versus.loc[("pgd-linf eps=8/255", "stage 4"), "delta"] == pytest.approx(15.0 - 32.0)
+    assert versus.loc[("pgd-linf eps=8/255", "clean_test_acc"), "delta"] == pytest.approx(70.0 - 86.5)
+
+
+def test_other_architectures_are_listed_but_not_compared(tmp_path):
+    """A model of another architecture (its own layers) is in the model table and seed spread, but is matched
+    against nothing, differenced against nothing and pooled into no correlation."""
+    csv = write_results(tmp_path / "raw.csv")
+    raw = pd.read_csv(csv)
+    other = raw[raw["model_id"] == NOT_IN_LAB].assign(model_id="resnet20",
+                                                      layer=lambda f: f["layer"].str.replace("layer", "block"))
+    pd.concat([raw, other]).to_csv(csv, index=False)
+    lab = pd.concat([lab_frame(), pd.DataFrame([{"model_id": "resnet20", "clean_test_acc": 69.0}])])
+    table = lab_table(load_results(paper_csvs=[csv]), lab)
+    assert table.set_index("model_id")["arch"].nunique() == 2
+    assert "resnet20" in set(seed_spread(table)["variant"])
+    assert "resnet20" not in set(accuracy_matched(table, "standard")["model_id"])  # 69 % would match std-s0-e10
+    assert "resnet20" not in set(versus_reference(table, "standard")["variant"])
+    mech = mechanism_table(table)
+    assert mech["arch"].nunique() == 1 and (mech.loc[mech["subset"] == "final models", "n"] == 4).all()
+
+
 def test_trajectories_are_runs_with_two_or_more_epochs(table):
     paths = trajectories(table)
     assert list(paths["model_id"]) == ["adv-s0-e01", "adv-s0", "std-s0-e01", "std-s0-e10", "std-s0"]
@@ -144,7 +175,7 @@ def test_report_lab_writes_tables_figures_and_page(tmp_path):
     out = tmp_path / "report"
     proc = run_cli("report", "--paper-csv", str(csv), "--lab", str(lab), "--out", str(out), check=True)
     assert "lab.md" in proc.stdout
-    for name in ["lab.md", "lab_models.csv", "lab_seeds.csv", "lab_matched.csv", "lab_mechanism.csv",
+    for name in ["lab.md", "lab_models.csv", "lab_seeds.csv", "lab_matched.csv", "lab_versus.csv", "lab_mechanism.csv",
                  "trajectory_epoch.png", "trajectory_epoch.pdf", "trajectory_accuracy.png", "trajectory_accuracy.pdf"]:
         assert (out / name).stat().st_size > 0, name
     models = pd.read_csv(out / "lab_models.csv").set_index("model_id")
@@ -152,6 +183,10 @@ def test_report_lab_writes_tables_figures_and_page(tmp_path):
     page = (out / "lab.md").read_text()
     assert f"| standard | 0,1 | 86.5 ± 0.7 | 0.895 ± 0.007 | 0.210 ± 0.014 | {_avg(32.0):.1f} ± 2.8 |" in page
     assert "| adv-s0 | 70.00 | std-s0-e10 | 68.00 | 2.00 |" in page
+    se = {q: np.sqrt(1.5) * np.std(v, ddof=1) for q, v in [("acc", [87.0, 86.0]), ("conf", [0.90, 0.89]),
+                                                              ("avg", [30.0, 34.0])]}
+    assert (f"| pgd-linf eps=8/255 | 1 vs 2 | -16.5 ± {se['acc']:.1f} | -0.345 ± {se['conf']:.3f} | "
+            f"{_avg(15.0) - _avg(32.0):+.1f} ± {se['avg']:.1f} |") in page
 
 
 def test_report_lab_bad_input_is_one_line_and_writes_nothing(tmp_path):

@@ -5,13 +5,15 @@ accurate and confident it is (``layercrit study accuracies``), for controlled co
     lab = lab_table(load_results(["lab.db"]), read_lab_csv("accuracies.csv"))
     seed_spread(lab)                      # per variant: mean, std, min, max over seeds of every number
     accuracy_matched(lab, "standard")     # each model against the standard checkpoint of nearest accuracy
+    versus_reference(lab, "standard")     # each variant's seed mean minus standard's, with its standard error
     mechanism_table(lab)                  # rank correlations of the average value with accuracy and confidence
     trajectories(lab)                     # the checkpoints of each (variant, seed) in epoch order
 
 A *variant* is a method with its settings ("pgd-linf eps=8/255 steps=2"); its runs differ only in the seed.
 A model's *value* is the Results' metric (criticality or top-1 disagreement), averaged over layers
 (``avg``) and per network stage. The "final" models are each run's last epoch; checkpoints taken on
-the way are the trajectory.
+the way are the trajectory. Comparisons between models (matching, differences, correlations) stay within
+one architecture: stage names coincide across architectures, what they hold does not.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ def lab_table(results: Results, lab: pd.DataFrame) -> pd.DataFrame:
     lab = check_lab_frame(lab)
     stages = results.stage_stats
     values = results.model_stats.set_index("model_id")[["category", "avg_criticality"]].rename(
-        columns={"avg_criticality": AVG}).join(stages)
+        columns={"avg_criticality": AVG}).join(results.models.set_index("model_id")["arch"]).join(stages)
     keep = [c for c in (*LAB_REQUIRED, *LAB_OPTIONAL) if c in lab.columns]
     table = lab[keep].merge(values, left_on="model_id", right_index=True, how="inner")
     if table.empty:
@@ -96,7 +98,7 @@ def lab_table(results: Results, lab: pd.DataFrame) -> pd.DataFrame:
 
 def stage_columns(table: pd.DataFrame) -> list[str]:
     """The stage columns of a lab table, in network order."""
-    known = set(LAB_REQUIRED) | set(LAB_OPTIONAL) | {"category", "final", AVG}
+    known = set(LAB_REQUIRED) | set(LAB_OPTIONAL) | {"category", "arch", "final", AVG}
     return ordered_stages([c for c in table.columns if c not in known])
 
 
@@ -118,17 +120,24 @@ def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", "quantity", "n", "seeds", "mean", "std", "min", "max"])
 
 
-def accuracy_matched(table: pd.DataFrame, reference: str = "standard") -> pd.DataFrame:
-    """Each model of another variant against the ``reference`` variant's model (any seed, final or checkpoint)
-    whose clean top-1 is nearest: both accuracies, the gap, and the difference (model minus match) of the
-    average value and of every stage, in percentage points."""
+def _reference_models(table: pd.DataFrame, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the reference variant's models, the other variants' models of the same architecture)."""
     refs = table[(table["variant"] == reference) & table["clean_test_acc"].notna()]
     if refs.empty:
-        raise LayercritError(f"no model of variant '{reference}' with a clean accuracy to match against: "
+        raise LayercritError(f"no model of variant '{reference}' with a clean accuracy to compare against: "
                              "choose another reference")
+    others = table[(table["variant"] != reference) & table["arch"].isin(set(refs["arch"]))]
+    return refs, others
+
+
+def accuracy_matched(table: pd.DataFrame, reference: str = "standard") -> pd.DataFrame:
+    """Each model of another variant (of the reference's architecture) against the ``reference`` variant's
+    model (any seed, final or checkpoint) whose clean top-1 is nearest: both accuracies, the gap, and the
+    difference (model minus match) of the average value and of every stage, in percentage points."""
+    refs, others = _reference_models(table, reference)
     stages = stage_columns(table)
     rows = []
-    for row in table[(table["variant"] != reference) & table["clean_test_acc"].notna()].to_dict("records"):
+    for row in others[others["clean_test_acc"].notna()].to_dict("records"):
         gaps = (refs["clean_test_acc"] - row["clean_test_acc"]).abs()
         match = refs.loc[gaps.idxmin()]  # ties: the first in (variant, seed, epoch) order
         out = {k: row[k] for k in ("model_id", "variant", "seed", "epoch", "final", "clean_test_acc")}
@@ -141,19 +150,56 @@ def accuracy_matched(table: pd.DataFrame, reference: str = "standard") -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def versus_reference(table: pd.DataFrame, reference: str = "standard") -> pd.DataFrame:
+    """Each other variant (of the reference's architecture) against the ``reference`` variant, over final
+    models: per quantity (accuracy, confidence, the average value, each stage) both seed means, their
+    difference (variant minus reference) and its standard error sqrt(s_v^2/n_v + s_r^2/n_r).
+
+    Where one side has a single seed its between-seed std is unknown and the other side's stands in for it
+    (``se_from`` says which seeds the error rests on: "both", "reference", "variant"; NaN where neither
+    side has two seeds)."""
+    refs, others = _reference_models(table, reference)
+    refs, others = refs[refs["final"]], others[others["final"]]
+    rows = []
+    for variant, group in others.groupby("variant", sort=False):
+        for quantity in ["clean_test_acc", "robust_test_acc", "mean_confidence", AVG, *stage_columns(table)]:
+            if quantity not in table:
+                continue
+            v, r = group[quantity].dropna(), refs[quantity].dropna()
+            if v.empty or r.empty:
+                continue
+            s_v = v.std(ddof=1) if len(v) > 1 else np.nan
+            s_r = r.std(ddof=1) if len(r) > 1 else np.nan
+            se_from = "both" if len(v) > 1 and len(r) > 1 else "reference" if len(r) > 1 else \
+                "variant" if len(v) > 1 else ""
+            s_v, s_r = (s_r if np.isnan(s_v) else s_v), (s_v if np.isnan(s_r) else s_r)
+            rows.append({"variant": variant, "quantity": quantity, "n": len(v), "reference_n": len(r),
+                         "mean": v.mean(), "reference_mean": r.mean(), "delta": v.mean() - r.mean(),
+                         "std": v.std(ddof=1) if len(v) > 1 else np.nan,
+                         "reference_std": r.std(ddof=1) if len(r) > 1 else np.nan,
+                         "se": float(np.sqrt(s_v ** 2 / len(v) + s_r ** 2 / len(r))), "se_from": se_from})
+    return pd.DataFrame(rows, columns=["variant", "quantity", "n", "reference_n", "mean", "reference_mean", "delta",
+                                       "std", "reference_std", "se", "se_from"])
+
+
 def mechanism_table(table: pd.DataFrame) -> pd.DataFrame:
     """Rank correlations (Spearman, Kendall) of the average value with clean top-1, mean confidence and mean
-    entropy, over the final models and over all models (checkpoints included)."""
+    entropy, over the final models and over all models (checkpoints included), within each architecture that
+    has at least three models (a lone model of another architecture is left out, not pooled)."""
     rows = []
-    for subset, frame in (("final models", table[table["final"]]), ("all models (with checkpoints)", table)):
-        for column, label in MECHANISM_AGAINST.items():
-            if column not in frame:
+    for arch, models in table.groupby("arch", sort=False):
+        for subset, frame in (("final models", models[models["final"]]), ("all models (with checkpoints)", models)):
+            if len(frame) < 3:
                 continue
-            c = rank_correlation(frame[column], frame[AVG])
-            rows.append({"subset": subset, "against": label, "n": c["n"], "spearman_rho": c["spearman"]["rho"],
-                         "spearman_p": c["spearman"]["p"], "kendall_tau": c["kendall"]["tau"],
-                         "kendall_p": c["kendall"]["p"]})
-    return pd.DataFrame(rows)
+            for column, label in MECHANISM_AGAINST.items():
+                if column not in frame:
+                    continue
+                c = rank_correlation(frame[column], frame[AVG])
+                rows.append({"arch": arch, "subset": subset, "against": label, "n": c["n"],
+                             "spearman_rho": c["spearman"]["rho"], "spearman_p": c["spearman"]["p"],
+                             "kendall_tau": c["kendall"]["tau"], "kendall_p": c["kendall"]["p"]})
+    return pd.DataFrame(rows, columns=["arch", "subset", "against", "n", "spearman_rho", "spearman_p", "kendall_tau",
+                                       "kendall_p"])
 
 
 def trajectories(table: pd.DataFrame) -> pd.DataFrame:

@@ -8,8 +8,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..analysis import Results
-from ..analysis.lab import (AVG, accuracy_matched, lab_table, mechanism_table, seed_spread, stage_columns,
-                            trajectories)
+from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, lab_table, mechanism_table, seed_spread,
+                            stage_columns, trajectories, versus_reference)
 from ..errors import LayercritError
 from .stages import markdown_table
 from .trajectory import trajectory_figure
@@ -27,6 +27,7 @@ def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None
     tables = {"lab_models": table, "lab_seeds": seed_spread(table), "lab_mechanism": mechanism_table(table)}
     if reference is not None and (table["variant"] != reference).any():
         tables["lab_matched"] = accuracy_matched(table, reference)
+        tables["lab_versus"] = versus_reference(table, reference)
     figures = {}
     paths = trajectories(table)
     if not paths.empty:
@@ -54,7 +55,7 @@ def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str
     models = table[["model_id", "variant", "seed", "epoch", "clean_test_acc", "robust_test_acc", "mean_confidence",
                     "mean_entropy", AVG, *stages]].rename(columns={AVG: f"avg {what}"})
     models = models.astype({"seed": "Int64", "epoch": "Int64"})  # whole numbers, shown without decimals
-    spread = spread_markdown_frame(tables["lab_seeds"])
+    spread = spread_markdown_frame(tables["lab_seeds"], stages)
     lines = [f"# Training lab: {what} [%] with accuracy and confidence (reset: {study.reset})", "",
              "Per model: clean / robust top-1 [%], mean max-softmax confidence and entropy (nats) on the measured "
              f"images, the average layer {what} and its mean per stage.", "",
@@ -63,6 +64,12 @@ def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str
              "Per variant over its seeds: mean ± sample std (the mean alone for one seed); min and max are in "
              "lab_seeds.csv.", "",
              markdown_table(spread), ""]
+    if "lab_versus" in tables and not tables["lab_versus"].empty:
+        lines += [f"## Each variant against `{reference}` (final models)", "",
+                  f"Difference of seed means (variant minus `{reference}`, percentage points; confidence as a "
+                  "fraction) ± its standard error sqrt(s_v²/n_v + s_r²/n_r); where a side has one seed, the other "
+                  "side's between-seed std stands in for its own (`se_from` in lab_versus.csv).", "",
+                  markdown_table(versus_markdown_frame(tables["lab_versus"], stages)), ""]
     if "lab_matched" in tables:
         matched = tables["lab_matched"]
         shown = matched[["model_id", "clean_test_acc", "matched_id", "matched_acc", "acc_gap", "avg",
@@ -72,21 +79,45 @@ def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str
                   f"Each model against the `{reference}` model (any seed, final or checkpoint) of nearest clean "
                   f"top-1; deltas are model minus match [pp] of the average {what} and of each stage's mean.", "",
                   markdown_table(shown, ".2f"), ""]
+    apart = sorted(set(table["model_id"]) - set(tables["lab_matched"]["model_id"] if "lab_matched" in tables
+                                                  else []) - set(table.loc[table["variant"] == reference, "model_id"]))
+    if reference is not None and apart:
+        lines += [f"Not compared with `{reference}` (another architecture): {', '.join(apart)}.", ""]
     lines += ["## Mechanism: rank correlations of the average value", "",
-              f"Average {what} against clean top-1, mean confidence and mean entropy.", "",
+              f"Average {what} against clean top-1, mean confidence and mean entropy, within each architecture "
+              "of three or more models.", "",
               markdown_table(tables["lab_mechanism"], ".3f"), ""]
     return "\n".join(lines)
 
 
-def spread_markdown_frame(spread: pd.DataFrame) -> pd.DataFrame:
+def _digits(quantity: str) -> int:
+    return 3 if quantity in ("mean_confidence", "mean_entropy") else 1
+
+
+def spread_markdown_frame(spread: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     """One row per variant, one "mean ± std" column per quantity (3 decimals for confidence and entropy)."""
     cells: dict[str, dict[str, str]] = {}
     for row in spread.itertuples(index=False):
-        digits = 3 if row.quantity in ("mean_confidence", "mean_entropy") else 1
+        digits = _digits(row.quantity)
         text = f"{row.mean:.{digits}f}" if pd.isna(row.std) else f"{row.mean:.{digits}f} ± {row.std:.{digits}f}"
         entry = cells.setdefault(row.variant, {"variant": row.variant, "seeds": row.seeds})
         entry[row.quantity] = text
-    return pd.DataFrame(list(cells.values())).fillna("–")
+    order = ["variant", "seeds", *SPREAD_QUANTITIES, *stages]  # network order, whichever variant came first
+    frame = pd.DataFrame(list(cells.values()))
+    return frame[[c for c in order if c in frame.columns]].fillna("–")
+
+
+def versus_markdown_frame(versus: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
+    """One row per variant, one "delta ± se" column per quantity."""
+    cells: dict[str, dict[str, str]] = {}
+    for row in versus.itertuples(index=False):
+        digits = _digits(row.quantity)
+        text = f"{row.delta:+.{digits}f}" + ("" if pd.isna(row.se) else f" ± {row.se:.{digits}f}")
+        entry = cells.setdefault(row.variant, {"variant": row.variant, "seeds": f"{row.n} vs {row.reference_n}"})
+        entry[row.quantity] = text
+    order = ["variant", "seeds", "clean_test_acc", "robust_test_acc", "mean_confidence", AVG, *stages]
+    frame = pd.DataFrame(list(cells.values()))
+    return frame[[c for c in order if c in frame.columns]].fillna("–")
 
 
 def write_lab(study: Results, lab: pd.DataFrame, folder: Path, reference: str | None, dpi: int) -> list[str]:
