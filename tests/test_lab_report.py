@@ -10,6 +10,7 @@ from scipy import stats
 from conftest import run_cli
 from layercrit.analysis import (accuracy_matched, lab_table, load_results, mechanism_table, seed_spread,
                                 trajectories, versus_reference)
+from layercrit.report.lab import lab_outputs
 from layercrit.store import PAPER_COLUMNS
 
 LAYERS = ["conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1", "fc"]
@@ -135,14 +136,21 @@ def test_other_architectures_are_listed_but_not_compared(tmp_path):
     other = raw[raw["model_id"] == NOT_IN_LAB].assign(model_id="resnet20",
                                                       layer=lambda f: f["layer"].str.replace("layer", "block"))
     pd.concat([raw, other]).to_csv(csv, index=False)
-    lab = pd.concat([lab_frame(), pd.DataFrame([{"model_id": "resnet20", "clean_test_acc": 69.0}])])
-    table = lab_table(load_results(paper_csvs=[csv]), lab)
+    lab = pd.concat([lab_frame(), pd.DataFrame([{"model_id": "resnet20", "clean_test_acc": 69.0},
+                                                 {"model_id": NOT_IN_LAB, "clean_test_acc": 75.0}])])
+    results = load_results(paper_csvs=[csv])
+    table = lab_table(results, lab)
     assert table.set_index("model_id")["arch"].nunique() == 2
     assert "resnet20" in set(seed_spread(table)["variant"])
     assert "resnet20" not in set(accuracy_matched(table, "standard")["model_id"])  # 69 % would match std-s0-e10
     assert "resnet20" not in set(versus_reference(table, "standard")["variant"])
     mech = mechanism_table(table)
-    assert mech["arch"].nunique() == 1 and (mech.loc[mech["subset"] == "final models", "n"] == 4).all()
+    assert mech["arch"].nunique() == 1  # the given model of the lab's architecture counts, resnet20 does not
+    assert mech.set_index(["subset", "against"]).loc[("final models", "clean top-1"), "n"] == 5
+    _, figures, page = lab_outputs(results, lab)
+    legend = {t.get_text() for t in figures["trajectory_epoch"].legends[0].get_texts()}
+    assert NOT_IN_LAB in legend and "resnet20" not in legend  # a given model of the lab's architecture is drawn
+    assert "Not compared with `standard` (another architecture): resnet20." in page
 
 
 def test_trajectories_are_runs_with_two_or_more_epochs(table):

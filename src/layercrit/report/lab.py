@@ -31,7 +31,9 @@ def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None
     figures = {}
     paths = trajectories(table)
     if not paths.empty:
-        shown = pd.concat([paths, table[table["final"] & ~table["model_id"].isin(paths["model_id"])]])
+        # beside the runs' paths: the other final models of the same architecture(s) (stages differ across them)
+        others = table[table["final"] & ~table["model_id"].isin(paths["model_id"]) & table["arch"].isin(paths["arch"])]
+        shown = pd.concat([paths, others])
         figures = {"trajectory_epoch": trajectory_figure(shown, "epoch", study.metric_label),
                    "trajectory_accuracy": trajectory_figure(shown, "clean_test_acc", study.metric_label)}
     return tables, figures, lab_markdown(study, tables, reference)

@@ -25,9 +25,9 @@ def trajectory_figure(table: pd.DataFrame, x: str, what: str) -> Figure:
     seeds = sorted(table["seed"].dropna().unique())
     styles = dict(zip(seeds, ["-", "--", ":", "-."] * (len(seeds) // 4 + 1)))
     for ax, panel in zip(axes.flat, panels):
-        for (variant, seed), group in table.groupby(["variant", "seed"], sort=False):
+        for (variant, seed), group in table.groupby(["variant", "seed"], sort=False, dropna=False):
             group = group.sort_values("epoch")
-            label = f"{variant} (seed {int(seed)})"
+            label = variant if pd.isna(seed) else f"{variant} (seed {int(seed)})"  # a given model has no seed
             if len(group) > 1:
                 ax.plot(group[x], group[panel], styles.get(seed, "-"), marker="o", markersize=3.5, linewidth=1.3,
                         color=palette[variant], label=label)
