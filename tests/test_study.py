@@ -157,3 +157,99 @@ def test_variants_group_the_seeds_of_one_configuration():
     third = {m.id: m for m in study.models}["akamaster-resnet20"]  # the model nobody here trained, beside them
     assert third.arch == f"{ROOT / 'tests' / 'fixtures' / 'akamaster_resnet.py'}:resnet20" and third.input_size == 32
     assert third.spec.endswith("shared/models/akamaster-resnet20/resnet20-12fca82f.th")
+
+
+SHARED_STUDY = """
+[study]
+name = "shared"
+data = "../data"
+arch = "cifar_resnet50"
+samples = 8
+trials = 1
+resets = ["random"]
+
+[train]
+epochs = 2
+batch_size = 32
+
+[[models]]
+id = "standard"
+method = "standard"
+save_epochs = [1]
+
+[[models]]
+id = "standard-e1"
+category = "trajectory"
+spec = "file:runs/tiny/standard/epoch-1.safetensors"   # _study names every file tiny.toml
+
+[[models]]
+id = "untrained"
+spec = "arch:cifar_resnet50"
+num_classes = 3
+"""
+
+
+def test_a_run_another_process_trains_is_left_to_it(tiny_data_root, tmp_path):
+    """Two `study run` processes share a study: a run folder another process holds (its lock) is skipped, and so
+    is the trajectory checkpoint of that run (its run has not finished); the rest is done; a rerun does the rest."""
+    from layercrit.errors import BusyError
+    from layercrit.paths import LOCK_FILE, exclusive_lock
+
+    path = _study(tmp_path, SHARED_STUDY, tiny_data_root)
+    db = tmp_path / "shared.db"
+    run_folder = tmp_path / "studies" / "runs" / "tiny" / "standard"
+    run_folder.mkdir(parents=True)
+    with exclusive_lock(run_folder, "run folder"):  # "another process" (flock: another open file conflicts)
+        assert (run_folder / LOCK_FILE).read_text().startswith("pid ")
+        with pytest.raises(BusyError, match="run folder .* is in use by pid"):
+            exclusive_lock(run_folder, "run folder").__enter__()
+        (run_folder / "epoch-1.safetensors").write_bytes(b"half-written")  # the holder is still writing it
+        summary = run_study(path, db, progress=False)
+        assert [(s["id"], s.get("trained"), s["measured"]) for s in summary] == [
+            ("standard", "busy", "left to the process training it"), ("standard-e1", None, "waits for standard"),
+            ("untrained", None, "now")]
+        assert {p.name for p in run_folder.iterdir()} == {LOCK_FILE, "epoch-1.safetensors"}  # nothing written
+    assert not (run_folder / LOCK_FILE).exists()  # removed by its holder
+    (run_folder / "epoch-1.safetensors").unlink()
+    summary = run_study(path, db, progress=False)
+    assert [(s["id"], s.get("trained"), s["measured"]) for s in summary] == [
+        ("standard", "now", "now"), ("standard-e1", None, "now"), ("untrained", None, "done")]
+    assert {p.name for p in run_folder.iterdir()} == {"init.safetensors", "model.safetensors", "run.json",
+                                                      "epoch-1.safetensors"}
+    with ResultStore(db) as store:
+        assert sorted(store.runs()["model_id"]) == ["standard", "standard-e1", "untrained"]
+
+
+def test_a_killed_trainer_leaves_its_run_to_the_next(tiny_data_root, tmp_path):
+    """The lock dies with its process (SIGKILL included): the next run takes the folder over at once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from layercrit.train import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from layercrit.paths import exclusive_lock\n"
+                               f"with exclusive_lock({str(out)!r}, 'run folder'):\n"
+                               "    print('locked', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LayercritError, match="in use by pid"):
+            train("standard", tiny_data_root, out, progress=False, epochs=1, batch_size=32)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    sidecar = train("standard", tiny_data_root, out, progress=False, epochs=1, batch_size=32)
+    assert sidecar["epochs"] == 1 and not (out / ".lock").exists()
+
+
+def test_bad_training_input_leaves_no_folder(tmp_path):
+    from layercrit.train import train
+
+    out = tmp_path / "a" / "b" / "run"
+    with pytest.raises(LayercritError):
+        train("standard", tmp_path / "no-data", out, progress=False, epochs=1)
+    assert not (tmp_path / "a").exists()

@@ -32,3 +32,8 @@ class ConfigError(LayercritError):
         for f in self.fields:
             text = text.replace("{" + f + "}", names.get(f, self.python.get(f, f)))
         return text
+
+
+class BusyError(LayercritError):
+    """Another process is working on the same thing right now (training a run folder, measuring a model
+    into a database); a runner that has other work can leave it to that process and go on."""

@@ -8,6 +8,8 @@
   :class:`LayercritError` names the path and the cause (``errno``'s meaning).
 - :func:`os_error`: an ``OSError`` as that one line; :func:`writing_into` does the same for a
   block of code that writes into an output folder.
+- :func:`exclusive_lock`: one process at a time in a folder (a training run's), released when the
+  process ends however it ends.
 """
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import LayercritError
+from .errors import BusyError, LayercritError
+
+try:  # POSIX; elsewhere exclusive_lock locks nothing
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -157,3 +164,46 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder/.lock`` (created, with the holder's pid and host) for the
+    block; :class:`BusyError` at once where another process holds it. The kernel releases it when the
+    holder exits, even on SIGKILL; the file is removed on a normal exit. ``what`` names the folder's
+    contents in the message ("run folder"). No lock where ``fcntl`` is missing (Windows)."""
+    folder = Path(folder)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = folder / LOCK_FILE
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise BusyError(f"{what} {folder} is in use by {holder} right now: wait for it to finish, or use "
+                            "another folder") from None
+        try:  # the holder before us may have removed the file as we opened it: lock the file that is there
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    else:  # pragma: no cover  (a lock file replaced five times in a row)
+        raise BusyError(f"{what} {folder} is in use by another process right now: try again later")
+    try:
+        import socket
+
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still holding the lock: a newcomer finds no file, or its own new one
+        os.close(fd)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import LayercritError
+from ..errors import BusyError, LayercritError
 
 METRICS = ("top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_l1_err", "pred_l2_err", "pred_ce_loss",
            "pred_kl_div", "pred_agreement", "recovered_acc", "criticality", "criticality_ci")
@@ -308,7 +308,7 @@ class ResultStore:
         row = self.conn.execute("SELECT token, host, pid, since, heartbeat FROM writers WHERE model_id = ?",
                                 (model_id,)).fetchone()
         if row is not None and row[0] != self._token and _alive(row[1], int(row[2]), float(row[4])):
-            raise LayercritError(
+            raise BusyError(
                 f"model id '{model_id}' is being measured into {self.path} by another process right now (pid {row[2]} "
                 f"on {row[1]}, since {row[3]}): wait for it to finish (a rerun then skips its rows), or use another "
                 "--name or --db")

@@ -19,7 +19,7 @@ from ..data import load_data
 from ..errors import LayercritError
 from ..models import create_model
 from ..train import MODEL_FILE, read_sidecar
-from .run import eval_source
+from .run import eval_source, unfinished_run
 from .spec import ModelEntry, Study, load_study
 
 COLUMNS = ["model_id", "name", "category", "method", "variant", "seed", "epoch", "final_epoch", "clean_test_acc",
@@ -74,7 +74,7 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
             file = Path(entry.spec[5:]) if entry.spec.startswith("file:") else None
             if file is not None and not file.is_file():
                 continue  # a trajectory checkpoint of a run not trained yet
-            if file is not None and file.parent.name in variants and read_sidecar(file.parent) is None:
+            if unfinished_run(study, entry.spec) is not None:
                 continue  # ... or of a lab run still training: its numbers come with the finished run
             model = create_model(entry.spec, **entry.spec_options())
             row.update((_snapshot_row(file) if file is not None else None) or {})

@@ -1,4 +1,10 @@
-"""``run_study(path, db)``: train what is missing, measure every model, skip what is done."""
+"""``run_study(path, db)``: train what is missing, measure every model, skip what is done.
+
+Several ``study run`` processes may work through one study and database side by side (one per core, or
+per machine on a shared file system): a run folder is trained by one process at a time and a model is
+measured by one process at a time; the others leave it to that process and go on with the next model
+(BusyError). A trajectory checkpoint waits until its run has finished.
+"""
 from __future__ import annotations
 
 import csv
@@ -9,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..engine import Executor, MeasureConfig, measure
-from ..errors import LayercritError
+from ..errors import BusyError, LayercritError
 from ..models import create_model
 from ..paths import atomic_write
 from ..store import ResultStore
@@ -26,6 +32,18 @@ def eval_source(study: Study) -> tuple[Path, str]:
     if (study.data / "test").is_dir():
         return study.data / "test", "test"
     return study.data, "test"
+
+
+def unfinished_run(study: Study, spec: str | None) -> str | None:
+    """The id of the study's lab run whose folder holds the ``file:`` checkpoint ``spec`` (a trajectory
+    snapshot) while that run has not finished; else None."""
+    if not spec or not spec.startswith("file:"):
+        return None
+    folder = Path(spec[5:]).parent.resolve()
+    for entry in study.models:
+        if entry.method and (study.runs / entry.id).resolve() == folder and read_sidecar(folder) is None:
+            return entry.id
+    return None
 
 
 def _finished(db: ResultStore, model_id: str, samples: int | None, trials: int, resets: list[str]) -> bool:
@@ -61,8 +79,13 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
             out = study.runs / entry.id
             already = read_sidecar(out) is not None
             log.info(f"{tag}: {'trained' if already else 'training'} ({entry.method}) in {out}")
-            sidecar = train(entry.method, study.data, out, progress=progress, threads=threads,
-                            **entry.hyperparameters)
+            try:
+                sidecar = train(entry.method, study.data, out, progress=progress, threads=threads,
+                                **entry.hyperparameters)
+            except BusyError as e:
+                log.info(f"{tag}: left to another process ({e})")
+                summary.append({**info, "trained": "busy", "measured": "left to the process training it"})
+                continue
             info.update(trained="done" if already else "now", out=str(out), clean_test_acc=sidecar["clean_test_acc"],
                         robust_test_acc=sidecar.get("robust_test_acc"), sidecar=sidecar)
             spec, arch = f"file:{out / MODEL_FILE}", sidecar["arch"]
@@ -75,6 +98,11 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
                 raise LayercritError(f"{study.path}: model {entry.id} has neither a method nor a spec")
             spec = entry.spec
             bundle_kw = entry.spec_options()
+            waits_for = unfinished_run(study, spec)
+            if waits_for is not None and not train_only:
+                log.info(f"{tag}: waits for run {waits_for} to finish training (a later `study run` measures it)")
+                summary.append({**info, "spec": spec, "measured": f"waits for {waits_for}"})
+                continue
         info["spec"] = spec
         if train_only:
             info["measured"] = "skipped (--train-only)"
@@ -98,16 +126,26 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
                                    seed=study.seed, batch_size=study.batch_size, engine=study.engine, split=split,
                                    input_size=entry.input_size)
             model = create_model(spec, name=entry.id, category=entry.category, **bundle_kw)
-            measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
-                    progress=progress)
+            try:
+                measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
+                        progress=progress)
+            except BusyError as e:
+                log.info(f"{tag}: left to another process ({e})")
+                summary.append({**info, "measured": "left to the process measuring it"})
+                continue
             info["measured"] = "now"
         with ResultStore(db, create=False) as reader:
             runs_df = reader.runs()
         row = runs_df[runs_df["model_id"] == entry.id]
         info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
         summary.append(info)
+    pending = [i["id"] for i in summary if i.get("trained") == "busy" or not str(i["measured"]).startswith(
+        ("done", "now", "skipped"))]
+    if pending:
+        log.warning(f"{len(pending)} model(s) left to other processes or waiting for a run: {', '.join(pending)}; "
+                    "run `layercrit study run` again once those have finished")
     if not train_only:
-        write_metadata(study, summary, Path(db))
+        write_metadata(study, [i for i in summary if i["id"] not in pending], Path(db))
     return summary
 
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from ..accuracy import accuracy, robust_accuracy
 from ..errors import LayercritError
+from ..paths import exclusive_lock, os_error
 from ..models import NormalizedModel, build_seeded, get_arch, save_safetensors, weights_checksum
 from ..models.checkpoint import describe_weights, load_into, load_state_dict
 from ..provenance import git_commit, package_versions
@@ -73,18 +74,46 @@ def train(method: str, data: str | Path, out: str | Path, *, progress: bool = Tr
         raise LayercritError(f"--out {out} is a file, not a folder: give a folder for the run's files")
     done = read_sidecar(out)
     if done is not None:
-        if not cfg.same_as(done.get("hyperparameters") or {}):
-            raise LayercritError(f"{out} holds a finished {done.get('method')} run with other settings: "
-                                 "use another --out, or delete that folder to retrain")
-        return done
+        return _same_settings(done, cfg, out)
     before = torch.get_num_threads()
+    first_new = out  # the outermost folder this call creates, removed again if nothing is written into it
+    while not first_new.parent.exists() and first_new.parent != first_new:
+        first_new = first_new.parent
+    created = not out.exists()
     try:
-        with torch.random.fork_rng(devices=[]):  # the caller's RNG state comes back unchanged
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error(e, out, "create the run folder") from None
+    try:
+        # one process per run folder: a second one (another `study run`) gets BusyError before it loads anything
+        with exclusive_lock(out, "run folder"), torch.random.fork_rng(devices=[]):
+            done = read_sidecar(out)  # finished by the process that held the lock before us
+            if done is not None:
+                return _same_settings(done, cfg, out)
             if threads:
                 torch.set_num_threads(threads)
             return TrainingRun(cfg, recipe, Path(data), out, progress).run(stop_after_epoch)
     finally:
         torch.set_num_threads(before)
+        if created:  # bad input (a missing data folder, ...) leaves nothing behind
+            _remove_empty(out, first_new)
+
+
+def _remove_empty(folder: Path, up_to: Path) -> None:
+    """Remove ``folder`` and its parents up to ``up_to`` for as long as they are empty."""
+    while folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        if folder == up_to:
+            break
+        folder = folder.parent
+
+
+def _same_settings(done: dict, cfg: TrainConfig, out: Path) -> dict:
+    """A finished run's sidecar, where it was trained with ``cfg``'s settings."""
+    if not cfg.same_as(done.get("hyperparameters") or {}):
+        raise LayercritError(f"{out} holds a finished {done.get('method')} run with other settings: "
+                             "use another --out, or delete that folder to retrain")
+    return done
 
 
 class TrainingRun:
@@ -127,7 +156,6 @@ class TrainingRun:
 
     # --- the phases ---------------------------------------------------------------------------
     def run(self, stop_after_epoch: int | None) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves nothing behind
         self._resume()
         start = 0
         for phase, n in zip(self.recipe.phases, self.epochs):
