@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                    # cifar_resnet50, batch 128, 1 thread, standard step
     python benchmarks/train_speed.py --threads 2 --rounds 5 --steps 8
+    python benchmarks/train_speed.py --compile          # adds bf16 under torch.compile (inductor; compiles first)
 
 The ways are interleaved round by round (fp32, bf16, fp32, bf16, ...) so a machine whose load changes
 during the run slows them alike; the table reports the median images/s per way and the ratio to fp32.
@@ -29,17 +30,21 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=6, help="timed steps per way and round (after 2 warm-up steps)")
     p.add_argument("--augment", default="flip-crop", help="per-image augmentation timed with the step ('none': off)")
+    p.add_argument("--compile", action="store_true", help="also time bf16 with the network under torch.compile")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     arch = get_arch(args.arch)
     ways = {"fp32": (False, True), "bf16": (True, True), "fp32, contiguous (NCHW)": (False, False)}
+    if args.compile:
+        ways["bf16, torch.compile"] = (True, True)
     models = {}
     for name, (_, channels_last) in ways.items():
         net = NormalizedModel(arch.build(num_classes=10), arch.mean, arch.std)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        models[name] = (net.train(), torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        models[name] = (torch.compile(net) if "compile" in name else net).train(), opt
     images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (args.batch_size,))
     augment = train_transform(args.augment)
@@ -55,6 +60,11 @@ def main() -> None:
         loss.backward()
         opt.step()
 
+    if args.compile:  # the first calls compile (forward and backward): not timed
+        t0 = time.perf_counter()
+        for _ in range(3):
+            step("bf16, torch.compile")
+        print(f"torch.compile: first 3 steps (compiling) took {time.perf_counter() - t0:.0f} s")
     rates: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(args.rounds):
         for name in ways:
