@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli
 from layercrit import LayercritError, ResultStore
-from layercrit.study import load_study, run_study
+from layercrit.study import load_study, run_study, training_table
 from layercrit.train import parse_eps
 from test_train import make_image_folder, one_thread  # noqa: F401  (its autouse fixture applies here too)
 
@@ -209,7 +209,9 @@ def test_a_run_another_process_trains_is_left_to_it(tiny_data_root, tmp_path):
             ("standard", "busy", "left to the process training it"), ("standard-e1", None, "waits for standard"),
             ("untrained", None, "now")]
         assert {p.name for p in run_folder.iterdir()} == {LOCK_FILE, "epoch-1.safetensors"}  # nothing written
+        assert training_table(path).set_index("model_id").loc["standard", "status"] == "training"
     assert not (run_folder / LOCK_FILE).exists()  # removed by its holder
+    assert training_table(path).set_index("model_id").loc["standard", "status"] == "not trained"
     (run_folder / "epoch-1.safetensors").unlink()
     summary = run_study(path, db, progress=False)
     assert [(s["id"], s.get("trained"), s["measured"]) for s in summary] == [

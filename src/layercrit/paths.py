@@ -17,6 +17,7 @@ import contextlib
 import errno as errno_
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -169,6 +170,19 @@ def _umask() -> int:
 LOCK_FILE = ".lock"
 
 
+def _try_flock(fd: int, tries: int = 4) -> bool:
+    """An exclusive flock on ``fd`` without waiting for a holder; a few short retries ride out a momentary
+    shared lock taken by :func:`lock_holder` to look."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    return False
+
+
 @contextlib.contextmanager
 def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``folder/.lock`` (created, with the holder's pid and host) for the
@@ -182,9 +196,7 @@ def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
     path = folder / LOCK_FILE
     for _ in range(5):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_flock(fd):
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise BusyError(f"{what} {folder} is in use by {holder} right now: wait for it to finish, or use "
@@ -207,3 +219,21 @@ def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # still holding the lock: a newcomer finds no file, or its own new one
         os.close(fd)
+
+
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds ``folder``'s :func:`exclusive_lock` right now ("pid N on HOST"), or None where nobody does."""
+    path = Path(folder) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to look
+    return None

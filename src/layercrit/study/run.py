@@ -17,7 +17,7 @@ import pandas as pd
 from ..engine import Executor, MeasureConfig, measure
 from ..errors import BusyError, LayercritError
 from ..models import create_model
-from ..paths import atomic_write
+from ..paths import atomic_write, lock_holder
 from ..store import ResultStore
 from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
 from .spec import Study, load_study
@@ -192,7 +192,8 @@ def training_table(path: str | Path, runs: str | Path | None = None) -> pd.DataF
             continue
         out = study.runs / m.id
         sc = read_sidecar(out) or {}
-        status = "trained" if sc else ("interrupted" if (out / "resume.pt").is_file() else "not trained")
+        status = "trained" if sc else "training" if lock_holder(out) else \
+            "interrupted" if (out / "resume.pt").is_file() else "not trained"
         robust = sc.get("robust_eval") or {}
         rows.append({"model_id": m.id, "name": m.name, "category": m.category, "method": m.method, "status": status,
                      "clean_test_acc": sc.get("clean_test_acc"), "robust_test_acc": sc.get("robust_test_acc"),
