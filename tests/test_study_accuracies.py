@@ -157,3 +157,16 @@ std = [0.229, 0.224, 0.225]
     table = accuracy_table(path, progress=False).set_index("model_id")
     assert table.loc["akamaster", "test_images"] == 10000 and table.loc["akamaster", "eval_images"] == 200
     assert table.loc["akamaster", "clean_test_acc"] >= 78.0  # 91.7 % on lossless CIFAR-10; JPEG costs ~10 points
+
+
+def test_network_epochs_leave_a_contrastive_runs_probe_out():
+    """SimCLR's snapshots count contrastive epochs, so its final model must too (the lab's sidecars as written)."""
+    import json
+
+    from layercrit.study.accuracies import network_epochs
+
+    runs = Path(__file__).resolve().parents[1] / "studies" / "runs" / "cifar10-methods"
+    sidecars = {m: json.loads((runs / m / "run.json").read_text()) for m in ("simclr", "standard", "frozen-random")}
+    assert sidecars["simclr"]["epochs"] == 13 and network_epochs(sidecars["simclr"]) == 3  # 3 contrastive + 10 probe
+    assert network_epochs(sidecars["standard"]) == 3
+    assert network_epochs(sidecars["frozen-random"]) == 10  # a probe alone: its epochs are the run's

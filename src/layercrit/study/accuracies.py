@@ -27,10 +27,20 @@ COLUMNS = ["model_id", "name", "category", "method", "variant", "seed", "epoch",
            "eval_images", "train_seconds"]
 
 
+def network_epochs(sidecar: dict) -> int | None:
+    """The epochs that trained the network: all of them, except a linear probe fitted after a contrastive
+    phase (SimCLR's 40 + 10 probe epochs count 40, as its snapshots count their contrastive epochs)."""
+    phases = [h.get("phase") for h in sidecar.get("history", [])]
+    if phases and "probe" in phases and any(p != "probe" for p in phases):
+        return sum(p != "probe" for p in phases)
+    return sidecar.get("epochs")
+
+
 def _lab_row(study: Study, entry: ModelEntry, sidecar: dict) -> dict:
     robust = sidecar.get("robust_eval") or {}
-    return {"method": entry.method, "variant": entry.variant, "seed": sidecar.get("seed"), "epoch": sidecar.get("epochs"),
-            "final_epoch": sidecar.get("epochs"), "clean_test_acc": sidecar.get("clean_test_acc"),
+    epochs = network_epochs(sidecar)
+    return {"method": entry.method, "variant": entry.variant, "seed": sidecar.get("seed"), "epoch": epochs,
+            "final_epoch": epochs, "clean_test_acc": sidecar.get("clean_test_acc"),
             "test_images": sidecar["data"]["test_images"], "robust_test_acc": sidecar.get("robust_test_acc"),
             "robust_eval": f"{robust['attack']}, eps {robust['eps']:.4g}, {robust['images']} images" if robust else None,
             "train_seconds": sidecar.get("train_seconds")}
@@ -47,7 +57,7 @@ def _snapshot_row(path: Path) -> dict | None:
     snap = snaps[path.name]
     seconds = sum(h["seconds"] for h in sidecar["history"] if h["epoch"] <= snap["epoch"])
     return {"method": sidecar["method"], "seed": sidecar["seed"], "epoch": snap["epoch"],
-            "final_epoch": sidecar["epochs"], "clean_test_acc": snap["clean_test_acc"],
+            "final_epoch": network_epochs(sidecar), "clean_test_acc": snap["clean_test_acc"],
             "test_images": sidecar["data"]["test_images"], "train_seconds": round(seconds, 1)}
 
 
