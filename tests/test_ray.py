@@ -242,7 +242,7 @@ def test_killed_driver_resumes_without_repeating(ray_cluster, folder, local_db, 
     pd.testing.assert_frame_equal(_rows(db), before)
 
 
-def test_ctrl_c_stops_the_tasks_and_keeps_committed_rows(ray_cluster, folder, tmp_path, monkeypatch):
+def test_ctrl_c_stops_the_tasks_and_keeps_committed_rows(ray_cluster, folder, local_db, tmp_path, monkeypatch):
     from layercrit.store import ResultStore
 
     commit, commits = ResultStore.save_progress, []
@@ -258,6 +258,12 @@ def test_ctrl_c_stops_the_tasks_and_keeps_committed_rows(ray_cluster, folder, tm
     assert proc.returncode == 130 and "rerun the same command to resume" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(commits) == 1 and _key_counts(db) == [1] * commits[0] and commits[0] in (2, 4)  # one task's rows
+    # the rerun resumes on the same cluster (whose interrupted workers were ended, not left half-way through a
+    # task) and ends with the local backend's numbers
+    monkeypatch.setattr(ResultStore, "save_progress", commit)
+    run_cli(*_args(folder, db, "--backend", "ray", "--layers-per-task", "2"), check=True)
+    assert _key_counts(db) == [1] * UNITS
+    _assert_same_numbers(db, local_db)
 
 
 def _committed(db) -> int:

@@ -160,9 +160,12 @@ class RayExecutor:
                 drain(block=False)
             drain(block=True)
         finally:
-            for ref in list(pending):  # interrupted: stop the rest (their workers live on); a rerun submits them again
+            # interrupted: stop the rest; a rerun submits them again. force=True ends the workers running them: a
+            # task interrupted inside torch.fx tracing (which patches Module.__call__ process-wide) or mid-reset
+            # would leave its worker's torch or cached model changed for the tasks it runs next
+            for ref in list(pending):
                 try:
-                    ray.cancel(ref)
+                    ray.cancel(ref, force=True)
                 except Exception:  # already finished or gone
                     pass
             bar.close()
