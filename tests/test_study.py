@@ -255,3 +255,23 @@ def test_bad_training_input_leaves_no_folder(tmp_path):
     with pytest.raises(LayercritError):
         train("standard", tmp_path / "no-data", out, progress=False, epochs=1)
     assert not (tmp_path / "a").exists()
+
+
+def test_threads_apply_to_measuring_too(tiny_data_root, tmp_path, monkeypatch):
+    """`study run --threads 1` measures on one thread as it trains on one (two processes on two cores would
+    otherwise each measure with torch's default of one thread per core, oversubscribing them), then restores."""
+    import torch
+
+    import layercrit.study.run as study_run
+
+    seen, measure = [], study_run.measure
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(study_run, "measure", recording)
+    path = _study(tmp_path, SHARED_STUDY, tiny_data_root)
+    torch.set_num_threads(2)
+    run_study(path, tmp_path / "t.db", only=["untrained"], threads=1, progress=False)
+    assert seen == [1] and torch.get_num_threads() == 2

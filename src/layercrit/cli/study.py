@@ -25,7 +25,8 @@ def register(sub) -> None:
     r.add_argument("--only", nargs="+", metavar="ID", help="only these model ids")
     r.add_argument("--runs", metavar="DIR", help="training outputs (default: runs/<study name> next to the file)")
     r.add_argument("--train-only", action="store_true", help="train what is missing, measure nothing")
-    r.add_argument("--threads", type=int, help="torch CPU threads for training (default: torch's choice)")
+    r.add_argument("--threads", type=int, help="torch CPU threads for training and measuring (default: torch's "
+                   "choice; 1 per process when several share a machine)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_backend_args(r)
     r.set_defaults(func=run_study_cmd)

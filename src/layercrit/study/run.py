@@ -19,6 +19,7 @@ from ..errors import BusyError, LayercritError
 from ..models import create_model
 from ..paths import atomic_write, lock_holder
 from ..store import ResultStore
+from ..threads import torch_threads
 from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
 from .spec import Study, load_study
 
@@ -127,8 +128,9 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
                                    input_size=entry.input_size)
             model = create_model(spec, name=entry.id, category=entry.category, **bundle_kw)
             try:
-                measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
-                        progress=progress)
+                with torch_threads(threads):  # like training: on its own core(s) beside other processes
+                    measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
+                            progress=progress)
             except BusyError as e:
                 log.info(f"{tag}: left to another process ({e})")
                 summary.append({**info, "measured": "left to the process measuring it"})

@@ -36,6 +36,7 @@ from ..paths import exclusive_lock, os_error
 from ..models import NormalizedModel, build_seeded, get_arch, save_safetensors, weights_checksum
 from ..models.checkpoint import describe_weights, load_into, load_state_dict
 from ..provenance import git_commit, package_versions
+from ..threads import torch_threads
 from . import data as tdata
 from .config import TrainConfig
 from .registry import Recipe, get_recipe
@@ -67,15 +68,12 @@ def train(method: str, data: str | Path, out: str | Path, *, progress: bool = Tr
     """
     recipe = get_recipe(method)
     cfg = recipe.config(**hyperparameters)
-    if threads is not None and threads < 1:
-        raise LayercritError(f"threads must be at least 1, got {threads}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LayercritError(f"--out {out} is a file, not a folder: give a folder for the run's files")
     done = read_sidecar(out)
     if done is not None:
         return _same_settings(done, cfg, out)
-    before = torch.get_num_threads()
     first_new = out  # the outermost folder this call creates, removed again if nothing is written into it
     while not first_new.parent.exists() and first_new.parent != first_new:
         first_new = first_new.parent
@@ -86,15 +84,12 @@ def train(method: str, data: str | Path, out: str | Path, *, progress: bool = Tr
         raise os_error(e, out, "create the run folder") from None
     try:
         # one process per run folder: a second one (another `study run`) gets BusyError before it loads anything
-        with exclusive_lock(out, "run folder"), torch.random.fork_rng(devices=[]):
+        with torch_threads(threads), exclusive_lock(out, "run folder"), torch.random.fork_rng(devices=[]):
             done = read_sidecar(out)  # finished by the process that held the lock before us
             if done is not None:
                 return _same_settings(done, cfg, out)
-            if threads:
-                torch.set_num_threads(threads)
             return TrainingRun(cfg, recipe, Path(data), out, progress).run(stop_after_epoch)
     finally:
-        torch.set_num_threads(before)
         if created:  # bad input (a missing data folder, ...) leaves nothing behind
             _remove_empty(out, first_new)
 
