@@ -23,6 +23,7 @@ LAB = {
     "std-s0": ("standard", "standard", 0, 40, 40, 87.0, 0.90, 30.0),
     "std-s1": ("standard", "standard", 1, 40, 40, 86.0, 0.89, 34.0),
     "std-fp32": ("standard", "standard precision=fp32", 0, 40, 40, 87.2, 0.91, 31.0),
+    "std-short": ("standard", "standard epochs=6", 0, 6, 6, 69.0, 0.75, 18.0),  # a budget control
     "adv-s0-e01": ("pgd-linf", "pgd-linf eps=8/255", 0, 1, 40, 35.0, 0.30, 4.0),
     "adv-s0": ("pgd-linf", "pgd-linf eps=8/255", 0, 40, 40, 70.0, 0.55, 15.0),
 }
@@ -92,16 +93,19 @@ def test_seed_spread_is_over_the_seeds_of_one_variant(table):
     assert spread.loc[("pgd-linf eps=8/255", "stage 3"), "n"] == 1
 
 
-def test_accuracy_matched_takes_the_nearest_reference_model(table):
+def test_accuracy_matched_takes_the_nearest_reference_model_like_with_like(table):
     matched = accuracy_matched(table, "standard").set_index("model_id")
+    # the budget control is the reference with another budget: a match, not a model to match
     assert set(matched.index) == {"std-fp32", "adv-s0-e01", "adv-s0"}
-    adv = matched.loc["adv-s0"]  # 70 %: the standard checkpoint at 68 % is nearer than any final model
-    assert adv["matched_id"] == "std-s0-e10" and adv["acc_gap"] == pytest.approx(2.0)
-    assert adv["delta_avg"] == pytest.approx(15.0 - 20.0)
-    assert adv["delta stage 4"] == pytest.approx(15.0 - 20.0)
-    assert matched.loc["adv-s0-e01", "matched_id"] == "std-s0-e01"  # 35 % -> 40 %, gap -5
+    adv = matched.loc["adv-s0"]  # 70 %, final: the finished 6-epoch standard run (69 %), not the 68 % checkpoint
+    assert adv["matched_id"] == "std-short" and adv["acc_gap"] == pytest.approx(1.0) and adv["like"]
+    assert adv["delta_avg"] == pytest.approx(15.0 - 18.0)
+    assert adv["delta stage 4"] == pytest.approx(15.0 - 18.0)
+    assert matched.loc["adv-s0-e01", "matched_id"] == "std-s0-e01"  # a checkpoint: 35 % -> 40 %, gap -5
     assert matched.loc["adv-s0-e01", "acc_gap"] == pytest.approx(-5.0)
     assert matched.loc["std-fp32", "matched_id"] == "std-s0"  # 87.2: 87.0 beats 86.0
+    without_control = accuracy_matched(table[table["model_id"] != "std-short"], "standard").set_index("model_id")
+    assert without_control.loc["adv-s0", "matched_id"] == "std-s1"  # finals only: 86 % beats the 68 % checkpoint
 
 
 def test_mechanism_correlations_match_scipy(table):
@@ -109,7 +113,7 @@ def test_mechanism_correlations_match_scipy(table):
     finals = table[table["final"]]
     rho, p = stats.spearmanr(finals["mean_confidence"], finals["avg"])
     got = mech.loc[("final models", "mean confidence")]
-    assert got["n"] == 4 and got["spearman_rho"] == pytest.approx(rho) and got["spearman_p"] == pytest.approx(p)
+    assert got["n"] == 5 and got["spearman_rho"] == pytest.approx(rho) and got["spearman_p"] == pytest.approx(p)
     tau, _ = stats.kendalltau(table["clean_test_acc"], table["avg"])
     assert mech.loc[("all models (with checkpoints)", "clean top-1"), "kendall_tau"] == pytest.approx(tau)
     assert mech.loc[("all models (with checkpoints)", "mean entropy"), "spearman_rho"] < 0
@@ -117,7 +121,8 @@ def test_mechanism_correlations_match_scipy(table):
 
 def test_versus_reference_differences_and_their_standard_errors(table):
     versus = versus_reference(table, "standard").set_index(["variant", "quantity"])
-    assert set(versus.index.get_level_values("variant")) == {"pgd-linf eps=8/255", "standard precision=fp32"}
+    assert set(versus.index.get_level_values("variant")) == {"pgd-linf eps=8/255", "standard precision=fp32",
+                                                             "standard epochs=6"}
     adv = versus.loc[("pgd-linf eps=8/255", "avg")]  # final models only: adv-s0 against std-s0 and std-s1
     assert (adv["n"], adv["reference_n"]) == (1, 2)
     assert adv["delta"] == pytest.approx(_avg(15.0) - _avg(32.0))
@@ -146,7 +151,7 @@ def test_other_architectures_are_listed_but_not_compared(tmp_path):
     assert "resnet20" not in set(versus_reference(table, "standard")["variant"])
     mech = mechanism_table(table)
     assert mech["arch"].nunique() == 1  # the given model of the lab's architecture counts, resnet20 does not
-    assert mech.set_index(["subset", "against"]).loc[("final models", "clean top-1"), "n"] == 5
+    assert mech.set_index(["subset", "against"]).loc[("final models", "clean top-1"), "n"] == 6
     _, figures, page = lab_outputs(results, lab)
     legend = {t.get_text() for t in figures["trajectory_epoch"].legends[0].get_texts()}
     assert NOT_IN_LAB in legend and "resnet20" not in legend  # a given model of the lab's architecture is drawn
@@ -190,7 +195,7 @@ def test_report_lab_writes_tables_figures_and_page(tmp_path):
     assert models.loc["std-s1", "avg"] == pytest.approx(_avg(34.0))
     page = (out / "lab.md").read_text()
     assert f"| standard | 0,1 | 86.5 ± 0.7 | 0.895 ± 0.007 | 0.210 ± 0.014 | {_avg(32.0):.1f} ± 2.8 |" in page
-    assert "| adv-s0 | 70.00 | std-s0-e10 | 68.00 | 2.00 |" in page
+    assert "| adv-s0 | 70.00 | std-short | 69.00 | 1.00 |" in page
     se = {q: np.sqrt(1.5) * np.std(v, ddof=1) for q, v in [("acc", [87.0, 86.0]), ("conf", [0.90, 0.89]),
                                                               ("avg", [30.0, 34.0])]}
     assert (f"| pgd-linf eps=8/255 | 1 vs 2 | -16.5 ± {se['acc']:.1f} | -0.345 ± {se['conf']:.3f} | "
@@ -227,9 +232,9 @@ def test_report_lab_bad_input_is_one_line_and_writes_nothing(tmp_path):
 def test_report_only_selects_models_by_glob(tmp_path):
     csv = write_results(tmp_path / "raw.csv")
     finals = load_results(paper_csvs=[csv], only=["!*-e??"])  # the checkpoints left out
-    assert sorted(finals.model_ids) == sorted(["std-s0", "std-s1", "std-fp32", "adv-s0", NOT_IN_LAB])
+    assert sorted(finals.model_ids) == sorted(["std-s0", "std-s1", "std-fp32", "std-short", "adv-s0", NOT_IN_LAB])
     assert sorted(load_results(paper_csvs=[csv], only=["std-*", "!*fp32"]).model_ids) == \
-        sorted(["std-s0", "std-s0-e01", "std-s0-e10", "std-s1"])
+        sorted(["std-s0", "std-s0-e01", "std-s0-e10", "std-s1", "std-short"])
     out = tmp_path / "report"
     proc = run_cli("report", "--paper-csv", str(csv), "--only", "adv-*", "std-s0", "--out", str(out), check=True)
     assert "on 3 models" in proc.stdout

@@ -4,7 +4,7 @@ accurate and confident it is (``layercrit study accuracies``), for controlled co
     from layercrit.analysis import load_results, read_lab_csv, lab_table, seed_spread, accuracy_matched
     lab = lab_table(load_results(["lab.db"]), read_lab_csv("accuracies.csv"))
     seed_spread(lab)                      # per variant: mean, std, min, max over seeds of every number
-    accuracy_matched(lab, "standard")     # each model against the standard checkpoint of nearest accuracy
+    accuracy_matched(lab, "standard")     # each model against the standard model of nearest accuracy, like with like
     versus_reference(lab, "standard")     # each variant's seed mean minus standard's, with its standard error
     mechanism_table(lab)                  # rank correlations of the average value with accuracy and confidence
     trajectories(lab)                     # the checkpoints of each (variant, seed) in epoch order
@@ -130,18 +130,38 @@ def _reference_models(table: pd.DataFrame, reference: str) -> tuple[pd.DataFrame
     return refs, others
 
 
+def budget_family(table: pd.DataFrame, reference: str) -> pd.Series:
+    """Which rows are ``reference`` or the reference with only another budget (``standard epochs=6`` beside
+    ``standard``): runs that finished their schedule at another accuracy."""
+    ref = reference.split()
+
+    def other_budget(variant: str) -> bool:
+        words = variant.split()
+        return words[:1] == ref[:1] and sorted(w for w in words[1:] if not w.startswith("epochs=")) == \
+            sorted(w for w in ref[1:] if not w.startswith("epochs="))
+
+    return table["variant"].map(lambda v: v == reference or other_budget(v))
+
+
 def accuracy_matched(table: pd.DataFrame, reference: str = "standard") -> pd.DataFrame:
-    """Each model of another variant (of the reference's architecture) against the ``reference`` variant's
-    model (any seed, final or checkpoint) whose clean top-1 is nearest: both accuracies, the gap, and the
-    difference (model minus match) of the average value and of every stage, in percentage points."""
-    refs, others = _reference_models(table, reference)
+    """Each model of another variant (of the reference's architecture) against the model of the ``reference``
+    variant, or of the reference with another budget, whose clean top-1 is nearest, *like with like*: a final
+    model against final models (runs that finished their schedule, any budget), a checkpoint against
+    checkpoints, because criticality jumps over a run's last, low-learning-rate epochs. Both accuracies, the
+    gap, and the difference (model minus match) of the average value and of every stage, in percentage points.
+    Where the reference has no model of the same kind, the nearest of any kind is taken (``like`` False)."""
+    _, others = _reference_models(table, reference)
+    family = table[budget_family(table, reference) & table["clean_test_acc"].notna()]
+    others = others[~others["model_id"].isin(family["model_id"])]
     stages = stage_columns(table)
     rows = []
     for row in others[others["clean_test_acc"].notna()].to_dict("records"):
-        gaps = (refs["clean_test_acc"] - row["clean_test_acc"]).abs()
-        match = refs.loc[gaps.idxmin()]  # ties: the first in (variant, seed, epoch) order
+        same_kind = family[family["final"] == row["final"]]
+        candidates = same_kind if not same_kind.empty else family
+        gaps = (candidates["clean_test_acc"] - row["clean_test_acc"]).abs()
+        match = candidates.loc[gaps.idxmin()]  # ties: the first in (variant, seed, epoch) order
         out = {k: row[k] for k in ("model_id", "variant", "seed", "epoch", "final", "clean_test_acc")}
-        out.update(matched_id=match["model_id"], matched_acc=match["clean_test_acc"],
+        out.update(matched_id=match["model_id"], like=not same_kind.empty, matched_acc=match["clean_test_acc"],
                    acc_gap=row["clean_test_acc"] - match["clean_test_acc"], avg=row[AVG], matched_avg=match[AVG],
                    delta_avg=row[AVG] - match[AVG])
         for stage in stages:

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..analysis import Results
-from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, lab_table, mechanism_table, seed_spread,
+from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, budget_family, lab_table, mechanism_table, seed_spread,
                             stage_columns, trajectories, versus_reference)
 from ..errors import LayercritError
 from .stages import markdown_table
@@ -78,11 +78,14 @@ def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str
                          "matched_avg", "delta_avg", *[c for c in matched.columns if c.startswith("delta ")
                                                       and c != "delta_avg"]]]
         lines += ["## Accuracy-matched comparison", "",
-                  f"Each model against the `{reference}` model (any seed, final or checkpoint) of nearest clean "
-                  f"top-1; deltas are model minus match [pp] of the average {what} and of each stage's mean.", "",
+                  f"Each model against the `{reference}` model (any seed and budget) of nearest clean top-1, like "
+                  "with like: a final model against finished runs, a checkpoint against checkpoints (criticality "
+                  "jumps over a run's last, low-learning-rate epochs); deltas are model minus match [pp] of the "
+                  f"average {what} and of each stage's mean.", "",
                   markdown_table(shown, ".2f"), ""]
-    apart = sorted(set(table["model_id"]) - set(tables["lab_matched"]["model_id"] if "lab_matched" in tables
-                                                  else []) - set(table.loc[table["variant"] == reference, "model_id"]))
+    matched = set(tables["lab_matched"]["model_id"]) if "lab_matched" in tables else set()
+    family = set(table.loc[budget_family(table, reference), "model_id"]) if reference is not None else set()
+    apart = sorted(set(table["model_id"]) - matched - family)
     if reference is not None and apart:
         lines += [f"Not compared with `{reference}` (another architecture): {', '.join(apart)}.", ""]
     lines += ["## Mechanism: rank correlations of the average value", "",
