@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno as errno_
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -195,7 +196,10 @@ def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
         return
     path = folder / LOCK_FILE
     for _ in range(5):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise os_error(e, path, "create the lock file") from None
         if not _try_flock(fd):
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
@@ -211,8 +215,6 @@ def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
     else:  # pragma: no cover  (a lock file replaced five times in a row)
         raise BusyError(f"{what} {folder} is in use by another process right now: try again later")
     try:
-        import socket
-
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         yield
