@@ -74,7 +74,7 @@ def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str
                   markdown_table(versus_markdown_frame(tables["lab_versus"], stages)), ""]
     if "lab_matched" in tables:
         matched = tables["lab_matched"]
-        shown = matched[["model_id", "clean_test_acc", "matched_id", "matched_acc", "acc_gap", "avg",
+        shown = matched[["model_id", "clean_test_acc", "matched_id", "matched_acc", "acc_gap", "like", "avg",
                          "matched_avg", "delta_avg", *[c for c in matched.columns if c.startswith("delta ")
                                                       and c != "delta_avg"]]]
         lines += ["## Accuracy-matched comparison", "",
