@@ -275,3 +275,24 @@ def test_threads_apply_to_measuring_too(tiny_data_root, tmp_path, monkeypatch):
     torch.set_num_threads(2)
     run_study(path, tmp_path / "t.db", only=["untrained"], threads=1, progress=False)
     assert seen == [1] and torch.get_num_threads() == 2
+
+
+def test_metadata_is_written_per_model(tiny_data_root, tmp_path, monkeypatch):
+    """A study process killed half-way (here: the second model fails) keeps the metadata of what it measured."""
+    import layercrit.study.run as study_run
+
+    calls, measure = [], study_run.measure
+
+    def failing_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(study_run, "measure", failing_second)
+    path = _study(tmp_path, TINY_STUDY.replace('method = "standard"', 'spec = "arch:cifar_resnet50"\nnum_classes = 3')
+                  .replace('method = "frozen-random"', 'spec = "arch:cifar_resnet50"\nnum_classes = 3'), tiny_data_root)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(path, tmp_path / "m.db", progress=False)
+    with open(tmp_path / "m.metadata.csv") as f:
+        assert [r["model_id"] for r in csv.DictReader(f)] == ["standard"]

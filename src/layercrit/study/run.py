@@ -141,13 +141,12 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
         row = runs_df[runs_df["model_id"] == entry.id]
         info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
         summary.append(info)
+        write_metadata(study, [info], Path(db))  # per model: a process killed later loses none of it
     pending = [i["id"] for i in summary if i.get("trained") == "busy" or not str(i["measured"]).startswith(
         ("done", "now", "skipped"))]
     if pending:
         log.warning(f"{len(pending)} model(s) left to other processes or waiting for a run: {', '.join(pending)}; "
                     "run `layercrit study run` again once those have finished")
-    if not train_only:
-        write_metadata(study, [i for i in summary if i["id"] not in pending], Path(db))
     return summary
 
 
