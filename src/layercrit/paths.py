@@ -171,6 +171,11 @@ def _umask() -> int:
 LOCK_FILE = ".lock"
 
 
+def _holder(fd: int) -> str:
+    """What the lock file open at ``fd`` says of its holder ("pid N on HOST")."""
+    return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+
+
 def _try_flock(fd: int, tries: int = 4) -> bool:
     """An exclusive flock on ``fd`` without waiting for a holder; a few short retries ride out a momentary
     shared lock taken by :func:`lock_holder` to look."""
@@ -201,7 +206,7 @@ def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
         except OSError as e:
             raise os_error(e, path, "create the lock file") from None
         if not _try_flock(fd):
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            holder = _holder(fd)
             os.close(fd)
             raise BusyError(f"{what} {folder} is in use by {holder} right now: wait for it to finish, or use "
                             "another folder") from None
@@ -235,7 +240,7 @@ def lock_holder(folder: str | Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        return _holder(fd)
     finally:
         os.close(fd)  # closing drops the shared lock taken to look
     return None

@@ -188,15 +188,14 @@ def versus_reference(table: pd.DataFrame, reference: str = "standard") -> pd.Dat
             v, r = group[quantity].dropna(), refs[quantity].dropna()
             if v.empty or r.empty:
                 continue
-            s_v = v.std(ddof=1) if len(v) > 1 else np.nan
-            s_r = r.std(ddof=1) if len(r) > 1 else np.nan
+            sd_v = v.std(ddof=1) if len(v) > 1 else np.nan
+            sd_r = r.std(ddof=1) if len(r) > 1 else np.nan
             se_from = "both" if len(v) > 1 and len(r) > 1 else "reference" if len(r) > 1 else \
                 "variant" if len(v) > 1 else ""
-            s_v, s_r = (s_r if np.isnan(s_v) else s_v), (s_v if np.isnan(s_r) else s_r)
+            s_v, s_r = (sd_r if np.isnan(sd_v) else sd_v), (sd_v if np.isnan(sd_r) else sd_r)
             rows.append({"variant": variant, "quantity": quantity, "n": len(v), "reference_n": len(r),
                          "mean": v.mean(), "reference_mean": r.mean(), "delta": v.mean() - r.mean(),
-                         "std": v.std(ddof=1) if len(v) > 1 else np.nan,
-                         "reference_std": r.std(ddof=1) if len(r) > 1 else np.nan,
+                         "std": sd_v, "reference_std": sd_r,
                          "se": float(np.sqrt(s_v ** 2 / len(v) + s_r ** 2 / len(r))), "se_from": se_from})
     return pd.DataFrame(rows, columns=["variant", "quantity", "n", "reference_n", "mean", "reference_mean", "delta",
                                        "std", "reference_std", "se", "se_from"])

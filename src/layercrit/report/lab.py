@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..analysis import Results
-from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, budget_family, lab_table, mechanism_table, seed_spread,
+from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, lab_table, mechanism_table, seed_spread,
                             stage_columns, trajectories, versus_reference)
 from ..errors import LayercritError
 from .stages import markdown_table
@@ -83,9 +83,8 @@ def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str
                   "jumps over a run's last, low-learning-rate epochs); deltas are model minus match [pp] of the "
                   f"average {what} and of each stage's mean.", "",
                   markdown_table(shown, ".2f"), ""]
-    matched = set(tables["lab_matched"]["model_id"]) if "lab_matched" in tables else set()
-    family = set(table.loc[budget_family(table, reference), "model_id"]) if reference is not None else set()
-    apart = sorted(set(table["model_id"]) - matched - family)
+    reference_archs = set(table.loc[table["variant"] == reference, "arch"])
+    apart = sorted(table.loc[~table["arch"].isin(reference_archs), "model_id"])
     if reference is not None and apart:
         lines += [f"Not compared with `{reference}` (another architecture): {', '.join(apart)}.", ""]
     lines += ["## Mechanism: rank correlations of the average value", "",
@@ -99,30 +98,29 @@ def _digits(quantity: str) -> int:
     return 3 if quantity in ("mean_confidence", "mean_entropy") else 1
 
 
-def spread_markdown_frame(spread: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
-    """One row per variant, one "mean ± std" column per quantity (3 decimals for confidence and entropy)."""
+def _per_variant(long: pd.DataFrame, quantities: list[str], seeds, cell) -> pd.DataFrame:
+    """A long table (variant, quantity, ...) as one row per variant: ``seeds(row)`` fills the "seeds" column,
+    ``cell(row, digits)`` each quantity's column; columns in ``quantities`` order, "–" where a variant has none."""
     cells: dict[str, dict[str, str]] = {}
-    for row in spread.itertuples(index=False):
-        digits = _digits(row.quantity)
-        text = f"{row.mean:.{digits}f}" if pd.isna(row.std) else f"{row.mean:.{digits}f} ± {row.std:.{digits}f}"
-        entry = cells.setdefault(row.variant, {"variant": row.variant, "seeds": row.seeds})
-        entry[row.quantity] = text
-    order = ["variant", "seeds", *SPREAD_QUANTITIES, *stages]  # network order, whichever variant came first
+    for row in long.itertuples(index=False):
+        entry = cells.setdefault(row.variant, {"variant": row.variant, "seeds": seeds(row)})
+        entry[row.quantity] = cell(row, _digits(row.quantity))
     frame = pd.DataFrame(list(cells.values()))
-    return frame[[c for c in order if c in frame.columns]].fillna("–")
+    return frame[[c for c in ["variant", "seeds", *quantities] if c in frame.columns]].fillna("–")
+
+
+def spread_markdown_frame(spread: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
+    """One row per variant, one "mean ± std" column per quantity (3 decimals for confidence and entropy), in
+    network order whichever variant came first."""
+    return _per_variant(spread, [*SPREAD_QUANTITIES, *stages], lambda r: r.seeds,
+                        lambda r, d: f"{r.mean:.{d}f}" if pd.isna(r.std) else f"{r.mean:.{d}f} ± {r.std:.{d}f}")
 
 
 def versus_markdown_frame(versus: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     """One row per variant, one "delta ± se" column per quantity."""
-    cells: dict[str, dict[str, str]] = {}
-    for row in versus.itertuples(index=False):
-        digits = _digits(row.quantity)
-        text = f"{row.delta:+.{digits}f}" + ("" if pd.isna(row.se) else f" ± {row.se:.{digits}f}")
-        entry = cells.setdefault(row.variant, {"variant": row.variant, "seeds": f"{row.n} vs {row.reference_n}"})
-        entry[row.quantity] = text
-    order = ["variant", "seeds", "clean_test_acc", "robust_test_acc", "mean_confidence", AVG, *stages]
-    frame = pd.DataFrame(list(cells.values()))
-    return frame[[c for c in order if c in frame.columns]].fillna("–")
+    return _per_variant(versus, ["clean_test_acc", "robust_test_acc", "mean_confidence", AVG, *stages],
+                        lambda r: f"{r.n} vs {r.reference_n}",
+                        lambda r, d: f"{r.delta:+.{d}f}" + ("" if pd.isna(r.se) else f" ± {r.se:.{d}f}"))
 
 
 def write_lab(study: Results, lab: pd.DataFrame, folder: Path, reference: str | None, dpi: int) -> list[str]:

@@ -71,7 +71,8 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
         raise LayercritError(f"{study.path}: data folder {study.data} not found: fix data = ... "
                              "(relative paths are resolved against the study file's folder)")
     data_path, split = eval_source(study)
-    summary = []
+    summary: list[dict] = []
+    pending: list[str] = []  # left to other processes, or waiting for a run to finish
     for i, entry in enumerate(entries, 1):
         tag = f"[{i}/{len(entries)}] {entry.id}"
         info: dict = {"id": entry.id, "name": entry.name, "category": entry.category}
@@ -86,6 +87,7 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
             except BusyError as e:
                 log.info(f"{tag}: left to another process ({e})")
                 summary.append({**info, "trained": "busy", "measured": "left to the process training it"})
+                pending.append(entry.id)
                 continue
             info.update(trained="done" if already else "now", out=str(out), clean_test_acc=sidecar["clean_test_acc"],
                         robust_test_acc=sidecar.get("robust_test_acc"), sidecar=sidecar)
@@ -103,6 +105,7 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
             if waits_for is not None and not train_only:
                 log.info(f"{tag}: waits for run {waits_for} to finish training (a later `study run` measures it)")
                 summary.append({**info, "spec": spec, "measured": f"waits for {waits_for}"})
+                pending.append(entry.id)
                 continue
         info["spec"] = spec
         if train_only:
@@ -134,6 +137,7 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
             except BusyError as e:
                 log.info(f"{tag}: left to another process ({e})")
                 summary.append({**info, "measured": "left to the process measuring it"})
+                pending.append(entry.id)
                 continue
             info["measured"] = "now"
         with ResultStore(db, create=False) as reader:
@@ -142,8 +146,6 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
         info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
         summary.append(info)
         write_metadata(study, [info], Path(db))  # per model: a process killed later loses none of it
-    pending = [i["id"] for i in summary if i.get("trained") == "busy" or not str(i["measured"]).startswith(
-        ("done", "now", "skipped"))]
     if pending:
         log.warning(f"{len(pending)} model(s) left to other processes or waiting for a run: {', '.join(pending)}; "
                     "run `layercrit study run` again once those have finished")
