@@ -16,12 +16,13 @@ from .sources import read_database, read_paper_csv
 from .stats import DEFAULT_WITHOUT, correlation_table, correlations, rank_correlation
 from .results import UNCATEGORIZED, ReportWarning, Results, load_results
 from .summary import summary
+from .claims import Claims, claims_from_dict, judge_claims, read_claims
 from .lab import (accuracy_matched, lab_table, mechanism_table, read_lab_csv, seed_spread, trajectories,
                   versus_reference)
 from .tables import (category_stage_table, category_table, criticality_matrix, delta_matrix, layer_table,
                      model_table, stage_table)
 
-__all__ = ["accuracy_matched", "lab_table", "mechanism_table", "read_lab_csv", "seed_spread", "trajectories",
+__all__ = ["Claims", "claims_from_dict", "judge_claims", "read_claims", "accuracy_matched", "lab_table", "mechanism_table", "read_lab_csv", "seed_spread", "trajectories",
            "versus_reference",
            "DEFAULT_WITHOUT", "META_COLUMNS", "UNCATEGORIZED", "ReportWarning", "Results", "category_stage_table",
            "category_table", "compression_markdown", "compression_summary", "correlation_table", "correlations", "criticality_matrix", "delta_matrix",

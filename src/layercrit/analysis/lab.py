@@ -188,17 +188,33 @@ def versus_reference(table: pd.DataFrame, reference: str = "standard") -> pd.Dat
             v, r = group[quantity].dropna(), refs[quantity].dropna()
             if v.empty or r.empty:
                 continue
-            sd_v = v.std(ddof=1) if len(v) > 1 else np.nan
-            sd_r = r.std(ddof=1) if len(r) > 1 else np.nan
-            se_from = "both" if len(v) > 1 and len(r) > 1 else "reference" if len(r) > 1 else \
-                "variant" if len(v) > 1 else ""
-            s_v, s_r = (sd_r if np.isnan(sd_v) else sd_v), (sd_v if np.isnan(sd_r) else sd_r)
-            rows.append({"variant": variant, "quantity": quantity, "n": len(v), "reference_n": len(r),
-                         "mean": v.mean(), "reference_mean": r.mean(), "delta": v.mean() - r.mean(),
-                         "std": sd_v, "reference_std": sd_r,
-                         "se": float(np.sqrt(s_v ** 2 / len(v) + s_r ** 2 / len(r))), "se_from": se_from})
+            rows.append({"variant": variant, "quantity": quantity, **seed_difference(v, r)})
     return pd.DataFrame(rows, columns=["variant", "quantity", "n", "reference_n", "mean", "reference_mean", "delta",
                                        "std", "reference_std", "se", "se_from"])
+
+
+def seed_difference(values: pd.Series, reference: pd.Series) -> dict:
+    """Seed means of two samples (one value per seed), their difference and its standard error
+    sqrt(s_v^2/n_v + s_r^2/n_r); where one side has a single seed, the other side's std stands in for its own
+    (``se_from``: "both", "reference", "variant"; "" and se NaN where neither side has two seeds)."""
+    v, r = values.dropna(), reference.dropna()
+    sd_v, sd_r = seed_std(v), seed_std(r)
+    se_from = "both" if len(v) > 1 and len(r) > 1 else "reference" if len(r) > 1 else "variant" if len(v) > 1 else ""
+    return {"n": len(v), "reference_n": len(r), "mean": v.mean(), "reference_mean": r.mean(),
+            "delta": v.mean() - r.mean(), "std": sd_v, "reference_std": sd_r,
+            "se": standard_error([(sd_v, len(v)), (sd_r, len(r))], stand_in=sd_r if len(r) > 1 else sd_v),
+            "se_from": se_from}
+
+
+def seed_std(values: pd.Series) -> float:
+    """The between-seed sample std (ddof=1); NaN for fewer than two seeds."""
+    values = values.dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else np.nan
+
+
+def standard_error(terms: list[tuple[float, int]], stand_in: float) -> float:
+    """sqrt(sum s_i^2 / n_i) over (std, count) terms, ``stand_in`` for a std that is NaN (a single seed)."""
+    return float(np.sqrt(sum((stand_in if np.isnan(s) else s) ** 2 / n for s, n in terms)))
 
 
 def mechanism_table(table: pd.DataFrame) -> pd.DataFrame:

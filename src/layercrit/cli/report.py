@@ -45,31 +45,52 @@ def register(sub) -> None:
                         "accuracy-matched comparison, confidence correlations) and trajectory figures")
     r.add_argument("--lab-reference", metavar="VARIANT",
                    help="with --lab: the variant others are matched against by accuracy (default: standard)")
+    r.add_argument("--claims", metavar="CLAIMS.toml",
+                   help="with --lab: claims and the rules that judge them, fixed in advance (see docs/report.md); "
+                        "adds lab_claims.csv, lab_verdicts.csv and a Claims section to lab.md")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files in it replaced)")
     r.set_defaults(func=run_report)
 
 
 def run_report(args) -> int:
-    from ..analysis import ReportWarning, load_results, read_lab_csv  # lazy: pandas and matplotlib only here
+    from ..analysis import ReportWarning, load_results, read_claims, read_lab_csv  # lazy: pandas, matplotlib here
     from ..errors import LayercritError
     from ..report import write_report
     from ..report.lab import checked_lab
 
-    if args.lab_reference and not args.lab:
-        raise LayercritError("--lab-reference applies to a lab table: add --lab ACCURACIES.csv")
+    for option in ("lab_reference", "claims"):
+        if getattr(args, option) and not args.lab:
+            raise LayercritError(f"--{option.replace('_', '-')} applies to a lab table: add --lab ACCURACIES.csv")
     lab = read_lab_csv(args.lab) if args.lab else None
+    claims = read_claims(args.claims) if args.claims else None
+    other_measures = [m for m in claims.rules.measures if m != args.metric] if claims else []
+    if args.paper_csv and "disagreement" in other_measures:
+        raise LayercritError(f"{args.claims} judges under top-1 disagreement too, which a raw-results CSV does not "
+                             "record: report from databases, or set [rules] measures = [\"criticality\"]")
+
+    def load(metric: str):
+        return load_results(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
+                            metadata=args.metadata, without=args.without, unit=args.unit, metric=metric,
+                            only=args.only)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReportWarning)  # printed below as one line each instead
-        study = load_results(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
-                             metadata=args.metadata, without=args.without, unit=args.unit,
-                             metric=args.metric, only=args.only)
+        study = load(args.metric)
+        claim_results = tuple(load(m) for m in other_measures)
         if lab is not None:
-            checked_lab(study, lab, args.lab_reference)  # a lab table that does not fit: one error, before any output
+            table, _ = checked_lab(study, lab, args.lab_reference)  # a misfit: one error, before any output
     for message in study.warnings:
         print(f"layercrit: warning: {message}", file=sys.stderr)
     for note in study.notes:
         print(f"layercrit: {note}")
-    written = write_report(study, args.out, lab=lab, lab_reference=args.lab_reference)
+    if claims is not None:
+        absent = sorted(claims.variants - set(table["variant"]))
+        if absent:
+            print(f"layercrit: warning: {args.claims} names variant(s) not in the lab table: {', '.join(absent)} "
+                  "(their cells stay 'missing' until they are measured; check the spelling against lab_models.csv)",
+                  file=sys.stderr)
+    written = write_report(study, args.out, lab=lab, lab_reference=args.lab_reference, claims=claims,
+                           claim_results=claim_results)
     figures = sorted({p.stem for p in written if p.suffix == ".png"})
     archs = f" in {len(study.archs)} architectures ({', '.join(study.archs)})" if len(study.archs) > 1 else ""
     print(f"wrote the report on {len(study.model_ids)} models x {len(study.layer_names)} layers{archs} to {args.out}: "

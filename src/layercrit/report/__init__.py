@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis import Results, summary
+from ..analysis.claims import Claims
 from ..errors import LayercritError
 from ..paths import writing_into
 from . import style
@@ -33,17 +34,23 @@ FILES = ("heatmap.png", "heatmap.pdf", "std.png", "std.pdf", "stages.csv", "stag
 
 
 def write_report(study: Results, out: str | Path, *, lab: pd.DataFrame | None = None,
-                 lab_reference: str | None = None) -> list[Path]:
+                 lab_reference: str | None = None, claims: Claims | None = None,
+                 claim_results: tuple[Results, ...] = ()) -> list[Path]:
     """Write every report file into ``out`` (created if needed); returns their paths.
 
     ``lab``: the table of ``layercrit study accuracies`` (:func:`layercrit.analysis.read_lab_csv`); adds the
     training-lab files (lab.md, lab_*.csv, trajectory figures; see :mod:`layercrit.report.lab`), with the
-    accuracy-matched comparison against the method ``lab_reference`` (default: standard).
+    accuracy-matched comparison against the method ``lab_reference`` (default: standard). ``claims``
+    (:func:`layercrit.analysis.read_claims`, with ``lab``): their verdicts (lab_claims.csv, lab_verdicts.csv, a
+    section of lab.md) under ``study``'s measure and those of ``claim_results`` (the same sources loaded with
+    another ``metric``).
 
     Everything is rendered into a temporary sibling folder first and moved into ``out`` only
     when complete, so an error never leaves a half-written report behind.
     """
     out = Path(out)
+    if claims is not None and lab is None:
+        raise LayercritError("claims are judged on a lab table: pass lab= as well (CLI: --lab ACCURACIES.csv)")
     if out.exists() and not out.is_dir():
         raise LayercritError(f"--out {out} is a file: choose a folder")
     if not out.parent.is_dir():
@@ -54,7 +61,7 @@ def write_report(study: Results, out: str | Path, *, lab: pd.DataFrame | None = 
             names = render(study, tmp)
             if lab is not None:
                 with style.plain_text():
-                    names += write_lab(study, lab, tmp, lab_reference, FIGURE_DPI)
+                    names += write_lab(study, lab, tmp, lab_reference, FIGURE_DPI, claims, claim_results)
             out.mkdir(exist_ok=True)
             for name in names:
                 os.replace(tmp / name, out / name)

@@ -8,6 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..analysis import Results
+from ..analysis.claims import ALL_VARIANTS, Claims, judge_claims
 from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, lab_table, mechanism_table, seed_spread,
                             stage_columns, trajectories, versus_reference)
 from ..errors import LayercritError
@@ -17,17 +18,23 @@ from .trajectory import trajectory_figure
 DEFAULT_REFERENCE = "standard"
 
 
-def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None
-                ) -> tuple[dict[str, pd.DataFrame], dict[str, Figure], str]:
+def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None, claims: Claims | None = None,
+                claim_results: tuple[Results, ...] = ()) -> tuple[dict[str, pd.DataFrame], dict[str, Figure], str]:
     """(tables by file stem, figures by file stem, the Markdown page) for a lab table.
 
     ``reference``: the variant the accuracy-matched comparison matches against (default "standard" where
-    the lab has it; an error when named and absent)."""
+    the lab has it; an error when named and absent). ``claims`` (:func:`layercrit.analysis.read_claims`):
+    judged into lab_claims.csv (every cell) and lab_verdicts.csv, under ``study``'s measure and those of
+    ``claim_results`` (the same databases loaded with another ``metric``)."""
     table, reference = checked_lab(study, lab, reference)
     tables = {"lab_models": table, "lab_seeds": seed_spread(table), "lab_mechanism": mechanism_table(table)}
     if reference is not None and (table["variant"] != reference).any():
         tables["lab_matched"] = accuracy_matched(table, reference)
         tables["lab_versus"] = versus_reference(table, reference)
+    if claims is not None:
+        by_measure = {r.metric: lab_table(r, lab) for r in claim_results}
+        by_measure[study.metric] = table
+        tables["lab_claims"], tables["lab_verdicts"] = judge_claims(by_measure, claims)
     figures = {}
     paths = trajectories(table)
     if not paths.empty:
@@ -36,7 +43,10 @@ def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None
         shown = pd.concat([paths, others])
         figures = {"trajectory_epoch": trajectory_figure(shown, "epoch", study.metric_label),
                    "trajectory_accuracy": trajectory_figure(shown, "clean_test_acc", study.metric_label)}
-    return tables, figures, lab_markdown(study, tables, reference)
+    page = lab_markdown(study, tables, reference)
+    if claims is not None:
+        page += claims_markdown(tables["lab_claims"], tables["lab_verdicts"], claims, set(table["variant"]))
+    return tables, figures, page
 
 
 def checked_lab(study: Results, lab: pd.DataFrame, reference: str | None = None) -> tuple[pd.DataFrame, str | None]:
@@ -94,6 +104,34 @@ def lab_markdown(study: Results, tables: dict[str, pd.DataFrame], reference: str
     return "\n".join(lines)
 
 
+def claims_markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, claims: Claims, variants: set[str]) -> str:
+    """The claims section of lab.md: the rules, one verdict per claim and variant, every cell."""
+    r = claims.rules
+    lines = ["## Claims", "",
+             f"Judged by rules fixed with the claims: against `{r.reference}` unless a claim names another variant; a "
+             f"difference counts where it exceeds max({r.z:g} se, floor) in the claimed direction (floor {r.floor:g} "
+             f"points unless a claim sets its own); *no difference* where it stays within that while {r.z:g} se < "
+             f"{r.null_effect:g}; a matched comparison is trusted up to {r.max_gap:g} points of clean top-1. "
+             f"Measures: {', '.join(r.measures)}; comparisons: final models (seed means) and accuracy-matched "
+             "(each final model minus the reference's finished run of nearest accuracy).", "",
+             *[f"- **{c.id}** ({c.direction} than `{c.against or r.reference}`): {c.text}" for c in claims.claims], "",
+             markdown_table(verdicts.drop(columns=["text"]).assign(variant=verdicts["variant"].map(
+                 lambda v: v if v == ALL_VARIANTS else f"`{v}`"))), "",
+             "Every cell: difference [pp] ± se, the bar it had to clear, the judgement.", ""]
+    shown = cells.assign(cell=[
+        "–" if pd.isna(c.delta) else f"{c.delta:+.2f} ± {c.se:.2f} (bar {c.bar:.2f}): {c.judgement}"
+        if not pd.isna(c.se) else f"{c.delta:+.2f}: {c.judgement}" for c in cells.itertuples()])
+    shown.loc[shown["delta"].isna(), "cell"] = shown["judgement"]
+    wide = shown.pivot_table(index=["claim", "variant", "against", "comparison"], columns="measure", values="cell",
+                             aggfunc="first", sort=False).reset_index()
+    lines += [markdown_table(wide[[c for c in ["claim", "variant", "against", "comparison", *r.measures]
+                                   if c in wide.columns]]), ""]
+    absent = sorted(claims.variants - variants)
+    if absent:
+        lines += [f"Named by the claims, not in the lab table (yet): {', '.join(f'`{v}`' for v in absent)}.", ""]
+    return "\n".join(lines)
+
+
 def _digits(quantity: str) -> int:
     return 3 if quantity in ("mean_confidence", "mean_entropy") else 1
 
@@ -123,9 +161,10 @@ def versus_markdown_frame(versus: pd.DataFrame, stages: list[str]) -> pd.DataFra
                         lambda r, d: f"{r.delta:+.{d}f}" + ("" if pd.isna(r.se) else f" ± {r.se:.{d}f}"))
 
 
-def write_lab(study: Results, lab: pd.DataFrame, folder: Path, reference: str | None, dpi: int) -> list[str]:
+def write_lab(study: Results, lab: pd.DataFrame, folder: Path, reference: str | None, dpi: int,
+              claims: Claims | None = None, claim_results: tuple[Results, ...] = ()) -> list[str]:
     """Every lab file into ``folder``; returns their names."""
-    tables, figures, page = lab_outputs(study, lab, reference)
+    tables, figures, page = lab_outputs(study, lab, reference, claims, claim_results)
     names = []
     for stem, frame in tables.items():
         frame.to_csv(folder / f"{stem}.csv", index=False)

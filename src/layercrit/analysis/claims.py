@@ -1,0 +1,303 @@
+"""Claims stated before their numbers exist, judged by rules fixed with them: a training lab's verdicts
+(``layercrit report --lab accuracies.csv --claims claims.toml``).
+
+A claims file (TOML) holds the rules and the claims::
+
+    [rules]
+    reference = "standard"     # the variant claims compare against unless they name another (`against`)
+    z = 2.0                    # a difference counts where it exceeds z standard errors...
+    floor = 3.9                # ...and this many points (run-to-run spread); a claim may set its own
+    null_effect = 5.0          # "no difference" needs z se below this: an effect this large would have shown
+    max_gap = 3.0              # an accuracy-matched comparison is trusted up to this clean top-1 gap [pp]
+    measures = ["criticality", "disagreement"]
+
+    [[claims]]
+    id = "1a"
+    text = "adversarial training raises average criticality"
+    variants = ["pgd-linf eps=8/255 steps=2", "pgd-l2 eps=0.5 steps=1"]
+    quantity = ["avg"]         # lab-table columns (avg, stem, stage 1, ..., head), averaged
+    minus = []                 # optional: a contrast, quantity minus the mean of these columns
+    direction = "higher"       # or "lower": the variant than `against`
+
+Each (claim, variant) is judged under each measure in two comparisons. ``final``: the seed mean of the
+variant's final models minus that of `against`'s, with se sqrt(s_v²/n_v + s_a²/n_a) (a side with one seed
+borrows the reference's between-seed std, else the other side's), as in ``lab_versus.csv``. ``matched``:
+each final model minus the reference's finished run of nearest clean top-1 (:func:`accuracy_matched`),
+averaged over seeds (against another variant: the difference of the two variants' averages); its se adds
+the matched models' own spread (s_ref²/k for k distinct matches per side) and is conservative where
+both sides share a match.
+
+A cell *counts* where the difference exceeds max(z·se, floor) in the claimed direction and *counts
+against* where it does so the other way; it shows *no difference* where it stays within that bar while
+z·se < null_effect, and is *unclear* otherwise (the noise is too large to tell). It is *not matched* where a
+match is further than max_gap in clean top-1 or of another kind (no finished run of the reference), and
+*missing* where the lab lacks the models or the measure. A (claim, variant) *holds* where every cell
+counts, *does not hold* where every cell counts against or shows no difference, is *pending* while a cell
+is missing, and *inconclusive* otherwise, with the cells that disagree named; a claim over several variants
+holds (does not hold) where it holds (does not hold) for each.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .. import validate
+from ..errors import LayercritError
+from .lab import AVG, accuracy_matched, seed_std, stage_columns, standard_error
+from .sources import METRICS
+
+DIRECTIONS = ("higher", "lower")
+COMPARISONS = ("final", "matched")
+COUNTS, AGAINST, NONE, UNCLEAR, NOT_MATCHED, MISSING = ("counts", "counts against", "no difference", "unclear",
+                                                        "not matched", "missing")
+HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, PENDING = "holds", "does not hold", "inconclusive", "pending"
+CELL_COLUMNS = ["claim", "variant", "against", "measure", "comparison", "n", "against_n", "delta", "se", "bar",
+                "max_acc_gap", "judgement"]
+VERDICT_COLUMNS = ["claim", "text", "variant", "verdict", "why"]
+ALL_VARIANTS = "(all)"
+
+
+@dataclass(frozen=True)
+class Rules:
+    reference: str = "standard"
+    z: float = 2.0
+    floor: float = 0.0
+    null_effect: float = 5.0
+    max_gap: float = 3.0
+    measures: tuple[str, ...] = tuple(METRICS)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str
+    variants: tuple[str, ...]
+    quantity: tuple[str, ...]
+    direction: str = "higher"
+    minus: tuple[str, ...] = ()
+    against: str | None = None
+    floor: float | None = None  # None: the rules' floor
+
+
+@dataclass(frozen=True)
+class Claims:
+    rules: Rules = field(default_factory=Rules)
+    claims: tuple[Claim, ...] = ()
+
+    @property
+    def variants(self) -> set[str]:
+        """Every variant a claim names (compared or compared against), the reference included."""
+        named = {self.rules.reference}
+        for claim in self.claims:
+            named |= set(claim.variants) | ({claim.against} if claim.against else set())
+        return named
+
+
+RULE_KEYS = {"reference", "z", "floor", "null_effect", "max_gap", "measures"}
+CLAIM_KEYS = {"id", "text", "variants", "quantity", "minus", "direction", "against", "floor"}
+
+
+def read_claims(path: str | Path) -> Claims:
+    """Parse and check a claims file (see the module's docstring); one clear error naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise LayercritError(f"claims file not found: {path}: check --claims")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise LayercritError(f"{path} is not valid TOML ({e}): fix the file") from None
+    except UnicodeDecodeError:
+        raise LayercritError(f"{path} is not a text file: give a .toml claims file") from None
+    return claims_from_dict(raw, str(path))
+
+
+def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
+    """The same checks for a parsed mapping ({"rules": {...}, "claims": [{...}, ...]})."""
+    unknown = sorted(set(raw) - {"rules", "claims"})
+    if unknown:
+        raise LayercritError(f"{where}: unknown section(s) {', '.join(unknown)}: use [rules] and [[claims]]")
+    rules_raw = raw.get("rules", {})
+    if not isinstance(rules_raw, dict):
+        raise LayercritError(f"{where}: 'rules' must be a table [rules]")
+    _no_unknown(rules_raw, RULE_KEYS, f"{where}: [rules]")
+    r = f"{where}: [rules]"
+    measures = tuple(_texts(rules_raw.get("measures", list(METRICS)), f"{r} measures"))
+    for measure in measures:
+        validate.choice(measure, f"{r} measures", tuple(METRICS))
+    rules = Rules(reference=validate.text(rules_raw.get("reference", "standard"), f"{r} reference"),
+                  z=validate.number(rules_raw.get("z", 2.0), f"{r} z", positive=True),
+                  floor=validate.number(rules_raw.get("floor", 0.0), f"{r} floor", low=0.0, high=100.0),
+                  null_effect=validate.number(rules_raw.get("null_effect", 5.0), f"{r} null_effect", positive=True),
+                  max_gap=validate.number(rules_raw.get("max_gap", 3.0), f"{r} max_gap", low=0.0, high=100.0),
+                  measures=measures)
+    items = raw.get("claims")
+    if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
+        raise LayercritError(f"{where}: needs at least one [[claims]] table (id, text, variants, quantity)")
+    claims, seen = [], set()
+    for i, item in enumerate(items, 1):
+        c = f"{where}: claim {item.get('id', i)!s}"
+        _no_unknown(item, CLAIM_KEYS, c)
+        for key in ("id", "text", "variants", "quantity"):
+            if key not in item:
+                raise LayercritError(f"{c} has no {key}: give it")
+        claim_id = validate.text(item["id"], f"{c} id")
+        if claim_id in seen:
+            raise LayercritError(f"{where}: claim id {claim_id} appears twice: give each claim its own id")
+        seen.add(claim_id)
+        floor = item.get("floor")
+        claims.append(Claim(
+            id=claim_id, text=validate.text(item["text"], f"{c} text"),
+            variants=tuple(_texts(item["variants"], f"{c} variants")),
+            quantity=tuple(_texts(item["quantity"], f"{c} quantity")),
+            minus=tuple(_texts(item.get("minus", []), f"{c} minus", allow_empty=True)),
+            direction=validate.choice(item.get("direction", "higher"), f"{c} direction", DIRECTIONS),
+            against=validate.optional_text(item.get("against"), f"{c} against"),
+            floor=None if floor is None else validate.number(floor, f"{c} floor", low=0.0, high=100.0)))
+    return Claims(rules, tuple(claims))
+
+
+def _no_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise LayercritError(f"{where}: unknown key(s) {', '.join(unknown)}: use any of {', '.join(sorted(allowed))}")
+
+
+def _texts(value, name: str, allow_empty: bool = False) -> list[str]:
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or (not values and not allow_empty):
+        raise LayercritError(f"{name} {value!r}: must be a text or a list of texts")
+    return [validate.text(v, name) for v in values]
+
+
+def judge_claims(tables: Mapping[str, pd.DataFrame], claims: Claims) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, verdicts) for lab tables by measure (``{"criticality": lab_table(...), "disagreement": ...}``,
+    each from :func:`~layercrit.analysis.lab.lab_table`): one cell per claim, variant, measure and comparison
+    (``CELL_COLUMNS``), one verdict per claim and variant plus one per claim over all its variants
+    (variant "(all)"; ``VERDICT_COLUMNS``). A measure the rules ask for and ``tables`` lacks leaves its cells
+    missing."""
+    rules = claims.rules
+    cells = []
+    for claim in claims.claims:
+        for measure in rules.measures:
+            table = tables.get(measure)
+            for variant in claim.variants:
+                for comparison in COMPARISONS:
+                    cell = _cell(table, claim, variant, comparison, rules) if table is not None else {}
+                    cells.append({"claim": claim.id, "variant": variant, "against": claim.against or rules.reference,
+                                  "measure": measure, "comparison": comparison,
+                                  **{k: np.nan for k in CELL_COLUMNS[5:]}, "judgement": MISSING, **cell})
+    cell_frame = pd.DataFrame(cells, columns=CELL_COLUMNS)
+    return cell_frame, _verdicts(cell_frame, claims)
+
+
+def claim_values(table: pd.DataFrame, claim: Claim) -> pd.Series:
+    """Per model of a lab table: the claim's quantity (the mean of its columns, minus the mean of ``minus``)."""
+    known = [AVG, *stage_columns(table)]
+    for column in (*claim.quantity, *claim.minus):
+        if column not in known:
+            raise LayercritError(f"claim {claim.id}: quantity '{column}' is not a column of the lab table: use "
+                                 f"{', '.join(known)}")
+    values = table[list(claim.quantity)].mean(axis=1)
+    if claim.minus:
+        values = values - table[list(claim.minus)].mean(axis=1)
+    return pd.Series(values.to_numpy(), index=table["model_id"].to_numpy())
+
+
+def _cell(table: pd.DataFrame, claim: Claim, variant: str, comparison: str, rules: Rules) -> dict:
+    values = claim_values(table, claim)
+    against = claim.against or rules.reference
+    finals = table[table["final"]]
+    reference = finals[finals["variant"] == rules.reference]
+    if reference.empty:
+        return {}
+    arch = set(reference["arch"])
+    sides = [finals[(finals["variant"] == v) & finals["arch"].isin(arch)] for v in (variant, against)]
+    if any(side.empty for side in sides):
+        return {}
+    ref_std = seed_std(values[reference["model_id"]])
+    side_values = [values[side["model_id"]].dropna() for side in sides]
+    stand_in = ref_std if not np.isnan(ref_std) else next(
+        (s for s in map(seed_std, side_values) if not np.isnan(s)), np.nan)
+    gap, trusted = np.nan, True
+    if comparison == "final":
+        delta = side_values[0].mean() - side_values[1].mean()
+        se = standard_error([(seed_std(v), len(v)) for v in side_values], stand_in)
+    else:
+        matched = accuracy_matched(table, rules.reference).set_index("model_id")
+        compared = [side for side, v in zip(sides, (variant, against)) if v != rules.reference]
+        ids = [list(side["model_id"]) for side in compared]
+        rows = [matched.loc[[i for i in side_ids if i in matched.index]] for side_ids in ids]
+        if any(len(r) == 0 for r in rows):
+            return {}
+        deltas = [values[r.index].to_numpy() - values[r["matched_id"]].to_numpy() for r in rows]
+        delta = deltas[0].mean() - (deltas[1].mean() if len(deltas) > 1 else 0.0)
+        terms = [(seed_std(values[r.index]), len(r)) for r in rows]
+        terms += [(ref_std, r["matched_id"].nunique()) for r in rows]
+        se = standard_error(terms, stand_in)
+        gaps = pd.concat([r["acc_gap"].abs() for r in rows])
+        gap = float(gaps.max())
+        trusted = bool(gap <= rules.max_gap and all(r["like"].all() for r in rows))
+    floor = rules.floor if claim.floor is None else claim.floor
+    bar = max(rules.z * se, floor) if not np.isnan(se) else np.nan
+    n = [len(v) for v in side_values]
+    return {"n": n[0], "against_n": n[1], "delta": float(delta), "se": se, "bar": bar, "max_acc_gap": gap,
+            "judgement": _judge(float(delta), se, bar, claim.direction, rules) if trusted else NOT_MATCHED}
+
+
+def _judge(delta: float, se: float, bar: float, direction: str, rules: Rules) -> str:
+    if np.isnan(se) or np.isnan(delta):
+        return UNCLEAR
+    signed = delta if direction == "higher" else -delta
+    if signed > bar:
+        return COUNTS
+    if signed < -bar:
+        return AGAINST
+    return NONE if rules.z * se < rules.null_effect else UNCLEAR
+
+
+def _verdicts(cells: pd.DataFrame, claims: Claims) -> pd.DataFrame:
+    rows = []
+    for claim in claims.claims:
+        per_variant = []
+        for variant in claim.variants:
+            mine = cells[(cells["claim"] == claim.id) & (cells["variant"] == variant)]
+            verdict, why = _verdict(mine)
+            per_variant.append(verdict)
+            rows.append({"claim": claim.id, "text": claim.text, "variant": variant, "verdict": verdict, "why": why})
+        if len(claim.variants) > 1:
+            rows.append({"claim": claim.id, "text": claim.text, "variant": ALL_VARIANTS,
+                         **dict(zip(("verdict", "why"), _overall(claim.variants, per_variant)))})
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _verdict(cells: pd.DataFrame) -> tuple[str, str]:
+    judgements = list(cells["judgement"])
+    labels = [f"{m} {c}" for m, c in zip(cells["measure"], cells["comparison"])]
+    if MISSING in judgements:
+        return PENDING, "not measured: " + ", ".join(lab for lab, j in zip(labels, judgements) if j == MISSING)
+    if all(j == COUNTS for j in judgements):
+        return HOLDS, "counts in every measure and comparison"
+    if all(j in (AGAINST, NONE) for j in judgements):
+        return DOES_NOT_HOLD, _grouped(labels, judgements)
+    return INCONCLUSIVE, _grouped(labels, judgements)
+
+
+def _grouped(labels: list[str], judgements: list[str]) -> str:
+    """'counts: criticality final, ...; no difference: ...' in the order the judgements first appear."""
+    parts: dict[str, list[str]] = {}
+    for label, judgement in zip(labels, judgements):
+        parts.setdefault(judgement, []).append(label)
+    return "; ".join(f"{j}: {', '.join(ls)}" for j, ls in parts.items())
+
+
+def _overall(variants: tuple[str, ...], verdicts: list[str]) -> tuple[str, str]:
+    why = "; ".join(f"{v}: {verdict}" for v, verdict in zip(variants, verdicts))
+    for verdict in (HOLDS, DOES_NOT_HOLD):
+        if all(v == verdict for v in verdicts):
+            return verdict, why
+    return (PENDING if PENDING in verdicts else INCONCLUSIVE), why
