@@ -203,3 +203,16 @@ def test_report_claims_bad_input_is_one_line_and_writes_nothing(tmp_path):
             "--out", str(out), check=True)
     verdicts = pd.read_csv(out / "lab_verdicts.csv")
     assert list(verdicts["variant"]) == ["pgd-linf eps=8/255"] and verdicts["verdict"].iloc[0] != "pending"
+
+
+def test_the_reference_as_the_claimed_variant_is_judged_from_its_side():
+    # "standard below adv": the mirror of "adv above standard", the same cells with the sign turned
+    table = lab(*REFERENCE, model("adv-s0", "adv", 0, 69.0, 22.0), model("adv-s1", "adv", 1, 70.0, 26.0))
+    up = judged({"criticality": table}, claims(rules={"measures": ["criticality"]}))[0]
+    down = judged({"criticality": table}, claims(rules={"measures": ["criticality"]}, variants=["standard"],
+                                                 against="adv", direction="lower"))[0]
+    assert down["delta"].to_numpy() == pytest.approx(-up["delta"].to_numpy())
+    assert down["se"].to_numpy() == pytest.approx(up["se"].to_numpy())
+    assert list(down["judgement"]) == list(up["judgement"]) == ["counts", "counts"]
+    with pytest.raises(LayercritError, match="compares standard with itself"):
+        claims(variants=["standard"])

@@ -846,3 +846,33 @@ def test_fuzz_python_config_never_raises_anything_else(values):
     with contextlib.suppress(LayercritError):
         model_options(num_classes_=values.get("trials"), init_seed=values.get("seed", 0), mean=values.get("types"),
                       std=values.get("reset"))
+
+
+RULE_FIELDS = ["reference", "z", "floor", "null_effect", "max_gap", "measures", "extra"]
+CLAIM_FIELDS = ["id", "text", "variants", "quantity", "minus", "direction", "against", "floor", "extra"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(RULE_FIELDS), TOML_VALUES, max_size=3),
+       st.dictionaries(st.sampled_from(CLAIM_FIELDS), TOML_VALUES, max_size=4))
+def test_fuzz_claims_are_judged_or_refused_in_one_error(rules, claim):
+    """A claims file (report --claims) with random values: parsed and judged against a small lab table, or one
+    LayercritError; never another exception."""
+    import pandas as pd
+
+    from layercrit.analysis import claims_from_dict, judge_claims
+    from layercrit.errors import LayercritError
+
+    claim = {"id": "c", "text": "t", "variants": ["adv"], "quantity": ["avg"], **claim}
+    stages = {s: 10.0 + i for i, s in enumerate(["stem", "stage 1", "stage 2", "stage 3", "stage 4", "head"])}
+    table = pd.DataFrame([{"model_id": m, "method": v, "variant": v, "seed": s, "epoch": 40, "final_epoch": 40,
+                           "final": True, "arch": "a", "clean_test_acc": acc, "avg": 12.0 + s, **stages}
+                          for m, v, s, acc in [("r0", "standard", 0, 87.0), ("r1", "standard", 1, 86.0),
+                                               ("a0", "adv", 0, 70.0)]])
+    try:
+        parsed = claims_from_dict({"rules": rules, "claims": [claim]}, "claims.toml")
+    except LayercritError:
+        return
+    with contextlib.suppress(LayercritError):
+        cells, verdicts = judge_claims({"criticality": table, "disagreement": table}, parsed)
+        assert set(verdicts["verdict"]) <= {"holds", "does not hold", "inconclusive", "pending"}

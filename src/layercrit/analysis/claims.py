@@ -150,6 +150,9 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
             raise LayercritError(f"{where}: claim id {claim_id} appears twice: give each claim its own id")
         seen.add(claim_id)
         floor = item.get("floor")
+        variants, against = item["variants"], item.get("against", rules.reference)
+        if against in (variants if isinstance(variants, list) else [variants]):
+            raise LayercritError(f"{c} compares {against} with itself: take it out of variants, or set against")
         claims.append(Claim(
             id=claim_id, text=validate.text(item["text"], f"{c} text"),
             variants=tuple(_texts(item["variants"], f"{c} variants")),
@@ -228,14 +231,14 @@ def _cell(table: pd.DataFrame, claim: Claim, variant: str, comparison: str, rule
         delta = side_values[0].mean() - side_values[1].mean()
         se = standard_error([(seed_std(v), len(v)) for v in side_values], stand_in)
     else:
+        # each side minus its matches (the reference's own side is its own match: 0)
         matched = accuracy_matched(table, rules.reference).set_index("model_id")
-        compared = [side for side, v in zip(sides, (variant, against)) if v != rules.reference]
-        ids = [list(side["model_id"]) for side in compared]
-        rows = [matched.loc[[i for i in side_ids if i in matched.index]] for side_ids in ids]
+        rows = [matched.loc[[i for i in side["model_id"] if i in matched.index]]
+                for side, v in zip(sides, (variant, against)) if v != rules.reference]
         if any(len(r) == 0 for r in rows):
             return {}
-        deltas = [values[r.index].to_numpy() - values[r["matched_id"]].to_numpy() for r in rows]
-        delta = deltas[0].mean() - (deltas[1].mean() if len(deltas) > 1 else 0.0)
+        means = [float(np.mean(values[r.index].to_numpy() - values[r["matched_id"]].to_numpy())) for r in rows]
+        delta = means[0] - means[1] if len(means) > 1 else means[0] if variant != rules.reference else -means[0]
         terms = [(seed_std(values[r.index]), len(r)) for r in rows]
         terms += [(ref_std, r["matched_id"].nunique()) for r in rows]
         se = standard_error(terms, stand_in)
