@@ -216,3 +216,51 @@ def test_the_reference_as_the_claimed_variant_is_judged_from_its_side():
     assert list(down["judgement"]) == list(up["judgement"]) == ["counts", "counts"]
     with pytest.raises(LayercritError, match="compares standard with itself"):
         claims(variants=["standard"])
+
+
+def test_seeds_without_a_value_are_left_out_and_an_empty_side_is_missing():
+    nan_seed = model("adv-s1", "adv", 1, 70.0, np.nan)
+    table = lab(*REFERENCE, model("adv-s0", "adv", 0, 69.0, 22.0), nan_seed)
+    cells, _ = judged({"criticality": table}, claims(rules={"measures": ["criticality"]}))
+    assert list(cells["n"]) == [1, 1] and list(cells["judgement"]) == ["counts", "counts"]
+    assert cells.loc[("criticality", "matched"), "delta"] == pytest.approx(22.0 - 10.0)
+    empty = lab(*REFERENCE, model("adv-s0", "adv", 0, 69.0, np.nan), nan_seed)
+    cells, verdicts = judged({"criticality": empty}, claims(rules={"measures": ["criticality"]}))
+    assert set(cells["judgement"]) == {"missing"} and verdicts["verdict"].iloc[0] == "pending"
+
+
+def test_the_matched_error_weighs_each_match_by_its_share_of_seeds():
+    # three seeds: two matched to the 6-epoch run (70 %), one to standard seed 1 (86 %)
+    table = lab(*REFERENCE, model("adv-s0", "adv", 0, 69.0, 22.0), model("adv-s1", "adv", 1, 70.5, 26.0),
+                model("adv-s2", "adv", 2, 85.0, 30.0))
+    cells, _ = judged({"criticality": table}, claims(rules={"measures": ["criticality"], "max_gap": 5.0}))
+    matched = cells.loc[("criticality", "matched")]
+    assert matched["delta"] == pytest.approx(np.mean([22.0 - 10.0, 26.0 - 10.0, 30.0 - 14.0]))
+    s_ref2, s_adv2 = np.var([12, 14], ddof=1), np.var([22, 26, 30], ddof=1)
+    assert matched["se"] == pytest.approx(np.sqrt(s_adv2 / 3 + s_ref2 * ((2 / 3) ** 2 + (1 / 3) ** 2)))
+
+
+def test_variants_that_cannot_be_compared_are_one_error_naming_the_claim():
+    other_arch = dict(model("vit-s0", "vit", 0, 80.0, 22.0), arch="vit")
+    table = lab(*REFERENCE, model("adv-s0", "adv", 0, 69.0, 22.0), other_arch)
+    with pytest.raises(LayercritError, match="claim c: vit is another architecture than standard"):
+        judge_claims({"criticality": table}, claims(variants=["vit"]))
+    with pytest.raises(LayercritError, match="claim c: standard epochs=6 is standard with another budget"):
+        judge_claims({"criticality": table}, claims(variants=["adv"], against="standard epochs=6"))
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"claims": [{"id": "a", "text": "t", "variants": ["x", "x"], "quantity": "avg"}]}, "variants names x twice"),
+    ({"rules": {"measures": ["criticality", "criticality"]},
+      "claims": [{"id": "a", "text": "t", "variants": "x", "quantity": "avg"}]}, "measures names criticality twice"),
+    ({"claims": [{"id": "a", "text": "t", "variants": "x", "quantity": ["stage three"]}]},
+     "quantity 'stage three': use avg, stem, stage 1"),
+    ({"rules": {"floor": 6}, "claims": [{"id": "a", "text": "t", "variants": "x", "quantity": "avg"}]},
+     "floor 6 is not below null_effect 5"),
+    ({"claims": [{"id": "a", "text": "t", "variants": "x", "quantity": "avg", "floor": 5}]},
+     "claim a floor 5 is not below [rules] null_effect 5"),
+])
+def test_duplicates_unknown_columns_and_floors_that_hide_every_effect_are_refused(raw, needle):
+    with pytest.raises(LayercritError) as e:
+        claims_from_dict(raw, "claims.toml")
+    assert needle in str(e.value)

@@ -38,6 +38,7 @@ holds (does not hold) where it holds (does not hold) for each.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +49,13 @@ import pandas as pd
 
 from .. import validate
 from ..errors import LayercritError
-from .lab import AVG, accuracy_matched, seed_std, stage_columns, standard_error
+from .lab import AVG, accuracy_matched, budget_family, seed_std, stage_columns, standard_error
+from .layers import HEAD, OTHER, STEM
 from .sources import METRICS
 
 DIRECTIONS = ("higher", "lower")
 COMPARISONS = ("final", "matched")
+QUANTITY = re.compile(rf"^({AVG}|{STEM}|{HEAD}|{OTHER}|stage \d+)$")  # the lab table's value columns
 COUNTS, AGAINST, NONE, UNCLEAR, NOT_MATCHED, MISSING = ("counts", "counts against", "no difference", "unclear",
                                                         "not matched", "missing")
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, PENDING = "holds", "does not hold", "inconclusive", "pending"
@@ -88,6 +91,7 @@ class Claim:
 class Claims:
     rules: Rules = field(default_factory=Rules)
     claims: tuple[Claim, ...] = ()
+    source: str = "claims"  # where they come from, for errors
 
     @property
     def variants(self) -> set[str]:
@@ -113,6 +117,8 @@ def read_claims(path: str | Path) -> Claims:
         raise LayercritError(f"{path} is not valid TOML ({e}): fix the file") from None
     except UnicodeDecodeError:
         raise LayercritError(f"{path} is not a text file: give a .toml claims file") from None
+    except OSError as e:
+        raise LayercritError(f"cannot read {path} ({e.strerror or e}): check --claims") from None
     return claims_from_dict(raw, str(path))
 
 
@@ -126,7 +132,7 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
         raise LayercritError(f"{where}: 'rules' must be a table [rules]")
     _no_unknown(rules_raw, RULE_KEYS, f"{where}: [rules]")
     r = f"{where}: [rules]"
-    measures = tuple(_texts(rules_raw.get("measures", list(METRICS)), f"{r} measures"))
+    measures = tuple(_texts(rules_raw.get("measures", list(METRICS)), f"{r} measures", unique=True))
     for measure in measures:
         validate.choice(measure, f"{r} measures", tuple(METRICS))
     rules = Rules(reference=validate.text(rules_raw.get("reference", "standard"), f"{r} reference"),
@@ -135,6 +141,9 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
                   null_effect=validate.number(rules_raw.get("null_effect", 5.0), f"{r} null_effect", positive=True),
                   max_gap=validate.number(rules_raw.get("max_gap", 3.0), f"{r} max_gap", low=0.0, high=100.0),
                   measures=measures)
+    if rules.floor >= rules.null_effect:
+        raise LayercritError(f"{r} floor {rules.floor:g} is not below null_effect {rules.null_effect:g}: no "
+                             "difference could then ever be told from none; lower the floor or raise null_effect")
     items = raw.get("claims")
     if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
         raise LayercritError(f"{where}: needs at least one [[claims]] table (id, text, variants, quantity)")
@@ -150,18 +159,27 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
             raise LayercritError(f"{where}: claim id {claim_id} appears twice: give each claim its own id")
         seen.add(claim_id)
         floor = item.get("floor")
-        variants, against = item["variants"], item.get("against", rules.reference)
-        if against in (variants if isinstance(variants, list) else [variants]):
-            raise LayercritError(f"{c} compares {against} with itself: take it out of variants, or set against")
+        variants = _texts(item["variants"], f"{c} variants", unique=True)
+        against = validate.optional_text(item.get("against"), f"{c} against")
+        if (against or rules.reference) in variants:
+            raise LayercritError(f"{c} compares {against or rules.reference} with itself: take it out of variants, "
+                                 "or set against")
+        quantity, minus = (_texts(item.get(k, []), f"{c} {k}", unique=True, allow_empty=k == "minus")
+                           for k in ("quantity", "minus"))
+        for column in (*quantity, *minus):
+            if not QUANTITY.match(column):
+                raise LayercritError(f"{c} quantity '{column}': use avg, stem, stage 1, stage 2, ..., head "
+                                     "(the lab table's columns)")
         claims.append(Claim(
-            id=claim_id, text=validate.text(item["text"], f"{c} text"),
-            variants=tuple(_texts(item["variants"], f"{c} variants")),
-            quantity=tuple(_texts(item["quantity"], f"{c} quantity")),
-            minus=tuple(_texts(item.get("minus", []), f"{c} minus", allow_empty=True)),
+            id=claim_id, text=validate.text(item["text"], f"{c} text"), variants=tuple(variants),
+            quantity=tuple(quantity), minus=tuple(minus),
             direction=validate.choice(item.get("direction", "higher"), f"{c} direction", DIRECTIONS),
-            against=validate.optional_text(item.get("against"), f"{c} against"),
+            against=against,
             floor=None if floor is None else validate.number(floor, f"{c} floor", low=0.0, high=100.0)))
-    return Claims(rules, tuple(claims))
+        if claims[-1].floor is not None and claims[-1].floor >= rules.null_effect:
+            raise LayercritError(f"{c} floor {claims[-1].floor:g} is not below [rules] null_effect "
+                                 f"{rules.null_effect:g}: no difference could then ever be told from none")
+    return Claims(rules, tuple(claims), where)
 
 
 def _no_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -170,11 +188,14 @@ def _no_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None
         raise LayercritError(f"{where}: unknown key(s) {', '.join(unknown)}: use any of {', '.join(sorted(allowed))}")
 
 
-def _texts(value, name: str, allow_empty: bool = False) -> list[str]:
+def _texts(value, name: str, allow_empty: bool = False, unique: bool = False) -> list[str]:
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, list) or (not values and not allow_empty):
         raise LayercritError(f"{name} {value!r}: must be a text or a list of texts")
-    return [validate.text(v, name) for v in values]
+    texts = [validate.text(v, name) for v in values]
+    if unique and len(set(texts)) < len(texts):
+        raise LayercritError(f"{name} names {next(t for t in texts if texts.count(t) > 1)} twice: name each once")
+    return texts
 
 
 def judge_claims(tables: Mapping[str, pd.DataFrame], claims: Claims) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -182,15 +203,18 @@ def judge_claims(tables: Mapping[str, pd.DataFrame], claims: Claims) -> tuple[pd
     each from :func:`~layercrit.analysis.lab.lab_table`): one cell per claim, variant, measure and comparison
     (``CELL_COLUMNS``), one verdict per claim and variant plus one per claim over all its variants
     (variant "(all)"; ``VERDICT_COLUMNS``). A measure the rules ask for and ``tables`` lacks leaves its cells
-    missing."""
+    missing, as do variants the tables do not hold (yet). A variant that cannot be compared with the reference
+    at all (another architecture, or the reference with another budget) is one error naming the claim."""
     rules = claims.rules
+    for table in tables.values():
+        _check_comparable(table, claims)
     cells = []
     for claim in claims.claims:
         for measure in rules.measures:
             table = tables.get(measure)
             for variant in claim.variants:
                 for comparison in COMPARISONS:
-                    cell = _cell(table, claim, variant, comparison, rules) if table is not None else {}
+                    cell = _cell(table, claim, variant, comparison, rules, claims.source) if table is not None else {}
                     cells.append({"claim": claim.id, "variant": variant, "against": claim.against or rules.reference,
                                   "measure": measure, "comparison": comparison,
                                   **{k: np.nan for k in CELL_COLUMNS[5:]}, "judgement": MISSING, **cell})
@@ -198,69 +222,90 @@ def judge_claims(tables: Mapping[str, pd.DataFrame], claims: Claims) -> tuple[pd
     return cell_frame, _verdicts(cell_frame, claims)
 
 
-def claim_values(table: pd.DataFrame, claim: Claim) -> pd.Series:
+def _check_comparable(table: pd.DataFrame, claims: Claims) -> None:
+    reference = claims.rules.reference
+    arch = set(table.loc[table["variant"] == reference, "arch"])
+    family = set(table.loc[budget_family(table, reference), "variant"]) - {reference}
+    for claim in claims.claims:
+        for variant in (*claim.variants, *([claim.against] if claim.against else [])):
+            rows = table[table["variant"] == variant]
+            where = f"{claims.source}: claim {claim.id}"
+            if arch and not rows.empty and not rows["arch"].isin(arch).any():
+                raise LayercritError(f"{where}: {variant} is another architecture than {reference} "
+                                     f"({', '.join(sorted(set(rows['arch'])))}): its stages are not comparable; "
+                                     "take it out of the claim")
+            if variant in family:
+                raise LayercritError(f"{where}: {variant} is {reference} with another budget (a control the "
+                                     "matched comparison matches against): compare methods, not budgets")
+
+
+def claim_values(table: pd.DataFrame, claim: Claim, source: str = "claims") -> pd.Series:
     """Per model of a lab table: the claim's quantity (the mean of its columns, minus the mean of ``minus``)."""
     known = [AVG, *stage_columns(table)]
     for column in (*claim.quantity, *claim.minus):
         if column not in known:
-            raise LayercritError(f"claim {claim.id}: quantity '{column}' is not a column of the lab table: use "
-                                 f"{', '.join(known)}")
+            raise LayercritError(f"{source}: claim {claim.id}: quantity '{column}' is not a column of the lab table: "
+                                 f"use {', '.join(known)}")
     values = table[list(claim.quantity)].mean(axis=1)
     if claim.minus:
         values = values - table[list(claim.minus)].mean(axis=1)
     return pd.Series(values.to_numpy(), index=table["model_id"].to_numpy())
 
 
-def _cell(table: pd.DataFrame, claim: Claim, variant: str, comparison: str, rules: Rules) -> dict:
-    values = claim_values(table, claim)
+def _cell(table: pd.DataFrame, claim: Claim, variant: str, comparison: str, rules: Rules, source: str) -> dict:
+    values = claim_values(table, claim, source)
     against = claim.against or rules.reference
     finals = table[table["final"]]
     reference = finals[finals["variant"] == rules.reference]
-    if reference.empty:
-        return {}
     arch = set(reference["arch"])
     sides = [finals[(finals["variant"] == v) & finals["arch"].isin(arch)] for v in (variant, against)]
-    if any(side.empty for side in sides):
+    side_values = [values[side["model_id"]].dropna() for side in sides]
+    if reference.empty or any(v.empty for v in side_values):
         return {}
     ref_std = seed_std(values[reference["model_id"]])
-    side_values = [values[side["model_id"]].dropna() for side in sides]
     stand_in = ref_std if not np.isnan(ref_std) else next(
         (s for s in map(seed_std, side_values) if not np.isnan(s)), np.nan)
     gap, trusted = np.nan, True
+    n = [len(v) for v in side_values]
     if comparison == "final":
         delta = side_values[0].mean() - side_values[1].mean()
         se = standard_error([(seed_std(v), len(v)) for v in side_values], stand_in)
     else:
-        # each side minus its matches (the reference's own side is its own match: 0)
+        # each side's models minus their matches (the reference's own side is its own match: 0)
         matched = accuracy_matched(table, rules.reference).set_index("model_id")
-        rows = [matched.loc[[i for i in side["model_id"] if i in matched.index]]
-                for side, v in zip(sides, (variant, against)) if v != rules.reference]
-        if any(len(r) == 0 for r in rows):
-            return {}
-        means = [float(np.mean(values[r.index].to_numpy() - values[r["matched_id"]].to_numpy())) for r in rows]
+        compared = [(i, side_v) for i, (side_v, v) in enumerate(zip(side_values, (variant, against)))
+                    if v != rules.reference]
+        rows = []
+        for i, side_v in compared:
+            r = matched.loc[[m for m in side_v.index if m in matched.index]]
+            r = r.assign(d=values[r.index].to_numpy() - values[r["matched_id"]].to_numpy()).dropna(subset=["d"])
+            if r.empty:
+                return {}
+            rows.append(r)
+            n[i] = len(r)
+        means = [float(r["d"].mean()) for r in rows]
         delta = means[0] - means[1] if len(means) > 1 else means[0] if variant != rules.reference else -means[0]
-        terms = [(seed_std(values[r.index]), len(r)) for r in rows]
-        terms += [(ref_std, r["matched_id"].nunique()) for r in rows]
+        terms: list[tuple[float, float]] = [(seed_std(values[r.index]), len(r)) for r in rows]
+        # the matches' own run-to-run noise: s_ref² · Σ w_j², w_j the share of the side's models matched to j
+        terms += [(ref_std, 1.0 / float(((r["matched_id"].value_counts() / len(r)) ** 2).sum())) for r in rows]
         se = standard_error(terms, stand_in)
-        gaps = pd.concat([r["acc_gap"].abs() for r in rows])
-        gap = float(gaps.max())
+        gap = float(pd.concat([r["acc_gap"].abs() for r in rows]).max())
         trusted = bool(gap <= rules.max_gap and all(r["like"].all() for r in rows))
     floor = rules.floor if claim.floor is None else claim.floor
     bar = max(rules.z * se, floor) if not np.isnan(se) else np.nan
-    n = [len(v) for v in side_values]
     return {"n": n[0], "against_n": n[1], "delta": float(delta), "se": se, "bar": bar, "max_acc_gap": gap,
-            "judgement": _judge(float(delta), se, bar, claim.direction, rules) if trusted else NOT_MATCHED}
+            "judgement": _judge(float(delta), bar, claim.direction, rules) if trusted else NOT_MATCHED}
 
 
-def _judge(delta: float, se: float, bar: float, direction: str, rules: Rules) -> str:
-    if np.isnan(se) or np.isnan(delta):
+def _judge(delta: float, bar: float, direction: str, rules: Rules) -> str:
+    if np.isnan(bar) or np.isnan(delta):
         return UNCLEAR
     signed = delta if direction == "higher" else -delta
     if signed > bar:
         return COUNTS
     if signed < -bar:
         return AGAINST
-    return NONE if rules.z * se < rules.null_effect else UNCLEAR
+    return NONE if bar < rules.null_effect else UNCLEAR  # an effect of null_effect would have counted
 
 
 def _verdicts(cells: pd.DataFrame, claims: Claims) -> pd.DataFrame:

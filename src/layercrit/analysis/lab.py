@@ -17,6 +17,7 @@ one architecture: stage names coincide across architectures, what they hold does
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -212,8 +213,10 @@ def seed_std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else np.nan
 
 
-def standard_error(terms: list[tuple[float, int]], stand_in: float) -> float:
-    """sqrt(sum s_i^2 / n_i) over (std, count) terms, ``stand_in`` for a std that is NaN (a single seed)."""
+def standard_error(terms: Sequence[tuple[float, float]], stand_in: float) -> float:
+    """sqrt(sum s_i^2 / n_i) over (std, count) terms (a count may be an effective one), ``stand_in`` for a std that is NaN (a single seed)."""
+    if any(n <= 0 for _, n in terms):
+        raise ValueError("standard_error: every term needs at least one value")
     return float(np.sqrt(sum((stand_in if np.isnan(s) else s) ** 2 / n for s, n in terms)))
 
 

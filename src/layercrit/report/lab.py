@@ -114,7 +114,8 @@ def claims_markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, claims: Claims,
              f"{r.null_effect:g}; a matched comparison is trusted up to {r.max_gap:g} points of clean top-1. "
              f"Measures: {', '.join(r.measures)}; comparisons: final models (seed means) and accuracy-matched "
              "(each final model minus the reference's finished run of nearest accuracy).", "",
-             *[f"- **{c.id}** ({c.direction} than `{c.against or r.reference}`): {c.text}" for c in claims.claims], "",
+             *[f"- **{c.id}** ({c.direction} than `{c.against or r.reference}`, floor "
+               f"{r.floor if c.floor is None else c.floor:g}): {c.text}" for c in claims.claims], "",
              markdown_table(verdicts.drop(columns=["text"]).assign(variant=verdicts["variant"].map(
                  lambda v: v if v == ALL_VARIANTS else f"`{v}`"))), "",
              "Every cell: difference [pp] ± se, the bar it had to clear, the judgement.", ""]
