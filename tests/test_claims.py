@@ -172,6 +172,7 @@ def test_report_claims_on_the_committed_database_agree_with_lab_versus_under_eit
                         & (claims_c["measure"] == metric) & (claims_c["comparison"] == "final")].iloc[0]
         assert cell["delta"] == pytest.approx(expected["delta"]) and cell["se"] == pytest.approx(expected["se"])
     assert "## Claims" in (outs["criticality"] / "lab.md").read_text()
+    assert "claims: 1a pending; 1b pending; 1c pending; 2 pending (lab_verdicts.csv, lab.md)" in proc.stdout
     verdicts = pd.read_csv(outs["criticality"] / "lab_verdicts.csv")
     assert set(verdicts["verdict"]) <= {"holds", "does not hold", "inconclusive", "pending"}
     assert verdicts.set_index(["claim", "variant"]).loc[("1c", "pgd-linf eps=8/255 steps=2"), "verdict"] == "pending"

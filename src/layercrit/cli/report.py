@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 import warnings
 
@@ -95,4 +96,11 @@ def run_report(args) -> int:
     archs = f" in {len(study.archs)} architectures ({', '.join(study.archs)})" if len(study.archs) > 1 else ""
     print(f"wrote the report on {len(study.model_ids)} models x {len(study.layer_names)} layers{archs} to {args.out}: "
           f"{', '.join(figures)}, stages, summary.json{', lab.md' if lab is not None else ''} (open {args.out.rstrip('/')}/index.html)")
+    if claims is not None:  # the verdicts at a glance; the cells behind them are in lab_claims.csv
+        import pandas as pd
+
+        verdicts = pd.read_csv(Path(args.out) / "lab_verdicts.csv")
+        overall = verdicts.drop_duplicates("claim", keep="last")  # a claim's "(all)" row comes last
+        print("claims: " + "; ".join(f"{c} {v}" for c, v in zip(overall["claim"], overall["verdict"]))
+              + " (lab_verdicts.csv, lab.md)")
     return 0
