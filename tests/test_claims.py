@@ -265,3 +265,17 @@ def test_duplicates_unknown_columns_and_floors_that_hide_every_effect_are_refuse
     with pytest.raises(LayercritError) as e:
         claims_from_dict(raw, "claims.toml")
     assert needle in str(e.value)
+
+
+def test_a_variant_short_of_the_seeds_the_rules_ask_for_stays_pending():
+    table = lab(*REFERENCE, model("adv-s0", "adv", 0, 69.0, 22.0))
+    two = claims(rules={"measures": ["criticality"], "seeds": {"adv": 2}})
+    cells, verdicts = judged({"criticality": table}, two)
+    assert set(cells["judgement"]) == {"missing"} and list(cells["n"]) == [1, 1]
+    assert verdicts["verdict"].iloc[0] == "pending" and "seeds" in verdicts["why"].iloc[0]
+    reference_short = claims(rules={"measures": ["criticality"], "seeds": {"standard": 3}})
+    assert judged({"criticality": table}, reference_short)[1]["verdict"].iloc[0] == "pending"
+    table = lab(*REFERENCE, model("adv-s0", "adv", 0, 69.0, 22.0), model("adv-s1", "adv", 1, 70.0, 26.0))
+    assert judged({"criticality": table}, two)[1]["verdict"].iloc[0] == "holds"
+    with pytest.raises(LayercritError, match=r"\[rules\] seeds adv 0: must be an integer from 1"):
+        claims(rules={"seeds": {"adv": 0}})

@@ -10,6 +10,7 @@ A claims file (TOML) holds the rules and the claims::
     null_effect = 5.0          # "no difference" needs z se below this: an effect this large would have shown
     max_gap = 3.0              # an accuracy-matched comparison is trusted up to this clean top-1 gap [pp]
     measures = ["criticality", "disagreement"]
+    seeds = { "standard" = 2 }  # optional: a variant is judged only once it has this many final seeds
 
     [[claims]]
     id = "1a"
@@ -73,6 +74,7 @@ class Rules:
     null_effect: float = 5.0
     max_gap: float = 3.0
     measures: tuple[str, ...] = tuple(METRICS)
+    seeds: Mapping[str, int] = field(default_factory=dict)  # variant -> final seeds it needs before it is judged
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Claims:
         return named
 
 
-RULE_KEYS = {"reference", "z", "floor", "null_effect", "max_gap", "measures"}
+RULE_KEYS = {"reference", "z", "floor", "null_effect", "max_gap", "measures", "seeds"}
 CLAIM_KEYS = {"id", "text", "variants", "quantity", "minus", "direction", "against", "floor"}
 
 
@@ -140,7 +142,7 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
                   floor=validate.number(rules_raw.get("floor", 0.0), f"{r} floor", low=0.0, high=100.0),
                   null_effect=validate.number(rules_raw.get("null_effect", 5.0), f"{r} null_effect", positive=True),
                   max_gap=validate.number(rules_raw.get("max_gap", 3.0), f"{r} max_gap", low=0.0, high=100.0),
-                  measures=measures)
+                  measures=measures, seeds=_seeds(rules_raw.get("seeds", {}), f"{r} seeds"))
     if rules.floor >= rules.null_effect:
         raise LayercritError(f"{r} floor {rules.floor:g} is not below null_effect {rules.null_effect:g}: no "
                              "difference could then ever be told from none; lower the floor or raise null_effect")
@@ -180,6 +182,13 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
             raise LayercritError(f"{c} floor {claims[-1].floor:g} is not below [rules] null_effect "
                                  f"{rules.null_effect:g}: no difference could then ever be told from none")
     return Claims(rules, tuple(claims), where)
+
+
+def _seeds(value, name: str) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise LayercritError(f"{name} {value!r}: must be a table of variant = number of seeds, e.g. "
+                             "seeds = { \"standard\" = 2 }")
+    return {validate.text(k, name): validate.integer(v, f"{name} {k}", low=1, high=1000) for k, v in value.items()}
 
 
 def _no_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -262,6 +271,11 @@ def _cell(table: pd.DataFrame, claim: Claim, variant: str, comparison: str, rule
     side_values = [values[side["model_id"]].dropna() for side in sides]
     if reference.empty or any(v.empty for v in side_values):
         return {}
+    needed = {v: rules.seeds.get(v, 1) for v in {variant, against, rules.reference}}
+    have = {variant: len(side_values[0]), against: len(side_values[1]),
+            rules.reference: int(values[reference["model_id"]].notna().sum())}
+    if any(have[v] < needed[v] for v in needed):  # judged only once every side has the seeds the rules ask for
+        return {"n": have[variant], "against_n": have[against], "judgement": MISSING}
     ref_std = seed_std(values[reference["model_id"]])
     stand_in = ref_std if not np.isnan(ref_std) else next(
         (s for s in map(seed_std, side_values) if not np.isnan(s)), np.nan)
@@ -327,7 +341,8 @@ def _verdict(cells: pd.DataFrame) -> tuple[str, str]:
     judgements = list(cells["judgement"])
     labels = [f"{m} {c}" for m, c in zip(cells["measure"], cells["comparison"])]
     if MISSING in judgements:
-        return PENDING, "not measured: " + ", ".join(lab for lab, j in zip(labels, judgements) if j == MISSING)
+        return PENDING, "models, seeds or measure missing: " + ", ".join(
+            lab for lab, j in zip(labels, judgements) if j == MISSING)
     if all(j == COUNTS for j in judgements):
         return HOLDS, "counts in every measure and comparison"
     if all(j in (AGAINST, NONE) for j in judgements):
