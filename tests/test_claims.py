@@ -171,7 +171,8 @@ def test_report_claims_on_the_committed_database_agree_with_lab_versus_under_eit
         cell = claims_c[(claims_c["claim"] == "1a") & (claims_c["variant"] == "pgd-linf eps=8/255 steps=2")
                         & (claims_c["measure"] == metric) & (claims_c["comparison"] == "final")].iloc[0]
         assert cell["delta"] == pytest.approx(expected["delta"]) and cell["se"] == pytest.approx(expected["se"])
-    assert "## Claims" in (outs["criticality"] / "lab.md").read_text()
+    page = (outs["criticality"] / "lab.md").read_text()
+    assert "## Claims" in page and "Judged only with these final seeds: `standard` 2, `improved` 2" in page
     assert "claims: 1a pending; 1b pending; 1c pending; 2 pending (lab_verdicts.csv, lab.md)" in proc.stdout
     verdicts = pd.read_csv(outs["criticality"] / "lab_verdicts.csv")
     assert set(verdicts["verdict"]) <= {"holds", "does not hold", "inconclusive", "pending"}

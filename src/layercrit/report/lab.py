@@ -113,7 +113,9 @@ def claims_markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, claims: Claims,
              f"points unless a claim sets its own); *no difference* where it stays within that while {r.z:g} se < "
              f"{r.null_effect:g}; a matched comparison is trusted up to {r.max_gap:g} points of clean top-1. "
              f"Measures: {', '.join(r.measures)}; comparisons: final models (seed means) and accuracy-matched "
-             "(each final model minus the reference's finished run of nearest accuracy).", "",
+             "(each final model minus the reference's finished run of nearest accuracy)."
+             + ("" if not r.seeds else " Judged only with these final seeds: "
+                + ", ".join(f"`{v}` {n}" for v, n in r.seeds.items()) + "."), "",
              *[f"- **{c.id}** ({c.direction} than `{c.against or r.reference}`, floor "
                f"{r.floor if c.floor is None else c.floor:g}): {c.text}" for c in claims.claims], "",
              markdown_table(verdicts.drop(columns=["text"]).assign(variant=verdicts["variant"].map(
