@@ -110,8 +110,8 @@ def claims_markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, claims: Claims,
     lines = ["## Claims", "",
              f"Judged by rules fixed with the claims: against `{r.reference}` unless a claim names another variant; a "
              f"difference counts where it exceeds max({r.z:g} se, floor) in the claimed direction (floor {r.floor:g} "
-             f"points unless a claim sets its own); *no difference* where it stays within that while {r.z:g} se < "
-             f"{r.null_effect:g}; a matched comparison is trusted up to {r.max_gap:g} points of clean top-1. "
+             f"points unless a claim sets its own); *no difference* where it stays within that bar while the bar is "
+             f"below {r.null_effect:g}; a matched comparison is trusted up to {r.max_gap:g} points of clean top-1. "
              f"Measures: {', '.join(r.measures)}; comparisons: final models (seed means) and accuracy-matched "
              "(each final model minus the reference's finished run of nearest accuracy)."
              + ("" if not r.seeds else " Judged only with these final seeds: "
@@ -122,9 +122,8 @@ def claims_markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, claims: Claims,
                  lambda v: v if v == ALL_VARIANTS else f"`{v}`"))), "",
              "Every cell: difference [pp] ± se, the bar it had to clear, the judgement.", ""]
     shown = cells.assign(cell=[
-        "–" if pd.isna(c.delta) else f"{c.delta:+.2f} ± {c.se:.2f} (bar {c.bar:.2f}): {c.judgement}"
-        if not pd.isna(c.se) else f"{c.delta:+.2f}: {c.judgement}" for c in cells.itertuples()])
-    shown.loc[shown["delta"].isna(), "cell"] = shown["judgement"]
+        c.judgement if pd.isna(c.delta) else f"{c.delta:+.2f}: {c.judgement}" if pd.isna(c.se)
+        else f"{c.delta:+.2f} ± {c.se:.2f} (bar {c.bar:.2f}): {c.judgement}" for c in cells.itertuples()])
     wide = shown.pivot_table(index=["claim", "variant", "against", "comparison"], columns="measure", values="cell",
                              aggfunc="first", sort=False).reset_index()
     lines += [markdown_table(wide[[c for c in ["claim", "variant", "against", "comparison", *r.measures]
