@@ -141,19 +141,23 @@ def test_paper_csv_report_numbers(paper_report):
         assert c["kendall"]["tau"] == pytest.approx(tau) and c["kendall"]["p"] == pytest.approx(p_tau)
 
     table = pd.read_csv(out / "stages.csv")
-    assert list(table.columns) == ["kind", "name", "category", "n_models", "stem", "stage 1", "stage 2", "stage 3",
-                                   "stage 4", "head"]
+    assert list(table.columns) == ["kind", "name", "category", "n_models", "avg", "avg_std", "stem", "stage 1",
+                                   "stage 2", "stage 3", "stage 4", "head"]
     by_model = table[table["kind"] == "model"].set_index("name")
     for i, model in enumerate(IDS):
+        assert by_model.at[model, "avg"] == pytest.approx(avg[i])
         for stage, values in stages.items():
             assert by_model.at[model, stage] == pytest.approx(values[i])
+    assert by_model["avg_std"].isna().all()
     by_cat = table[table["kind"] == "category"].set_index("name")
     aug = [i for i, m in enumerate(IDS) if MODELS[m][0] == "augmentation"]
     assert by_cat.at["augmentation", "stage 3"] == pytest.approx(stages["stage 3"][aug].mean())
+    assert by_cat.at["augmentation", "avg"] == pytest.approx(avg[aug].mean())
+    assert by_cat.at["augmentation", "avg_std"] == pytest.approx(avg[aug].std(ddof=1))
     assert by_cat.at["augmentation", "n_models"] == 2
     md = (out / "stages.md").read_text()
-    assert "| category | n_models | stem | stage 1 | stage 2 | stage 3 | stage 4 | head |" in md
-    assert f"| Toy baseline | baseline | {10.0:.1f} |" in md
+    assert "| category | n_models | avg | avg std | stem | stage 1 | stage 2 | stage 3 | stage 4 | head |" in md
+    assert f"| Toy baseline | baseline | {10.0:.1f} |" in md  # toy_base: average 10.0
 
 
 def test_analysis_api_tables(tmp_path):
