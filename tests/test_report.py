@@ -160,6 +160,20 @@ def test_paper_csv_report_numbers(paper_report):
     assert f"| Toy baseline | baseline | {10.0:.1f} |" in md  # toy_base: average 10.0
 
 
+def test_report_rerun_rewrites_identical_files(paper_report, tmp_path):
+    """The same results give the same files byte for byte (PDFs without a creation date), so a committed report
+    diffs clean when it is remade; only the page's "generated" line may change."""
+    out, _ = paper_report
+    root = out.parent
+    again = tmp_path / "again"
+    run_cli("report", "--paper-csv", str(root / "raw.csv"), "--metadata", str(root / "meta.csv"), "--out", str(again),
+            check=True)
+    names = sorted(f.name for f in out.iterdir())
+    assert names == sorted(f.name for f in again.iterdir()) and any(n.endswith(".pdf") for n in names)
+    changed = [n for n in names if (out / n).read_bytes() != (again / n).read_bytes()]
+    assert changed in ([], ["index.html"]), changed
+
+
 def test_analysis_api_tables(tmp_path):
     """The notebook path: DataFrames from layercrit.analysis, no files, no plotting."""
     csv, meta = write_paper_csv(tmp_path / "raw.csv"), write_metadata(tmp_path / "meta.csv")

@@ -121,9 +121,7 @@ def _render(study: Results, folder: Path) -> list[str]:
         figures["criticality_by_layer"] = layer_bar_figure(study.layer_stats, str(only["display_name"]))
     names = []
     for name, fig in figures.items():
-        fig.savefig(folder / f"{name}.png", dpi=FIGURE_DPI, facecolor="white")
-        fig.savefig(folder / f"{name}.pdf", facecolor="white")
-        names += [f"{name}.png", f"{name}.pdf"]
+        names += style.save_figure(fig, folder, name, FIGURE_DPI)
     stages_frame(study).to_csv(folder / "stages.csv", index=False)
     (folder / "stages.md").write_text(stages_markdown(study), encoding="utf-8")
     (folder / "summary.json").write_text(json.dumps(summary(study), indent=2, allow_nan=False) + "\n",

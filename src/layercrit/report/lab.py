@@ -13,6 +13,7 @@ from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, lab_table,
                             stage_columns, trajectories, versus_reference)
 from ..errors import LayercritError
 from .stages import markdown_table
+from .style import save_figure
 from .trajectory import trajectory_figure
 
 DEFAULT_REFERENCE = "standard"
@@ -172,8 +173,6 @@ def write_lab(study: Results, lab: pd.DataFrame, folder: Path, reference: str | 
         frame.to_csv(folder / f"{stem}.csv", index=False)
         names.append(f"{stem}.csv")
     for stem, fig in figures.items():
-        fig.savefig(folder / f"{stem}.png", dpi=dpi, facecolor="white")
-        fig.savefig(folder / f"{stem}.pdf", facecolor="white")
-        names += [f"{stem}.png", f"{stem}.pdf"]
+        names += save_figure(fig, folder, stem, dpi)
     (folder / "lab.md").write_text(page, encoding="utf-8")
     return names + ["lab.md"]

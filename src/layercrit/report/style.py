@@ -50,3 +50,11 @@ def mean_std(values) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def save_figure(fig, folder, stem: str, dpi: int) -> list[str]:
+    """``stem``.png and ``stem``.pdf in ``folder``; returns their names. The PDF carries no creation date,
+    so rerunning a report on the same results rewrites identical files (diff-able in version control)."""
+    fig.savefig(folder / f"{stem}.png", dpi=dpi, facecolor="white")
+    fig.savefig(folder / f"{stem}.pdf", facecolor="white", metadata={"CreationDate": None})
+    return [f"{stem}.png", f"{stem}.pdf"]
