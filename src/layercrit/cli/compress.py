@@ -194,7 +194,7 @@ def write_comparison(table, out) -> None:
     """Summary CSV/Markdown and the accuracy-vs-speed figure from the comparison's rows."""
     from ..analysis.compression import compression_markdown, compression_summary  # lazy: pandas, matplotlib
     from ..report.compression import compression_figure
-    from ..report.style import plain_text
+    from ..report.style import plain_text, undated
 
     summary = compression_summary(table)
     with atomic_write(out / "compression_summary.csv") as tmp:
@@ -204,4 +204,4 @@ def write_comparison(table, out) -> None:
         fig = compression_figure(table)
         for ext in ("png", "pdf"):
             with atomic_write(out / f"accuracy_vs_speed.{ext}") as tmp:
-                fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)
+                fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext, **undated(ext))

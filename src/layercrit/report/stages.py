@@ -48,7 +48,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
 
 def stages_markdown(study: Results) -> str:
     frame = stages_frame(study)
-    stage_cols = [c for c in frame.columns if c not in ("kind", "name", "category", "n_models", "avg", "avg_std")]
+    stage_cols = list(study.stage_stats.columns)
     models = frame[frame["kind"] == "model"][["name", "category", "avg", *stage_cols]].rename(columns={"name": "model"})
     display = study.models.set_index("model_id")["display_name"]
     models["model"] = models["model"].map(display)  # readable here; stages.csv keeps the ids for joining

@@ -1,4 +1,4 @@
-"""Colours shared by the figures and the interactive page, so both read the same."""
+"""Colours shared by the figures and the interactive page, so both read the same; how figures are saved."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -52,9 +52,14 @@ def mean_std(values) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
 
 
+def undated(ext: str) -> dict:
+    """savefig options for ``ext`` that leave out the creation date (written into PDFs by default), so the same
+    results rewrite identical files (diff-able in version control)."""
+    return {"metadata": {"CreationDate": None}} if ext == "pdf" else {}
+
+
 def save_figure(fig, folder, stem: str, dpi: int) -> list[str]:
-    """``stem``.png and ``stem``.pdf in ``folder``; returns their names. The PDF carries no creation date,
-    so rerunning a report on the same results rewrites identical files (diff-able in version control)."""
+    """``stem``.png and ``stem``.pdf in ``folder`` (undated); returns their names."""
     fig.savefig(folder / f"{stem}.png", dpi=dpi, facecolor="white")
-    fig.savefig(folder / f"{stem}.pdf", facecolor="white", metadata={"CreationDate": None})
+    fig.savefig(folder / f"{stem}.pdf", facecolor="white", **undated("pdf"))
     return [f"{stem}.png", f"{stem}.pdf"]
