@@ -84,19 +84,26 @@ def test_each_method_writes_weights_init_and_sidecar(method, tiny_cifar, tmp_pat
         assert final.model(torch.rand(2, 3, 32, 32)).shape == (2, CLASSES)
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_cifar, tmp_path):
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_cifar, tmp_path, monkeypatch):
+    clock = iter(f"2026-12-07T00:00:{s:02d}+00:00" for s in range(60))  # every call a new time
+    monkeypatch.setattr("layercrit.train.run.utc_now", lambda: next(clock))
     # improved: EMA, MixUp/CutMix, TrivialAugment and warm-up all carry state across the epoch boundary
     kw = dict(epochs=2, batch_size=32, train_samples=64)
     full = train("improved", tiny_cifar, tmp_path / "full", progress=False, **kw)
     part = train("improved", tiny_cifar, tmp_path / "resumed", progress=False, stop_after_epoch=1, **kw)
     assert part == {"interrupted_after_epoch": 1}
     assert (tmp_path / "resumed" / "resume.pt").is_file() and not (tmp_path / "resumed" / "run.json").exists()
+    part_started = json.loads(torch.load(tmp_path / "resumed" / "resume.pt", weights_only=True)["meta"])["state"][
+        "started_at"]
     resumed = train("improved", tiny_cifar, tmp_path / "resumed", progress=False, **kw)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]  # epoch 1 was not trained again
     assert resumed["history"][0] == {**full["history"][0], "seconds": resumed["history"][0]["seconds"],
                                      "images_per_s": resumed["history"][0]["images_per_s"]}
     assert resumed["weights_sha256"] == full["weights_sha256"]  # same seed -> same weights
     assert not (tmp_path / "resumed" / "resume.pt").exists()
+    # the start is the first start, kept across the resume (claims compare it with their file's commit)
+    assert resumed["started_at"] == part_started != resumed["finished_at"]
+    assert resumed["start_git_commit"] == resumed["git_commit"]  # both from this checkout (or both None)
     # a finished run is returned as it is; other settings in the same folder are refused
     assert train("improved", tiny_cifar, tmp_path / "full", progress=False, **kw) == full
     with pytest.raises(LayercritError, match="other settings"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
@@ -152,6 +153,9 @@ class TrainingRun:
     # --- the phases ---------------------------------------------------------------------------
     def run(self, stop_after_epoch: int | None) -> dict:
         self._resume()
+        if self.state["epoch"] == 0:  # provenance of the start, kept across resumes (claims check it: pre-registered?)
+            self.state["started_at"] = utc_now()
+            self.state["start_git_commit"] = git_commit()
         start = 0
         for phase, n in zip(self.recipe.phases, self.epochs):
             end = start + n
@@ -287,6 +291,10 @@ class TrainingRun:
                                 if "snapshot" in h]
         sidecar["versions"] = package_versions()
         sidecar["git_commit"] = git_commit()
+        # when the run began, and from which commit (absent for runs that began before this was recorded)
+        sidecar["started_at"] = self.state.get("started_at")
+        sidecar["start_git_commit"] = self.state.get("start_git_commit")
+        sidecar["finished_at"] = utc_now()
         sidecar["torch_threads"] = torch.get_num_threads()
         sidecar["files"] = {"model": MODEL_FILE, "init": INIT_FILE}
         save_safetensors(model.model, self.out / MODEL_FILE,
@@ -296,6 +304,11 @@ class TrainingRun:
         os.replace(tmp, self.out / SIDECAR_FILE)
         (self.out / RESUME_FILE).unlink(missing_ok=True)
         return sidecar
+
+
+def utc_now() -> str:
+    """The current time, UTC, to the second, in ISO 8601 ("2026-12-07T01:15:00+00:00")."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
 def weights_checksum_file(path: Path) -> str:
