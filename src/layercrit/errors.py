@@ -2,23 +2,34 @@
 
 The CLI prints its message as a single line and exits with status 2; the Python API
 simply raises it. Messages name the problem and what to do about it.
+
+The naming rule: outside ``layercrit.cli`` a message never spells a command-line flag. A message
+about an option raises :class:`ConfigError` with the option's Python parameter name as a
+``{field}`` placeholder (``ConfigError("{samples} 0: must be ...", ("samples",))``); Python callers
+read ``samples``, and the CLI alone renders it as its flag (``--samples``).
 """
+import re
+
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
 class LayercritError(Exception):
     """A user-facing error: the message says what is wrong and how to fix it."""
 
 
-class ConfigError(LayercritError):
-    """A bad setting of a configuration object (:class:`layercrit.MeasureConfig`, Ray options, ...).
+class ConfigError(LayercritError, ValueError):
+    """A bad value of a named option (a :class:`layercrit.MeasureConfig` field, a Ray option, a parameter of
+    ``create_model`` or ``measure``, ...); also a ``ValueError``, as Python callers expect of a bad argument.
 
     The message refers to the settings it is about as ``{field}`` placeholders: the Python API shows
     the Python field names (``batch_size``), the command line shows its flags instead
     (``--batch-size``, see :meth:`naming`).
     """
 
-    def __init__(self, template: str, fields: tuple[str, ...], python: dict[str, str] | None = None):
-        self.template, self.fields = template, fields
+    def __init__(self, template: str, fields: tuple[str, ...] | None = None, python: dict[str, str] | None = None):
+        self.template = template
+        # default: every {name} placeholder of the template, in order
+        self.fields = tuple(dict.fromkeys(_PLACEHOLDER.findall(template))) if fields is None else tuple(fields)
         self.python = python or {}  # how Python callers are told a field, where not by its bare name
         super().__init__(self.naming({}))
 

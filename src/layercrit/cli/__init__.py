@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Every failure the user can act on ends in one line ``layercrit: error: ...``
     and exit status 2; Ctrl-C at any moment (even while PyTorch is still being imported) in one
     line and status 130."""
+    args = None
     try:
         args = build_parser().parse_args(argv)
         _setup_logging()
         return args.func(args)
     except LayercritError as e:
-        print(f"layercrit: error: {_one_line(_with_flags(e))}", file=sys.stderr)
+        print(f"layercrit: error: {_one_line(with_flags(e, getattr(args, 'flags', None)))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `layercrit zoo list | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -84,15 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-# Settings (MeasureConfig, RayOptions fields) whose flag is not "--" + the field name with dashes
+# Python parameters (MeasureConfig, RayOptions, create_model, ...) whose flag is not "--" + the name with
+# dashes; a command maps more of its own with set_defaults(flags={field: flag}).
 FLAGS = {"data_cache": "--no-data-cache", "address": "--ray-address", "data_mode": "--ray-data",
-         "normalize": "--mean R,G,B --std R,G,B, or --normalize none", "data": "--data", "spec": "--model"}
+         "normalize": "--mean R,G,B --std R,G,B, or --normalize none", "spec": "--model", "store": "--db",
+         "channels_last": "--no-channels-last"}
 
 
-def _with_flags(e: LayercritError) -> str:
-    """A configuration error names Python fields (``batch_size``); here they are the command's flags."""
+def flag(field: str, flags: dict[str, str] | None = None) -> str:
+    """The command-line flag of a Python parameter: the command's own mapping, else FLAGS, else
+    ``--`` + the name with dashes (``batch_size`` -> ``--batch-size``)."""
+    return (flags or {}).get(field) or FLAGS.get(field) or "--" + field.replace("_", "-")
+
+
+def with_flags(e: LayercritError, flags: dict[str, str] | None = None) -> str:
+    """A library error names Python parameters (``batch_size``); on the command line they are its flags.
+    The library never spells a flag itself (tests/test_architecture.py checks): this is the one place."""
     if isinstance(e, ConfigError):
-        return e.naming({f: FLAGS.get(f, "--" + f.replace("_", "-")) for f in e.fields})
+        return e.naming({f: flag(f, flags) for f in e.fields})
     return str(e)
 
 

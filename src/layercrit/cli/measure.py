@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..errors import LayercritError
-from . import FLAGS
+from . import flag
 from .common import MODEL_EPILOG, add_model_args, create_from_args, layer_types, samples_arg
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def executor_from_args(args: argparse.Namespace) -> Executor:
     given = {"address": args.ray_address, "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task,
              "layers_per_task": args.layers_per_task, "max_retries": args.max_retries, "data_mode": args.ray_data}
     if args.backend != "ray":
-        used = [FLAGS.get(k, f"--{k.replace('_', '-')}") for k, v in given.items() if v is not None]
+        used = [flag(k) for k, v in given.items() if v is not None]
         if used:
             raise LayercritError(f"{', '.join(used)} need(s) --backend ray")
         return LocalExecutor()
