@@ -14,23 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, LayercritError
 from ..paths import cache_dir, describe_os_error
+from .folder import Notes, list_image_folder, open_image, show
 
 log = logging.getLogger("layercrit")
 
-SPLIT_NAMES = {"train", "val", "test"}
 CIFAR10_DIR = "cifar-10-batches-py"
 
 
@@ -110,7 +107,7 @@ def draw_indices(total: int, samples: int | None, seed: int) -> list[int]:
 
 def fingerprint_tensors(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> str:
     h = hashlib.sha256()
-    h.update(f"{images.dtype}|{tuple(images.shape)}|{'/'.join(classes)}|".encode())
+    h.update(f"{images.dtype}|{tuple(images.shape)}|{'/'.join(classes)}|".encode("utf-8", "surrogateescape"))
     h.update(images.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(labels.contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -127,160 +124,60 @@ def eval_sizes(input_size: int) -> tuple[int, int]:
 
 
 class _Decoded(Dataset):
-    """Decodes (path, label) pairs; failures are returned, not raised, so they can be reported cleanly."""
+    """Decodes (path, label) pairs by the rules of ``docs/data.md`` (:func:`open_image`); refusals are
+    returned, not raised, so that they can be reported cleanly from worker processes."""
 
-    def __init__(self, items, transform):
-        self.items, self.transform = items, transform
+    def __init__(self, items, transform, resize: int | None = None):
+        self.items, self.transform, self.resize = items, transform, resize
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         item, label = self.items[i]
+        notes = Notes()
         try:
-            img = item if not isinstance(item, str) else _open_rgb(item)
-            return self.transform(img), label, None
+            img = item if not isinstance(item, str) else open_image(item, self.resize, notes)
+            return self.transform(img), label, None, notes.kinds
         except LayercritError as e:  # an image refused with its reason (e.g. float values outside [0, 1])
-            return None, label, str(e)
-        except Exception as e:  # unreadable or corrupt image
-            return None, label, f"{item}: {type(e).__name__}"
+            return None, label, str(e), notes.kinds
+        except Exception as e:  # anything the rules did not foresee: still one line naming the file
+            text = " ".join(str(e).split())[:200]
+            return None, label, f"image {show(item)} cannot be decoded ({type(e).__name__}: {text}): remove or " \
+                                "replace it", notes.kinds
 
 
 def _collate(batch):
-    """(stacked uint8 images, errors): one tensor per batch crosses the worker boundary."""
-    errors = [err for _, _, err in batch if err is not None]
-    return (None if errors else torch.stack([img for img, _, _ in batch])), errors
+    """(stacked uint8 images, errors, notes): one tensor per batch crosses the worker boundary."""
+    errors = [err for _, _, err, _ in batch if err is not None]
+    notes = Notes()
+    for *_, kinds in batch:
+        notes.merge(kinds)
+    return (None if errors else torch.stack([img for img, _, _, _ in batch])), errors, notes
 
 
 def _open_rgb(path: str):
-    """An image file as 8-bit RGB. High-bit-depth images (16-bit PNG/TIFF, 32-bit integer) are scaled
-    down to 8 bits, float images with values in [0, 1] are scaled by 255; anything else is refused."""
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or im.mode.startswith(("I;", "F;")):
-            return _to_rgb8(im, path)
-        return im.convert("RGB")
-
-
-def _to_rgb8(im, path: str):
-    """A single-channel image of 16/32-bit integers or floats as 8-bit RGB, values scaled, not clipped."""
-    a = np.asarray(im)
-    if a.size == 0:
-        raise LayercritError(f"{path} is an empty image")
-    if a.dtype.kind == "f":
-        if not np.isfinite(a).all():
-            raise LayercritError(f"{path} is a float image holding NaN or Inf values: convert it to an 8-bit image")
-        low, high = float(a.min()), float(a.max())
-        if low < 0 or high > 1:
-            raise LayercritError(f"{path} is a float image with values in [{low:g}, {high:g}], not [0, 1]: "
-                                 "convert it to an 8-bit image")
-        eight = np.rint(a.astype(np.float64) * 255)
-    else:
-        a = a.astype(np.int64)
-        low, high = int(a.min()), int(a.max())
-        if low < 0 or high > 65535:
-            raise LayercritError(f"{path} is a {im.mode} image with values in [{low}, {high}], beyond 16 bits: "
-                                 "convert it to an 8-bit image")
-        bits16 = im.mode.startswith("I;16") or high > 255  # a 16-bit file, or 32-bit mode holding 16-bit data
-        eight = np.rint(a * (255 / 65535)) if bits16 else a
-    gray = Image.fromarray(np.clip(eight, 0, 255).astype(np.uint8), mode="L")
-    return gray.convert("RGB")
-
-
-def _walk_images(root: Path, class_dirs: list[str], extensions) -> list[tuple[str, int]]:
-    """(path, class index) of every image below the class folders, in sorted order.
-
-    Directory symlinks are followed, but each real folder is walked once: a link to the data folder,
-    to a folder above it (a loop), to another class folder or to a folder already walked is skipped,
-    and a file reached by two paths (links) in one class counts once. A file reached from two class
-    folders is refused (which label would be right?). Skips are reported in one warning.
-    """
-    items: list[tuple[str, int]] = []
-    root_real = os.path.realpath(root)
-    class_reals = {os.path.realpath(root / name) for name in class_dirs}
-    seen_dirs: set[str] = set()
-    seen_files: dict[str, tuple[int, str]] = {}
-    skipped_dirs, skipped_files = [], 0
-    for label, name in enumerate(class_dirs):
-        stack = [root / name]
-        groups: list[tuple[str, list[tuple[str, int]]]] = []  # (folder, its images): sorted as torchvision does
-        while stack:
-            folder = stack.pop()
-            real = os.path.realpath(folder)
-            is_class_dir = folder == root / name
-            if (real in seen_dirs or real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep)
-                    or (not is_class_dir and real in class_reals)):
-                skipped_dirs.append(str(folder))
-                continue
-            seen_dirs.add(real)
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError as e:
-                raise LayercritError(f"cannot read data folder {folder}: {describe_os_error(e)}: check its "
-                                     "permissions") from None
-            subdirs: list[Path] = []
-            group: list[tuple[str, int]] = []
-            groups.append((str(folder), group))
-            for entry in entries:
-                path = os.path.join(folder, entry.name)
-                try:
-                    is_dir = entry.is_dir()  # follows symlinks
-                except OSError:
-                    is_dir = False
-                if is_dir:
-                    subdirs.append(Path(path))
-                    continue
-                if not entry.name.lower().endswith(extensions):
-                    continue
-                real_file = os.path.realpath(path)
-                if real_file in seen_files:
-                    first_label, first_path = seen_files[real_file]
-                    if first_label != label:
-                        raise LayercritError(f"image {real_file} is reached from two class folders ({first_path} and "
-                                             f"{path}, through links): remove one of the links")
-                    skipped_files += 1
-                    continue
-                seen_files[real_file] = (label, path)
-                group.append((path, label))
-            stack.extend(reversed(subdirs))  # depth-first, in sorted order
-        for _, group in sorted(groups, key=lambda g: g[0]):
-            items.extend(group)
-    if skipped_dirs or skipped_files:
-        what = []
-        if skipped_dirs:
-            what.append(f"{len(skipped_dirs)} linked folder(s) (e.g. {skipped_dirs[0]}: a loop, a link to a class "
-                        "folder or a second link to a folder)")
-        if skipped_files:
-            what.append(f"{skipped_files} image(s) reached twice through links")
-        log.warning(f"data folder {root}: skipped {' and '.join(what)}; every image counts once")
-    return items
+    """An image file as 8-bit RGB (:func:`layercrit.data.folder.open_image`)."""
+    return open_image(path)
 
 
 def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
     """Return ([(path or PIL image, label)], class names, description)."""
     try:
         is_cifar = (root / CIFAR10_DIR).is_dir() or root.name == CIFAR10_DIR
-        children = sorted(root.iterdir(), key=lambda p: p.name) if not is_cifar else []
     except OSError as e:
-        raise LayercritError(f"cannot read data folder {root}: {describe_os_error(e)}: check its permissions") from None
+        raise LayercritError(f"cannot read data folder {show(root)}: {describe_os_error(e)}: check its "
+                             "permissions") from None
     if is_cifar:
         base = root.parent if root.name == CIFAR10_DIR else root
         try:
             ds = CIFAR10(str(base), train=split == "train", download=False)
         except Exception as e:
-            raise LayercritError(f"CIFAR-10 files in {base} are unreadable ({type(e).__name__}): download them again") from None
-        return [(ds[i][0], ds.targets[i]) for i in range(len(ds))], list(ds.classes), f"cifar10:{base}:{split}"
-    subdirs = [p.name for p in children if p.is_dir()]
-    if not subdirs:
-        raise LayercritError(f"data folder {root} holds no class folders: give a folder with one subfolder per class")
-    if set(subdirs) <= SPLIT_NAMES:
-        pick = split if split in subdirs else subdirs[-1]
-        raise LayercritError(f"data folder {root} holds split folders ({', '.join(subdirs)}), not classes: "
-                             f"pass {root / pick}")
-
-    items = _walk_images(root, subdirs, tuple(IMG_EXTENSIONS))
-    if not items:
-        raise LayercritError(f"data folder {root} holds no images ({', '.join(IMG_EXTENSIONS)}): check the path")
-    return items, subdirs, f"folder:{root}"
+            raise LayercritError(f"CIFAR-10 files in {show(base)} are unreadable ({type(e).__name__}): download them "
+                                 "again") from None
+        return [(ds[i][0], ds.targets[i]) for i in range(len(ds))], list(ds.classes), f"cifar10:{show(base)}:{split}"
+    listing = list_image_folder(root, split)
+    return listing.items, listing.classes, f"folder:{show(root)}"
 
 
 def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = None, seed: int = 0,
@@ -297,7 +194,8 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     """
     root = Path(path)
     if not root.is_dir():
-        raise ConfigError(f"data folder not found: {root}: check {{data}}", ("data",), python={"data": "the path"})
+        raise ConfigError(f"data folder not found: {show(root)}: check {{data}}", ("data",),
+                          python={"data": "the path"})
     items, classes, description = _list_items(root, split)
     items = [items[i] for i in draw_indices(len(items), samples, seed)]
     default_resize, default_crop = eval_sizes(input_size)
@@ -307,30 +205,35 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
     origin = DataOrigin(os.path.abspath(root), (("input_size", input_size), ("samples", samples), ("seed", seed),
                                                 ("split", split), ("resize", resize), ("crop", crop)))
     if key is not None and (cached := _read_cache(key)) is not None:
-        cached.origin = origin
-        return cached
+        data, notes = cached
+        notes.report(root)  # the same warnings as when the images were decoded
+        data.origin = origin
+        return data
     transform = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.PILToTensor()])
     if num_workers is None:
         num_workers = 0 if len(items) < 256 else min(4, os.cpu_count() or 1)
-    loader = DataLoader(_Decoded(items, transform), batch_size=64, num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(_Decoded(items, transform, resize), batch_size=64, num_workers=num_workers,
+                        collate_fn=_collate)
     # Each worker batch is copied into one preallocated tensor at once and then freed: holding thousands of
     # shared-memory batches would exhaust file descriptors on large folders.
     images_t = torch.empty((len(items), 3, crop, crop), dtype=torch.uint8)
     labels_t = torch.tensor([label for _, label in items], dtype=torch.int64)
-    offset = 0
+    offset, notes = 0, Notes()
     bar = tqdm(total=len(items), desc="decoding images", unit="img", disable=not progress, leave=False)
     with bar:
-        for batch, errors in loader:
-            if errors:
-                raise LayercritError(f"unreadable image {errors[0]}: remove or replace it"
-                                     + (f" (and {len(errors) - 1} more in this batch)" if len(errors) > 1 else ""))
+        for batch, errors, batch_notes in loader:
+            if errors:  # each a whole line: "image PATH <reason>: <what to do>"
+                raise LayercritError(errors[0] + (f" (and {len(errors) - 1} more refused images in this batch)"
+                                                  if len(errors) > 1 else ""))
+            notes.merge(batch_notes)
             images_t[offset:offset + len(batch)] = batch
             offset += len(batch)
             bar.update(len(batch))
+    notes.report(root)
     data = EvalData(images_t, labels_t, classes, fingerprint_tensors(images_t, labels_t, classes), description,
                     origin)
     if key is not None:
-        _write_cache(key, data)
+        _write_cache(key, data, notes)
     return data
 
 
@@ -338,17 +241,18 @@ def _cache_key(items, classes, resize: int, crop: int) -> str | None:
     """Identifies decoded data by its files (path, size, mtime), order, classes and transform."""
     if not items or not isinstance(items[0][0], str):
         return None  # in-memory sources (torchvision CIFAR-10) decode fast anyway
-    h = hashlib.sha256(f"v2|{resize}|{crop}|{'/'.join(classes)}".encode())
+    h = hashlib.sha256(f"v2|{resize}|{crop}|{'/'.join(classes)}".encode("utf-8", "surrogateescape"))
     for path, label in items:
         try:
             st = os.stat(path)
         except OSError:
             return None  # reported when decoding
-        h.update(f"|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{label}".encode())
+        h.update(f"|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{label}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
-def _read_cache(key: str) -> EvalData | None:
+def _read_cache(key: str) -> tuple[EvalData, Notes] | None:
+    """The decoded data cached under ``key`` and the notes of its decoding (reported again), or None."""
     path = cache_dir("data", f"{key}.safetensors")
     if not path.is_file():
         return None
@@ -357,19 +261,20 @@ def _read_cache(key: str) -> EvalData | None:
             meta = f.metadata()
             images, labels = f.get_tensor("images"), f.get_tensor("labels")
         classes = json.loads(meta["classes"])
+        notes = Notes(json.loads(meta.get("notes", "{}")))
     except Exception:  # a damaged cache file is just decoded again
         return None
-    return EvalData(images, labels, classes, meta["fingerprint"], meta["source"])
+    return EvalData(images, labels, classes, meta["fingerprint"], meta["source"]), notes
 
 
-def _write_cache(key: str, data: EvalData) -> None:
+def _write_cache(key: str, data: EvalData, notes: Notes) -> None:
     folder = cache_dir("data")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f"{key}.{os.getpid()}.partial"
         save_file({"images": data.images.contiguous(), "labels": data.labels.contiguous()}, str(tmp),
                   metadata={"classes": json.dumps(data.classes), "fingerprint": data.fingerprint,
-                            "source": data.source})
+                            "source": data.source, "notes": json.dumps(notes.kinds)})
         tmp.replace(folder / f"{key}.safetensors")
     except OSError as e:  # a read-only or full cache only costs speed
         log.warning(f"could not cache decoded images in {folder} ({e.strerror}); they are decoded again next time")
