@@ -2,7 +2,9 @@
 
 ``load_split`` reads ``<root>/train`` / ``<root>/test`` image folders (``../shared/data/cifar10``) or
 CIFAR-10 in torchvision's format (a folder holding ``cifar-10-batches-py``) through
-:func:`layercrit.load_data` (decoded once, cached in ``$LAYERCRIT_CACHE``). ``train_loader`` yields
+:func:`layercrit.load_data` (decoded once, cached in ``$LAYERCRIT_CACHE``), by the same folder and image
+rules as every other command (``docs/data.md``: hidden folders are never classes, special files are
+never opened, ...). ``train_loader`` yields
 uint8 batches: each image goes through the recipe's v2 transform; batch-level MixUp/CutMix and
 Gaussian noise act later, on float batches, in the recipe's step.
 """
@@ -16,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ..data import EvalData, load_data
-from ..errors import LayercritError
+from ..data.folder import show
+from ..errors import ConfigError, LayercritError
 from .config import AUGMENTS
 
 
@@ -25,24 +28,24 @@ def load_split(root: str | Path, split: str, *, samples: int | None = None, seed
     """The ``split`` ("train" or "test") of CIFAR-10-like data at ``root``; ``samples`` draws a subset."""
     root = Path(root)
     if not root.is_dir():
-        raise LayercritError(f"training data not found: {root}: pass --data pointing at CIFAR-10 "
-                             "(a folder with train/ and test/ image folders, or with cifar-10-batches-py)")
+        raise ConfigError(f"training data not found: {show(root)}: pass {{data}} pointing at CIFAR-10 "
+                          "(a folder with train/ and test/ image folders, or with cifar-10-batches-py)", ("data",))
     kw: dict[str, Any] = {}
     if (root / split).is_dir():
         path = root / split
     elif (root / "cifar-10-batches-py").is_dir() or root.name == "cifar-10-batches-py":
         path, kw = root, {"split": split}
     else:
-        raise LayercritError(f"{root} has no {split}/ folder and no cifar-10-batches-py: pass the CIFAR-10 root "
-                             "(holding train/ and test/), e.g. --data ../shared/data/cifar10")
+        raise ConfigError(f"{show(root)} has no {split}/ folder and no cifar-10-batches-py: pass the CIFAR-10 root "
+                          "(holding train/ and test/), e.g. {data} ../shared/data/cifar10", ("data",))
     # num_workers=0: decoding 50,000 files through worker processes exhausts open file handles
     data = load_data(path, input_size=32, samples=None, seed=seed, num_workers=0, progress=progress, **kw)
     if data.images.dtype != torch.uint8 or data.images.shape[1:] != (3, 32, 32):
-        raise LayercritError(f"{path}: expected 32x32 RGB images, got {tuple(data.images.shape[1:])}")
+        raise LayercritError(f"{show(path)}: expected 32x32 RGB images, got {tuple(data.images.shape[1:])}")
     if samples is not None and samples > len(data):  # never silently fewer than asked for (issue 14)
-        what = "--eval-samples" if split == "test" else "--train-samples"
-        raise LayercritError(f"{what} {samples} is more than the {len(data)} {split} images in {path}: "
-                             f"use {what} {len(data)} or fewer (0: all)")
+        what = "eval_samples" if split == "test" else "train_samples"
+        raise ConfigError(f"{{{what}}} {samples} is more than the {len(data)} {split} images in {show(path)}: "
+                          f"use {{{what}}} {len(data)} or fewer (0: all)", (what,))
     if samples is not None and samples < len(data):
         data = data.subset(samples, seed)
     return data
