@@ -257,15 +257,18 @@ class Notes:
 
     kinds: dict[str, list] = field(default_factory=dict)
 
-    def add(self, kind: str, path: str, detail: str = "") -> None:
+    def add(self, kind: str, path: str, detail: str = "", count: int = 1) -> None:
+        """Count ``count`` images of ``kind``; the example is the first path in sorted order (the same
+        whatever order the images were decoded in)."""
         entry = self.kinds.setdefault(kind, [0, path, detail])
-        entry[0] += 1
+        entry[0] += count
+        if path < entry[1]:
+            entry[1:] = [path, detail]
 
     def merge(self, other: "Notes | dict") -> None:
         kinds = other.kinds if isinstance(other, Notes) else other
         for kind, (count, path, detail) in kinds.items():
-            entry = self.kinds.setdefault(kind, [0, path, detail])
-            entry[0] += count
+            self.add(kind, path, detail, count)
 
     def report(self, root: str | os.PathLike) -> None:
         """One warning line per kind (example paths relative to ``root``)."""
@@ -366,11 +369,10 @@ def open_image(path: str, resize: int | None = None, notes: Notes | None = None)
             except ValueError as e:  # a pixel mode PIL cannot convert
                 raise _refuse(path, f"has pixel mode {im.mode}, which cannot be converted to RGB "
                               f"({_first_line(e)})", "convert it to an 8-bit RGB image") from None
-    for w_ in caught:
-        if issubclass(w_.category, (Image.DecompressionBombWarning, DeprecationWarning, PendingDeprecationWarning,
-                                    FutureWarning)):
-            continue  # decided above; or about code, not about this image
-        notes.add("pil", path, _first_line(w_.message))
+    about_image = [w_ for w_ in caught if not issubclass(w_.category, (
+        Image.DecompressionBombWarning, DeprecationWarning, PendingDeprecationWarning, FutureWarning))]
+    if about_image:  # (the pixel limit is decided above; deprecations are about code, not about this image)
+        notes.add("pil", path, _first_line(about_image[0].message))
     return rgb
 
 
