@@ -21,6 +21,7 @@ _LAZY = {
     "ResultStore": "store", "export": "store", "MeasureConfig": "engine", "measure_models": "engine",
     "ModelSource": "models",
 }
+_SUBMODULES = ("plot",)  # ``lc.plot``: imported (with matplotlib) on first use, left out of ``import *``
 
 __all__ = ["EvalData", "LayercritError", "MeasureConfig", "ModelBundle", "ModelSource", "ResultStore", "create_model",
            "discover_layers", "export", "list_archs", "load_data", "measure", "measure_models", "register_arch",
@@ -28,6 +29,8 @@ __all__ = ["EvalData", "LayercritError", "MeasureConfig", "ModelBundle", "ModelS
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)  # the import binds it as an attribute too
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'layercrit' has no attribute {name!r}")
@@ -37,4 +40,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

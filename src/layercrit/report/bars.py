@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..analysis.layers import ordered_stages
+from .style import stage_colors
 
 FONT = 7  # pt
 
@@ -20,8 +20,8 @@ def layer_bar_figure(layer_stats: pd.DataFrame, title: str) -> Figure:
     width, height = left + plot_w + right, bottom + 2.8 + top
     fig = Figure(figsize=(width, height))
     ax = fig.add_axes((left / width, bottom / height, plot_w / width, 2.8 / height))
-    stages = ordered_stages(rows["stage"])
-    palette = {st: f"C{i % 10}" for i, st in enumerate(stages)}
+    palette = stage_colors(rows["stage"])
+    stages = list(palette)
     x = np.arange(n)
     spread = rows["criticality_std"].fillna(0.0).to_numpy() if rows["n_trials"].max() > 1 else None
     ax.bar(x, rows["criticality"].to_numpy(dtype=float), color=[palette[s] for s in rows["stage"]],

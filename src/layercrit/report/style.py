@@ -1,12 +1,14 @@
 """Colours shared by the figures and the interactive page, so both read the same; how figures are saved."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import matplotlib
 import matplotlib.colors as mcolors
 import numpy as np
 import seaborn as sns
+
+from ..analysis.layers import ordered_stages
 
 CRITICALITY_CMAP = "rocket_r"  # 0 % light, 100 % dark
 DELTA_CMAP = "vlag"  # diverging: blue = less critical than the baseline, red = more
@@ -39,6 +41,11 @@ def category_colors(categories: Sequence[str], uncategorized: str = "uncategoriz
     if uncategorized in categories:
         colors[uncategorized] = UNCATEGORIZED_COLOR
     return colors
+
+
+def stage_colors(stages: Iterable[str]) -> dict[str, str]:
+    """A colour per network stage, in network order (matplotlib's C0, C1, ...), for bars coloured by stage."""
+    return {st: f"C{i % 10}" for i, st in enumerate(ordered_stages(stages))}
 
 
 def mean_std(values) -> str:
