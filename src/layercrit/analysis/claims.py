@@ -50,9 +50,11 @@ import pandas as pd
 
 from .. import validate
 from ..errors import LayercritError
-from .lab import AVG, accuracy_matched, budget_family, seed_std, stage_columns, standard_error
+from .lab import AGGREGATIONS, AVG, accuracy_matched, aggregated, budget_family, seed_std, stage_columns, \
+    standard_error
 from .layers import HEAD, OTHER, STEM
 from .sources import METRICS
+from .stats import welch_contrast
 
 DIRECTIONS = ("higher", "lower")
 COMPARISONS = ("final", "matched")
@@ -73,8 +75,15 @@ class Rules:
     floor: float = 0.0
     null_effect: float = 5.0
     max_gap: float = 3.0
-    measures: tuple[str, ...] = tuple(METRICS)
+    measures: tuple[str, ...] = ("criticality", "disagreement")  # "calibrated" only where a file names it
     seeds: Mapping[str, int] = field(default_factory=dict)  # variant -> final seeds it needs before it is judged
+    # test = "welch": 95 % Welch intervals over seeds, judged under every (measure, aggregation), decided by the
+    # primary pair (see judge_welch); test = "z": the z-se bar and floor above, on the lab table's stage columns
+    test: str = "z"
+    confidence: float = 0.95
+    aggregations: tuple[str, ...] = ("stages",)
+    primary_measure: str = ""  # default: the first of measures
+    primary_aggregation: str = ""  # default: the first of aggregations
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,8 @@ class Claim:
     minus: tuple[str, ...] = ()
     against: str | None = None
     floor: float | None = None  # None: the rules' floor
+    measures: tuple[str, ...] = ()  # only these of the rules' measures (the first decides); () all of them
+    comparisons: tuple[str, ...] = COMPARISONS
 
 
 @dataclass(frozen=True)
@@ -104,8 +115,12 @@ class Claims:
         return named
 
 
-RULE_KEYS = {"reference", "z", "floor", "null_effect", "max_gap", "measures", "seeds"}
-CLAIM_KEYS = {"id", "text", "variants", "quantity", "minus", "direction", "against", "floor"}
+RULE_KEYS = {"reference", "z", "floor", "null_effect", "max_gap", "measures", "seeds", "test", "confidence",
+             "aggregations", "primary_measure", "primary_aggregation"}
+CLAIM_KEYS = {"id", "text", "variants", "quantity", "minus", "direction", "against", "floor", "measures",
+              "comparisons"}
+TESTS = ("z", "welch")
+WELCH_ONLY = ("confidence", "aggregations", "primary_measure", "primary_aggregation")
 
 
 def read_claims(path: str | Path) -> Claims:
@@ -134,15 +149,31 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
         raise LayercritError(f"{where}: 'rules' must be a table [rules]")
     _no_unknown(rules_raw, RULE_KEYS, f"{where}: [rules]")
     r = f"{where}: [rules]"
-    measures = tuple(_texts(rules_raw.get("measures", list(METRICS)), f"{r} measures", unique=True))
+    measures = tuple(_texts(rules_raw.get("measures", list(Rules.measures)), f"{r} measures", unique=True))
     for measure in measures:
         validate.choice(measure, f"{r} measures", tuple(METRICS))
+    test = validate.choice(rules_raw.get("test", "z"), f"{r} test", TESTS)
+    wrong = [k for k in (("z", "floor") if test == "welch" else WELCH_ONLY) if k in rules_raw]
+    if wrong:
+        raise LayercritError(f"{r} {', '.join(wrong)} do(es) not apply to test = \"{test}\": take it out, or "
+                             f"use test = \"{'z' if test == 'welch' else 'welch'}\"")
+    aggregations = tuple(_texts(rules_raw.get("aggregations", ["stages"]), f"{r} aggregations", unique=True))
+    for aggregation in aggregations:
+        validate.choice(aggregation, f"{r} aggregations", AGGREGATIONS)
+    primary_measure = validate.choice(rules_raw.get("primary_measure", measures[0]), f"{r} primary_measure",
+                                      measures)
+    primary_aggregation = validate.choice(rules_raw.get("primary_aggregation", aggregations[0]),
+                                          f"{r} primary_aggregation", aggregations)
     rules = Rules(reference=validate.text(rules_raw.get("reference", "standard"), f"{r} reference"),
                   z=validate.number(rules_raw.get("z", 2.0), f"{r} z", positive=True),
                   floor=validate.number(rules_raw.get("floor", 0.0), f"{r} floor", low=0.0, high=100.0),
                   null_effect=validate.number(rules_raw.get("null_effect", 5.0), f"{r} null_effect", positive=True),
                   max_gap=validate.number(rules_raw.get("max_gap", 3.0), f"{r} max_gap", low=0.0, high=100.0),
-                  measures=measures, seeds=_seeds(rules_raw.get("seeds", {}), f"{r} seeds"))
+                  measures=measures, seeds=_seeds(rules_raw.get("seeds", {}), f"{r} seeds"), test=test,
+                  confidence=validate.number(rules_raw.get("confidence", 0.95), f"{r} confidence", low=0.5,
+                                             high=0.999),
+                  aggregations=aggregations, primary_measure=primary_measure,
+                  primary_aggregation=primary_aggregation)
     if rules.floor >= rules.null_effect:
         raise LayercritError(f"{r} floor {rules.floor:g} is not below null_effect {rules.null_effect:g}: no "
                              "difference could then ever be told from none; lower the floor or raise null_effect")
@@ -177,11 +208,26 @@ def claims_from_dict(raw: Mapping[str, Any], where: str = "claims") -> Claims:
             quantity=tuple(quantity), minus=tuple(minus),
             direction=validate.choice(item.get("direction", "higher"), f"{c} direction", DIRECTIONS),
             against=against,
-            floor=None if floor is None else validate.number(floor, f"{c} floor", low=0.0, high=100.0)))
+            floor=None if floor is None else validate.number(floor, f"{c} floor", low=0.0, high=100.0),
+            measures=tuple(_subset(item.get("measures"), rules.measures, f"{c} measures")),
+            comparisons=tuple(_subset(item.get("comparisons"), COMPARISONS, f"{c} comparisons")) or COMPARISONS))
+        if floor is not None and rules.test == "welch":
+            raise LayercritError(f"{c} floor does not apply to test = \"welch\" (its intervals carry the seed "
+                                 "spread): take it out")
         if claims[-1].floor is not None and claims[-1].floor >= rules.null_effect:
             raise LayercritError(f"{c} floor {claims[-1].floor:g} is not below [rules] null_effect "
                                  f"{rules.null_effect:g}: no difference could then ever be told from none")
     return Claims(rules, tuple(claims), where)
+
+
+def _subset(value, allowed: tuple[str, ...], name: str) -> list[str]:
+    """A claim's own choice among the rules' measures or the comparisons (none given: [])."""
+    if value is None:
+        return []
+    chosen = _texts(value, name, unique=True)
+    for v in chosen:
+        validate.choice(v, name, allowed)
+    return chosen
 
 
 def _seeds(value, name: str) -> dict[str, int]:
@@ -207,16 +253,24 @@ def _texts(value, name: str, allow_empty: bool = False, unique: bool = False) ->
     return texts
 
 
-def judge_claims(tables: Mapping[str, pd.DataFrame], claims: Claims) -> tuple[pd.DataFrame, pd.DataFrame]:
+def judge_claims(tables: Mapping[str, pd.DataFrame], claims: Claims,
+                 layers: Mapping[str, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cells, verdicts) for lab tables by measure (``{"criticality": lab_table(...), "disagreement": ...}``,
     each from :func:`~layercrit.analysis.lab.lab_table`): one cell per claim, variant, measure and comparison
     (``CELL_COLUMNS``), one verdict per claim and variant plus one per claim over all its variants
     (variant "(all)"; ``VERDICT_COLUMNS``). A measure the rules ask for and ``tables`` lacks leaves its cells
     missing, as do variants the tables do not hold (yet). A variant that cannot be compared with the reference
-    at all (another architecture, or the reference with another budget) is one error naming the claim."""
+    at all (another architecture, or the reference with another budget) is one error naming the claim.
+
+    With ``test = "welch"`` the cells are those of :func:`judge_welch`, which also needs ``layers``: each measure's
+    per-(model, layer) values (:attr:`Results.layer_stats`) for the pooled and core aggregations. Where the lab
+    tables have a ``started_after_claims`` column (True / False / NaN per model: did its run start after the
+    claims file was committed?), each verdict says whether the claim was fixed before every run it judges."""
     rules = claims.rules
     for table in tables.values():
         _check_comparable(table, claims)
+    if rules.test == "welch":
+        return judge_welch(tables, layers or {}, claims)
     cells = []
     for claim in claims.claims:
         for measure in rules.measures:
@@ -364,3 +418,188 @@ def _overall(variants: tuple[str, ...], verdicts: list[str]) -> tuple[str, str]:
         if all(v == verdict for v in verdicts):
             return verdict, why
     return (PENDING if PENDING in verdicts else INCONCLUSIVE), why
+
+
+# ---- test = "welch" ---------------------------------------------------------------------------------------------
+WELCH_CELL_COLUMNS = ["claim", "variant", "against", "measure", "aggregation", "comparison", "primary", "n",
+                      "against_n", "matched", "delta", "se", "df", "lo", "hi", "max_acc_gap", "judgement", "models"]
+WELCH_VERDICT_COLUMNS = ["claim", "text", "variant", "verdict", "why", "registration"]
+SENSITIVITY_COLUMNS = ["claim", "variant", "measure", "aggregation", "primary", "verdict"]
+PRE_REGISTERED = "pre-registered"
+
+
+def judge_welch(tables: Mapping[str, pd.DataFrame], layers: Mapping[str, pd.DataFrame],
+                claims: Claims) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, verdicts) under ``test = "welch"``: a cell per claim, variant, measure, aggregation and comparison
+    (``WELCH_CELL_COLUMNS``), its difference a contrast of seed means with a Welch interval
+    (:func:`~layercrit.analysis.stats.welch_contrast`): final = variant minus against; matched = variant minus its
+    matched reference variant (the reference at the budget whose seed-mean clean top-1 is nearest), minus the same
+    for ``against`` where it is not the reference. Judged on the interval: *counts* (beyond 0 on the claimed side),
+    *counts against*, *no difference* (contains 0, within +-null_effect), *unclear*; *not matched* beyond max_gap;
+    *missing* while a group lacks the seeds the rules ask (at least 2). The verdicts (``WELCH_VERDICT_COLUMNS``)
+    come from the primary measure and aggregation; :func:`sensitivity` gives them under every pair."""
+    rules = claims.rules
+    rows = []
+    for claim in claims.claims:
+        measures = claim.measures or rules.measures
+        for measure in measures:
+            table = tables.get(measure)
+            layer_stats = layers.get(measure)
+            for aggregation in rules.aggregations:
+                values = None
+                if table is not None and layer_stats is not None:
+                    values = _claim_aggregate(layer_stats, claim, aggregation)
+                for variant in claim.variants:
+                    for comparison in claim.comparisons:
+                        cell = _welch_cell(table, values, claim, variant, comparison, rules) if values is not None \
+                            else {"judgement": MISSING}
+                        primary = measure == (claim.measures[0] if claim.measures else rules.primary_measure) and \
+                            aggregation == rules.primary_aggregation
+                        rows.append({"claim": claim.id, "variant": variant, "against": claim.against or rules.reference,
+                                     "measure": measure, "aggregation": aggregation, "comparison": comparison,
+                                     "primary": primary, **cell})
+    cells = pd.DataFrame(rows, columns=WELCH_CELL_COLUMNS)
+    started = _started_after(tables)
+    out = []
+    for claim in claims.claims:
+        registration = _registration(cells[cells["claim"] == claim.id], started)
+        per_variant = []
+        for variant in claim.variants:
+            mine = cells[(cells["claim"] == claim.id) & (cells["variant"] == variant) & cells["primary"]]
+            verdict, why = _welch_verdict(mine)
+            per_variant.append(verdict)
+            out.append({"claim": claim.id, "text": claim.text, "variant": variant, "verdict": verdict, "why": why,
+                        "registration": registration})
+        if len(claim.variants) > 1:
+            out.append({"claim": claim.id, "text": claim.text, "variant": ALL_VARIANTS,
+                        **dict(zip(("verdict", "why"), _overall(claim.variants, per_variant))),
+                        "registration": registration})
+    return cells, pd.DataFrame(out, columns=WELCH_VERDICT_COLUMNS)
+
+
+def sensitivity(cells: pd.DataFrame) -> pd.DataFrame:
+    """The verdict of each (claim, variant) under every (measure, aggregation) of its cells, by the same rule as
+    the primary one (``SENSITIVITY_COLUMNS``)."""
+    rows = []
+    for (claim, variant, measure, aggregation), group in cells.groupby(
+            ["claim", "variant", "measure", "aggregation"], sort=False):
+        rows.append({"claim": claim, "variant": variant, "measure": measure, "aggregation": aggregation,
+                     "primary": bool(group["primary"].all()), "verdict": _welch_verdict(group)[0]})
+    return pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
+
+
+def _claim_aggregate(layer_stats: pd.DataFrame, claim: Claim, aggregation: str) -> pd.Series:
+    values = aggregated(layer_stats, claim.quantity, aggregation)
+    if claim.minus:
+        values = values - aggregated(layer_stats, claim.minus, aggregation)
+    return values
+
+
+def _welch_cell(table: pd.DataFrame | None, values: pd.Series, claim: Claim, variant: str, comparison: str,
+                rules: Rules) -> dict:
+    if table is None:
+        return {"judgement": MISSING}
+    finals = table[table["final"]]
+    against = claim.against or rules.reference
+
+    def seeds(v: str) -> pd.Series:
+        ids = finals.loc[finals["variant"] == v, "model_id"]
+        return values.reindex(ids).dropna()
+
+    groups: list[tuple[float, str]] = [(1.0, variant), (-1.0, against)]
+    matched, gap = "", np.nan
+    if comparison == "matched":
+        groups = [(1.0, variant)]
+        pairs = [(variant, 1.0)] + ([(against, -1.0)] if against != rules.reference else [])
+        names, gaps = [], []
+        for side, sign in pairs:
+            if side != variant:
+                groups.append((sign, side))
+            match, side_gap = _matched_variant(finals, side, rules.reference)
+            if match is None:
+                return {"judgement": MISSING}
+            groups.append((-sign, match))
+            names.append(match)
+            gaps.append(abs(side_gap))
+        matched, gap = " / ".join(names), max(gaps)
+    merged: dict[str, float] = {}
+    for c, v in groups:  # a control matched on both sides of a contrast cancels out
+        merged[v] = merged.get(v, 0.0) + c
+    groups = [(c, v) for v, c in merged.items() if c != 0.0]
+    samples = [(c, seeds(v)) for c, v in groups]
+    models = ",".join(m for _, s in samples for m in s.index)
+    base = {"n": len(samples[0][1]), "against_n": len(seeds(against)), "matched": matched, "max_acc_gap": gap,
+            "models": models}
+    if any(len(s) < max(2, rules.seeds.get(v, 2)) for (_, s), (_, v) in zip(samples, groups)):
+        return {**base, "judgement": MISSING}
+    result = welch_contrast([(c, s.to_numpy()) for c, s in samples], rules.confidence)
+    if comparison == "matched" and gap > rules.max_gap:
+        return {**base, **result, "judgement": NOT_MATCHED}
+    return {**base, **result, "judgement": _judge_interval(result["lo"], result["hi"], claim.direction, rules)}
+
+
+def _matched_variant(finals: pd.DataFrame, variant: str, reference: str) -> tuple[str | None, float]:
+    """The reference variant, at any budget, whose seed-mean clean top-1 is nearest to ``variant``'s; the gap."""
+    accuracy = finals.groupby("variant")["clean_test_acc"].mean()
+    family = finals.loc[budget_family(finals, reference), "variant"].unique()
+    if variant not in accuracy or not len(family):
+        return None, np.nan
+    gaps = (accuracy.reindex(family) - accuracy[variant]).abs().dropna()
+    if gaps.empty:
+        return None, np.nan
+    match = str(gaps.idxmin())
+    return match, float(accuracy[variant] - accuracy[match])
+
+
+def _judge_interval(lo: float, hi: float, direction: str, rules: Rules) -> str:
+    if np.isnan(lo) or np.isnan(hi):
+        return UNCLEAR
+    low, high = (lo, hi) if direction == "higher" else (-hi, -lo)
+    if low > 0:
+        return COUNTS
+    if high < 0:
+        return AGAINST
+    return NONE if -rules.null_effect < low and high < rules.null_effect else UNCLEAR
+
+
+def _welch_verdict(cells: pd.DataFrame) -> tuple[str, str]:
+    """Holds where every cell counts; does not hold where one counts against or all show no difference;
+    pending while one is missing; inconclusive otherwise."""
+    judgements = list(cells["judgement"])
+    labels = list(cells["comparison"])
+    if not judgements or MISSING in judgements:
+        return PENDING, "seeds or measure missing: " + ", ".join(
+            lab for lab, j in zip(labels, judgements) if j == MISSING)
+    why = _grouped(labels, judgements)
+    if all(j == COUNTS for j in judgements):
+        return HOLDS, why
+    if AGAINST in judgements or all(j == NONE for j in judgements):
+        return DOES_NOT_HOLD, why
+    return INCONCLUSIVE, why
+
+
+def _started_after(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """model id -> did its run start after the claims file was committed (True / False / NaN unknown)."""
+    out: dict[str, Any] = {}
+    for table in tables.values():
+        if "started_after_claims" in table.columns:
+            out.update((m, None if pd.isna(f) else bool(f))
+                       for m, f in zip(table["model_id"], table["started_after_claims"]))
+    return out
+
+
+def _registration(cells: pd.DataFrame, started: Mapping[str, Any]) -> str:
+    """"pre-registered" where the claims file was committed before every run the claim's cells judge; else how
+    many of them started before it (or are of unknown start); "" where the lab table does not say."""
+    if not started:
+        return ""
+    models = sorted({m for ms in cells["models"].dropna() for m in str(ms).split(",") if m})
+    if not models:
+        return ""
+    flags = [started.get(m) for m in models]
+    before, unknown = flags.count(False), flags.count(None)
+    if before:
+        return f"after the data: {before} of {len(models)} runs started before the claims file"
+    if unknown:
+        return f"unknown: {unknown} of {len(models)} runs do not record when they started"
+    return PRE_REGISTERED

@@ -24,15 +24,19 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayercritError
-from .layers import ordered_stages
+from .layers import HEAD, STEM, ordered_stages
 from .results import Results
 from .stats import rank_correlation
 
 LAB_REQUIRED = ("model_id", "method", "seed", "epoch", "final_epoch", "clean_test_acc")
-LAB_OPTIONAL = ("variant", "robust_test_acc", "mean_confidence", "mean_entropy", "train_seconds")
+LAB_OPTIONAL = ("variant", "robust_test_acc", "mean_confidence", "mean_entropy", "train_seconds",
+                "started_after_claims")
 LAB_NUMERIC = ("seed", "epoch", "final_epoch", "clean_test_acc", "robust_test_acc", "mean_confidence", "mean_entropy",
                "train_seconds")
 AVG = "avg"
+# How a set of stages becomes one number per model: the mean of its stage means (the one-layer stem weighs as much
+# as a 19-layer stage), the mean over its layers (each layer once), or that without the stem and the head.
+AGGREGATIONS = ("stages", "pooled", "core")
 SPREAD_QUANTITIES = ("clean_test_acc", "robust_test_acc", "mean_confidence", "mean_entropy", AVG)
 MECHANISM_AGAINST = {"clean_test_acc": "clean top-1", "mean_confidence": "mean confidence",
                      "mean_entropy": "mean entropy"}
@@ -244,3 +248,20 @@ def trajectories(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of every (variant, seed) measured at two or more epochs, in (variant, seed, epoch) order."""
     counts = table.groupby(["variant", "seed"])["epoch"].transform("nunique")
     return table[counts >= 2].sort_values(["variant", "seed", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def aggregated(layer_stats: pd.DataFrame, stages: Sequence[str], aggregation: str) -> pd.Series:
+    """Per model (index model_id): the mean value of the layers in ``stages`` (``avg``: every stage) by one of
+    ``AGGREGATIONS``. ``layer_stats``: one row per (model, layer) with ``stage`` and ``criticality`` (the Results'
+    metric), as :attr:`Results.layer_stats`. NaN where none of the model's layers is left (``core`` of the stem)."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation {aggregation!r}: use one of {', '.join(AGGREGATIONS)}")
+    rows = layer_stats if AVG in stages else layer_stats[layer_stats["stage"].isin(stages)]
+    if aggregation == "core":
+        rows = rows[~rows["stage"].isin([STEM, HEAD])]
+    models = pd.Index(layer_stats["model_id"].unique(), name="model_id")
+    if aggregation == "stages":
+        values = rows.groupby(["model_id", "stage"])["criticality"].mean().groupby("model_id").mean()
+    else:
+        values = rows.groupby("model_id")["criticality"].mean()
+    return values.reindex(models)

@@ -30,8 +30,9 @@ class Source:
     runs: pd.DataFrame  # RUN_COLUMNS; config is a dict
 
 
-# What the report's "criticality" column holds: the study's measure, or a confidence-insensitive one.
-METRICS = {"criticality": "criticality", "disagreement": "top-1 disagreement"}
+# What the report's "criticality" column holds: the study's measure, a confidence-insensitive one, or the study's
+# measure on temperature-scaled outputs (databases measured with a temperature: `measure --temperature calibrate`).
+METRICS = {"criticality": "criticality", "disagreement": "top-1 disagreement", "calibrated": "calibrated criticality"}
 
 
 def read_database(path: str | Path, reset: str = "random", unit: str = "layer", metric: str = "criticality") -> Source:
@@ -49,6 +50,13 @@ def read_database(path: str | Path, reset: str = "random", unit: str = "layer", 
     if reset not in kinds:
         raise LayercritError(f"{path} holds no '{reset}' resets (it has {', '.join(kinds)}): choose one with --reset")
     tidy = tidy[tidy["reset"] == reset]
+    if metric == "calibrated":
+        plain = [m for m, c in zip(runs["model_id"], runs["config"])
+                 if m in set(tidy["model_id"]) and not tempered(json.loads(c) if isinstance(c, str) else {})]
+        if plain:
+            raise LayercritError(f"{path} holds model(s) measured without a temperature ({', '.join(plain[:3])}"
+                                 f"{', ...' if len(plain) > 3 else ''}): the calibrated measure needs databases "
+                                 "measured with a temperature (temperature = \"calibrate\")")
     if metric == "disagreement":
         tidy = tidy.assign(criticality=100.0 - pd.to_numeric(tidy["pred_agreement"]))
     rows = tidy.assign(source=str(path))[ROW_COLUMNS].reset_index(drop=True)
@@ -70,6 +78,12 @@ def read_database(path: str | Path, reset: str = "random", unit: str = "layer", 
         "config": [{**c, "versions": v} for c, v in zip(configs, versions)],
     })
     return Source(rows, table[RUN_COLUMNS])
+
+
+def tempered(config: dict) -> bool:
+    """Whether a run's outputs were temperature-scaled (a fixed T other than 1, or one fitted per model)."""
+    t = config.get("temperature")
+    return t is not None and t != 1 and t != 1.0
 
 
 def read_paper_csv(path: str | Path) -> Source:

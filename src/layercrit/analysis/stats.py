@@ -43,3 +43,27 @@ def correlation_table(models: pd.DataFrame, without: Sequence[str] = DEFAULT_WIT
              "kendall_tau": c["kendall"]["tau"], "kendall_p": c["kendall"]["p"]}
             for name, c in correlations(models, without).items()]
     return pd.DataFrame(rows)
+
+
+def welch_contrast(groups: Sequence[tuple[float, Sequence[float]]], confidence: float = 0.95) -> dict:
+    """A contrast of group means, sum c_g * mean_g, with its Welch interval: se^2 = sum c_g^2 s_g^2 / n_g and the
+    t quantile at the Welch-Satterthwaite degrees of freedom (sum v_g)^2 / sum v_g^2 / (n_g - 1), v_g = c_g^2 s_g^2
+    / n_g. ``groups``: (coefficient, one value per seed); each group needs two values (one: its spread is unknown,
+    the result is all NaN). Returns delta, se, df, lo, hi (df NaN and a zero-width interval where every group is
+    constant)."""
+    nan = {"delta": np.nan, "se": np.nan, "df": np.nan, "lo": np.nan, "hi": np.nan}
+    parts = []
+    for coefficient, values in groups:
+        v = np.asarray(values, dtype=float)
+        v = v[~np.isnan(v)]
+        if len(v) < 2:
+            return nan
+        parts.append((coefficient, float(v.mean()), float(v.var(ddof=1)), len(v)))
+    delta = sum(c * m for c, m, _, _ in parts)
+    terms = [c * c * var / n for c, _, var, n in parts]
+    se = float(np.sqrt(sum(terms)))
+    if se == 0.0:
+        return {"delta": delta, "se": 0.0, "df": np.nan, "lo": delta, "hi": delta}
+    df = sum(terms) ** 2 / sum(t * t / (n - 1) for t, (_, _, _, n) in zip(terms, parts))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return {"delta": delta, "se": se, "df": float(df), "lo": delta - half, "hi": delta + half}

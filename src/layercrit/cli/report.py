@@ -30,10 +30,14 @@ def register(sub) -> None:
                    help="model the delta figure compares with (default: the one model of category 'baseline')")
     r.add_argument("--metadata", metavar="FILE.csv", help="model categories, accuracies, epsilons (see below)")
     r.add_argument("--reset", default="random", help="which reset kind's rows of the databases (default random)")
-    r.add_argument("--metric", default="criticality", choices=["criticality", "disagreement"],
+    r.add_argument("--metric", default="criticality", choices=["criticality", "disagreement", "calibrated"],
                    help="criticality: 100 x (1 - cosine of the softmax vectors), the study's measure (default); "
                         "disagreement: 100 - top-1 agreement, the %% of images whose class a reset changes "
-                        "(does not depend on how confident the model is)")
+                        "(does not depend on how confident the model is); calibrated: the criticality of "
+                        "databases measured with --temperature (given with --calibrated-db)")
+    r.add_argument("--calibrated-db", nargs="+", action="extend", default=[], metavar="STUDY.db",
+                   help="database(s) of the same models measured with --temperature calibrate: the 'calibrated' "
+                        "measure (--metric calibrated, or a claims file's measures)")
     r.add_argument("--unit", default="layer", choices=["layer", "block"],
                    help="layer rows (default) or residual-block rows (layercrit measure --unit block)")
     r.add_argument("--without", nargs="+", default=["adversarial training"], metavar="CATEGORY",
@@ -69,7 +73,17 @@ def run_report(args) -> int:
         raise LayercritError(f"{args.claims} judges under top-1 disagreement too, which a raw-results CSV does not "
                              "record: report from databases, or set [rules] measures = [\"criticality\"]")
 
+    needs_calibrated = args.metric == "calibrated" or "calibrated" in other_measures
+    if needs_calibrated and not args.calibrated_db:
+        raise LayercritError("the calibrated measure is read from databases measured with --temperature: add "
+                             "--calibrated-db STUDY.db" + (f" (or take it out of {args.claims}'s measures)"
+                                                           if args.metric != "calibrated" else ""))
+
     def load(metric: str):
+        if metric == "calibrated":
+            return load_results(args.calibrated_db, reset=args.reset, baseline=args.baseline,
+                                metadata=args.metadata, without=args.without, unit=args.unit, metric=metric,
+                                only=args.only)
         return load_results(args.db, args.paper_csv, reset=args.reset, baseline=args.baseline,
                             metadata=args.metadata, without=args.without, unit=args.unit, metric=metric,
                             only=args.only)

@@ -8,10 +8,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..analysis import Results
-from ..analysis.claims import ALL_VARIANTS, Claims, judge_claims
+from ..analysis.claims import ALL_VARIANTS, COMPARISONS, Claims, judge_claims, sensitivity
 from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, lab_table, mechanism_table, seed_spread,
                             stage_columns, trajectories, versus_reference)
 from ..errors import LayercritError
+from ..provenance import first_commit, is_ancestor
 from .stages import markdown_table
 from .style import save_figure
 from .trajectory import trajectory_figure
@@ -27,15 +28,20 @@ def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None,
     the lab has it; an error when named and absent). ``claims`` (:func:`layercrit.analysis.read_claims`):
     judged into lab_claims.csv (every cell) and lab_verdicts.csv, under ``study``'s measure and those of
     ``claim_results`` (the same databases loaded with another ``metric``)."""
+    if claims is not None:
+        lab = with_registration(lab, claims.source)
     table, reference = checked_lab(study, lab, reference)
     tables = {"lab_models": table, "lab_seeds": seed_spread(table), "lab_mechanism": mechanism_table(table)}
     if reference is not None and (table["variant"] != reference).any():
         tables["lab_matched"] = accuracy_matched(table, reference)
         tables["lab_versus"] = versus_reference(table, reference)
     if claims is not None:
-        by_measure = {r.metric: lab_table(r, lab) for r in claim_results}
-        by_measure[study.metric] = table
-        tables["lab_claims"], tables["lab_verdicts"] = judge_claims(by_measure, claims)
+        measured = (*claim_results, study)
+        by_measure = {r.metric: lab_table(r, lab) for r in measured}
+        layers = {r.metric: r.layer_stats for r in measured}
+        tables["lab_claims"], tables["lab_verdicts"] = judge_claims(by_measure, claims, layers)
+        if claims.rules.test == "welch":
+            tables["lab_sensitivity"] = sensitivity(tables["lab_claims"])
     figures = {}
     paths = trajectories(table)
     if not paths.empty:
@@ -45,9 +51,38 @@ def lab_outputs(study: Results, lab: pd.DataFrame, reference: str | None = None,
         figures = {"trajectory_epoch": trajectory_figure(shown, "epoch", study.metric_label),
                    "trajectory_accuracy": trajectory_figure(shown, "clean_test_acc", study.metric_label)}
     page = lab_markdown(study, tables, reference)
-    if claims is not None:
+    if claims is not None and claims.rules.test == "welch":
+        page += welch_markdown(tables["lab_claims"], tables["lab_verdicts"], tables["lab_sensitivity"], claims,
+                               set(table["variant"]))
+    elif claims is not None:
         page += claims_markdown(tables["lab_claims"], tables["lab_verdicts"], claims, set(table["variant"]))
     return tables, figures, page
+
+
+def with_registration(lab: pd.DataFrame, claims_path: str) -> pd.DataFrame:
+    """The lab table with ``started_after_claims`` per model: True where its run started from a checkout that
+    held the claims file's first commit, and after that commit's time; False where it started (or finished)
+    without it; empty where that is unknown (no start recorded and finished after it, or no git history)."""
+    committed = first_commit(claims_path)
+    if committed is None or "start_git_commit" not in lab.columns:
+        return lab
+    sha, when = committed
+    repo = Path(claims_path).resolve().parent
+
+    def flag(row) -> bool | None:
+        start, started = row.get("start_git_commit"), row.get("started_at")
+        if isinstance(start, str) and start:
+            after = is_ancestor(sha, start, repo)
+            if after is None:
+                return None
+            return after and (not isinstance(started, str) or pd.Timestamp(started) >= pd.Timestamp(when))
+        finish = row.get("finish_git_commit")
+        if isinstance(finish, str) and finish and is_ancestor(sha, finish, repo) is False:
+            return False  # finished from a checkout without the claims: it ran before them
+        return None
+
+    flags = [flag(row) for row in lab.to_dict("records")]
+    return lab.assign(started_after_claims=pd.Series(flags, index=lab.index, dtype=object))
 
 
 def checked_lab(study: Results, lab: pd.DataFrame, reference: str | None = None) -> tuple[pd.DataFrame, str | None]:
@@ -129,6 +164,55 @@ def claims_markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, claims: Claims,
                              aggfunc="first", sort=False).reset_index()
     lines += [markdown_table(wide[[c for c in ["claim", "variant", "against", "comparison", *r.measures]
                                    if c in wide.columns]]), ""]
+    absent = sorted(claims.variants - variants)
+    if absent:
+        lines += [f"Named by the claims, not in the lab table (yet): {', '.join(f'`{v}`' for v in absent)}.", ""]
+    return "\n".join(lines)
+
+
+def welch_markdown(cells: pd.DataFrame, verdicts: pd.DataFrame, sensitivity_table: pd.DataFrame, claims: Claims,
+                   variants: set[str]) -> str:
+    """The claims section of lab.md under ``test = "welch"``: rules, primary verdicts with their registration,
+    the verdict under every (measure, aggregation), and every cell with its interval."""
+    r = claims.rules
+    pct = f"{100 * r.confidence:g} %"
+    lines = ["## Claims", "",
+             f"Judged by rules fixed with the claims ({claims.source}): each cell is a contrast of seed means of final "
+             f"models with its {pct} Welch interval (Welch-Satterthwaite degrees of freedom); final = variant minus "
+             f"`against` (default `{r.reference}`); matched = variant minus its matched `{r.reference}` variant (the "
+             f"budget whose seed-mean clean top-1 is nearest; not matched beyond {r.max_gap:g} points). *counts*: the "
+             "interval lies on the claimed side of 0; *counts against*: on the other; *no difference*: it contains "
+             f"0 within ±{r.null_effect:g} points; *unclear*: it contains 0 and reaches beyond. A verdict is decided "
+             f"by the primary measure (`{r.primary_measure}`) and aggregation (`{r.primary_aggregation}`): holds "
+             "where every cell counts, does not hold where one counts against or all show no difference."
+             + ("" if not r.seeds else " Seeds required: " + ", ".join(f"`{v}` {n}" for v, n in r.seeds.items())
+                + "."), "",
+             *[f"- **{c.id}** ({c.direction} than `{c.against or r.reference}`"
+               + (f"; {', '.join(c.measures)} only" if c.measures else "")
+               + (f"; {', '.join(c.comparisons)} only" if tuple(c.comparisons) != COMPARISONS else "")
+               + f"): {c.text}" for c in claims.claims], "",
+             "### Verdicts (primary measure and aggregation)", "",
+             markdown_table(verdicts.drop(columns=["text"]).assign(variant=verdicts["variant"].map(
+                 lambda v: v if v == ALL_VARIANTS else f"`{v}`"))), "",
+             "### The same rule under every measure and aggregation", ""]
+    grid = sensitivity_table.assign(pair=sensitivity_table["measure"] + " · " + sensitivity_table["aggregation"]
+                                    + sensitivity_table["primary"].map({True: " (primary)", False: ""}))
+    wide = grid.pivot_table(index=["claim", "variant"], columns="pair", values="verdict", aggfunc="first",
+                            sort=False).reset_index()
+    lines += [markdown_table(wide), ""]
+    shown = cells.assign(cell=[
+        c.judgement if pd.isna(c.delta) else f"{c.delta:+.2f} [{c.lo:+.2f}, {c.hi:+.2f}]: {c.judgement}"
+        for c in cells.itertuples()])
+    for measure in r.measures:
+        mine = shown[shown["measure"] == measure]
+        if mine.empty:
+            continue
+        wide = mine.fillna({"matched": ""}).pivot_table(
+            index=["claim", "variant", "against", "comparison", "matched"], columns="aggregation", values="cell",
+            aggfunc="first", sort=False).reset_index()
+        lines += [f"### Cells: {measure} (difference [{pct} interval], percentage points)", "",
+                  markdown_table(wide[[c for c in ["claim", "variant", "against", "comparison", "matched",
+                                                   *r.aggregations] if c in wide.columns]]), ""]
     absent = sorted(claims.variants - variants)
     if absent:
         lines += [f"Named by the claims, not in the lab table (yet): {', '.join(f'`{v}`' for v in absent)}.", ""]

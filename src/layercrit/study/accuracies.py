@@ -24,7 +24,7 @@ from .spec import ModelEntry, Study, load_study
 
 COLUMNS = ["model_id", "name", "category", "method", "variant", "seed", "epoch", "final_epoch", "clean_test_acc",
            "test_images", "robust_test_acc", "robust_eval", "eval_top1_acc", "mean_confidence", "mean_entropy",
-           "eval_images", "train_seconds"]
+           "eval_images", "train_seconds", "started_at", "start_git_commit", "finish_git_commit"]
 
 
 def network_epochs(sidecar: dict) -> int | None:
@@ -43,7 +43,14 @@ def _lab_row(study: Study, entry: ModelEntry, sidecar: dict) -> dict:
             "final_epoch": epochs, "clean_test_acc": sidecar.get("clean_test_acc"),
             "test_images": sidecar["data"]["test_images"], "robust_test_acc": sidecar.get("robust_test_acc"),
             "robust_eval": f"{robust['attack']}, eps {robust['eps']:.4g}, {robust['images']} images" if robust else None,
-            "train_seconds": sidecar.get("train_seconds")}
+            "train_seconds": sidecar.get("train_seconds"), **_provenance(sidecar)}
+
+
+def _provenance(sidecar: dict) -> dict:
+    """When the run started and from which commit (absent before run.json recorded it), and the commit it
+    finished from: what `report --claims` needs to tell whether claims were fixed before the run."""
+    return {"started_at": sidecar.get("started_at"), "start_git_commit": sidecar.get("start_git_commit"),
+            "finish_git_commit": sidecar.get("git_commit")}
 
 
 def _snapshot_row(path: Path) -> dict | None:
@@ -58,7 +65,8 @@ def _snapshot_row(path: Path) -> dict | None:
     seconds = sum(h["seconds"] for h in sidecar["history"] if h["epoch"] <= snap["epoch"])
     return {"method": sidecar["method"], "seed": sidecar["seed"], "epoch": snap["epoch"],
             "final_epoch": network_epochs(sidecar), "clean_test_acc": snap["clean_test_acc"],
-            "test_images": sidecar["data"]["test_images"], "train_seconds": round(seconds, 1)}
+            "test_images": sidecar["data"]["test_images"], "train_seconds": round(seconds, 1),
+            **_provenance(sidecar)}
 
 
 def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: list[str] | None = None,
