@@ -9,8 +9,9 @@ import torch.nn as nn
 
 from layercrit.engine import batching, hardware
 from layercrit.engine.batching import (BatchChoice, auto_batch_size, choose_batch_size, estimate_bytes,
-                                       parse_batch_size, parse_memory, peak_bytes)
-from layercrit.errors import LayercritError
+                                       parse_memory, peak_bytes)
+from layercrit.errors import ConfigError, LayercritError
+from layercrit.validate import batch_size_or_auto, memory_size
 
 
 # --- parsing -------------------------------------------------------------------------------------------
@@ -23,24 +24,24 @@ def test_parse_memory_sizes_and_shares():
     assert parse_memory(None) is None
     assert 0 < parse_memory("50%") <= batching.free_memory("cpu")
     for bad in ("lots", "-1G", "0", "12 parsecs", "0%", "150%"):
-        with pytest.raises(LayercritError, match="--max-memory"):
+        with pytest.raises(ConfigError, match="max_memory"):
             parse_memory(bad)
 
 
 def test_check_memory_keeps_shares_for_later():
-    assert batching.check_memory("40%") == "40%" and batching.check_memory("1.5K") == 1536
-    assert batching.check_memory(None) is None and batching.check_memory(4096) == 4096
+    assert memory_size("40%") == "40%" and memory_size("1.5K") == 1536
+    assert memory_size(None) is None and memory_size(4096) == 4096
     for bad in (0, -5, 1.5, True, "0.1b"):
         with pytest.raises(LayercritError, match="max_memory"):
-            batching.check_memory(bad, "max_memory")
+            memory_size(bad, "max_memory")
 
 
-def test_parse_batch_size():
-    assert parse_batch_size("auto") == "auto" and parse_batch_size("AUTO") == "auto"
-    assert parse_batch_size("64") == 64 and parse_batch_size(32) == 32
-    for bad in ("0", "-3", "big"):
-        with pytest.raises(LayercritError, match="--batch-size"):
-            parse_batch_size(bad)
+def test_batch_size_or_auto():
+    assert batch_size_or_auto("auto") == "auto" and batch_size_or_auto("AUTO") == "auto"
+    assert batch_size_or_auto(64) == 64 and batch_size_or_auto(32.0) == 32
+    for bad in (0, -3, "big", "64"):
+        with pytest.raises(ConfigError, match="batch_size"):
+            batch_size_or_auto(bad)
 
 
 # --- the chooser, with a fake workload and a fake clock ---------------------------------------------------

@@ -11,7 +11,7 @@ import torchvision
 
 import layercrit as lc
 from layercrit.models import RemovedBlock, remove_blocks
-from layercrit.resets import RemoveReset, discover_blocks, layer_reset
+from layercrit.resets import discover_blocks, layer_reset, parse_reset
 from layercrit.store import METRICS
 
 from conftest import run_cli
@@ -90,7 +90,7 @@ def test_removing_a_block_equals_the_explicit_shortcut_computation(case):
             structural = remove_blocks(copy.deepcopy(net), [name])
             assert isinstance(structural.get_submodule(name), RemovedBlock)
             unit = next(b for b in discover_blocks(net, size) if b.name == name)
-            with layer_reset(net, name, RemoveReset().values(net, unit, 0)):  # what --reset remove measures
+            with layer_reset(net, name, parse_reset("remove").values(net, unit, 0)):  # what --reset remove measures
                 in_place = net(x)
         assert torch.equal(structural(x), expected)
         assert torch.equal(in_place, expected)

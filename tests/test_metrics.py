@@ -108,9 +108,9 @@ def test_layers_are_in_forward_order(tiny_model, tiny_data):
 
 def test_reset_draw_never_equals_the_models_own_initialization():
     bundle = lc.create_model("arch:cifar_resnet50", init_seed=0)
-    from layercrit.resets import RandomReset
+    from layercrit.resets import ResetContext, parse_reset
 
-    r = RandomReset(bundle.factory, seed=0)
+    r = parse_reset("random").prepare(ResetContext(bundle.factory, bundle.network, seed=0))
     for trial in range(3):
         assert reset_seed(0, trial) > 2**32
         drawn = r.values(bundle.network, "conv1", trial)["weight"]

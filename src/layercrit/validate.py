@@ -1,17 +1,20 @@
 """One set of rules for every option, whether it comes from the command line, a study file or Python.
 
-Each checker takes the value and the name it is known by where it came from (``--seed`` on the
-command line and in Python, ``study.toml: [study] seed`` in a study file), returns the value in
-its canonical form, and raises one :class:`LayercritError` naming the option, the value and the
-allowed range. Nothing here imports PyTorch: options are checked before anything heavy runs.
+Each checker takes the value and the name it is known by where it came from, returns the value in its
+canonical form, and raises one :class:`LayercritError` naming the option, the value and the allowed range.
+A name written as a placeholder, ``"{seed}"`` (what :class:`layercrit.MeasureConfig` passes), makes the error
+a :class:`ConfigError` of that field: Python shows ``seed``, the command line ``--seed``; a study file
+passes its own words (``study.toml: [study] seed``). Nothing here imports PyTorch: options are checked
+before anything heavy runs.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+import re
+from typing import Any, NoReturn
 
-from .errors import LayercritError
+from .errors import ConfigError, LayercritError
 
 MAX_SEED = 2**63 - 1  # torch generators take unsigned 64-bit seeds; 63 bits fit everywhere (SQLite, JSON)
 MAX_NUM_CLASSES = 1_000_000
@@ -22,14 +25,28 @@ MAX_BATCH_SIZE = 1_000_000
 MAX_SAMPLES = 2**40
 CHANNELS = 3  # images are decoded as RGB
 LAYER_TYPES = ("conv", "linear", "norm", "embedding")
+DEFAULT_TYPES = ("conv", "linear")  # the study's 54 layers of a ResNet-50
 ENGINES = ("cached", "naive")
 UNITS = ("layer", "block")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def _show(value) -> str:
+_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def show(value) -> str:
+    """A value as a message shows it: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def fail(name: str, message: str) -> NoReturn:
+    """Raise ``message`` about the option ``name``: a ConfigError of the field where ``name`` is a
+    placeholder (``"{seed}"``), else a LayercritError (a study file's own wording)."""
+    m = _FIELD.fullmatch(name)
+    if m:
+        raise ConfigError(message, (m.group(1),))
+    raise LayercritError(message)
 
 
 def integer(value, name: str, *, low: int | None = None, high: int | None = None, what: str = "an integer") -> int:
@@ -38,10 +55,10 @@ def integer(value, name: str, *, low: int | None = None, high: int | None = None
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             value = int(value)
         else:
-            raise LayercritError(f"{name} {_show(value)}: must be {what}{_range(low, high)}")
+            fail(name, f"{name} {show(value)}: must be {what}{_range(low, high)}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise LayercritError(f"{name} {_show(value)}: must be {what}{_range(low, high)}")
+        fail(name, f"{name} {show(value)}: must be {what}{_range(low, high)}")
     return value
 
 
@@ -63,25 +80,25 @@ def number(value, name: str, *, low: float | None = None, high: float | None = N
            what: str = "a number") -> float:
     """``value`` as a finite float (NaN and infinities are refused), optionally > 0 or in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise LayercritError(f"{name} {_show(value)}: must be {what}")
+        fail(name, f"{name} {show(value)}: must be {what}")
     value = float(value)
     if not math.isfinite(value):
-        raise LayercritError(f"{name} {_show(value)}: must be a finite number")
+        fail(name, f"{name} {show(value)}: must be a finite number")
     if positive and not value > 0:
-        raise LayercritError(f"{name} {_show(value)}: must be a positive number")
+        fail(name, f"{name} {show(value)}: must be a positive number")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise LayercritError(f"{name} {_show(value)}: must be a number from {low:g} to {high:g}")
+        fail(name, f"{name} {show(value)}: must be a number from {low:g} to {high:g}")
     return value
 
 
 def text(value, name: str, *, allow_empty: bool = False) -> str:
     """``value`` as a string without NUL or other control characters (tab excepted)."""
     if not isinstance(value, str):
-        raise LayercritError(f"{name} {_show(value)}: must be text")
+        fail(name, f"{name} {show(value)}: must be text")
     if not allow_empty and not value.strip():
-        raise LayercritError(f"{name} is empty: give a value")
+        fail(name, f"{name} is empty: give a value")
     if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
-        raise LayercritError(f"{name} {_show(value)}: holds a control character (e.g. NUL): remove it")
+        fail(name, f"{name} {show(value)}: holds a control character (e.g. NUL): remove it")
     return value
 
 
@@ -91,135 +108,121 @@ def optional_text(value, name: str) -> str | None:
 
 def choice(value, name: str, options) -> str:
     if not isinstance(value, str) or value not in options:
-        raise LayercritError(f"{name} {_show(value)}: use {' or '.join(options) if len(options) < 3 else ', '.join(options)}")
+        fail(name, f"{name} {show(value)}: use {' or '.join(options) if len(options) < 3 else ', '.join(options)}")
     return value
 
 
-def seed(value, name: str = "--seed") -> int:
+def seed(value, name: str = "{seed}") -> int:
     return integer(value, name, low=0, high=MAX_SEED)
 
 
-def num_classes(value, name: str = "--num-classes") -> int | None:
+def num_classes(value, name: str = "{num_classes}") -> int | None:
     return None if value is None else integer(value, name, low=1, high=MAX_NUM_CLASSES, what="a class count")
 
 
-def input_size(value, name: str = "--input-size") -> int | None:
+def input_size(value, name: str = "{input_size}") -> int | None:
     return None if value is None else integer(value, name, low=1, high=MAX_INPUT_SIZE, what="a size in pixels")
 
 
-def threads(value, name: str = "--threads") -> int | None:
+def threads(value, name: str = "{threads}") -> int | None:
     return None if value is None else integer(value, name, low=1, high=MAX_THREADS, what="a thread count")
 
 
-def trials(value, name: str = "--trials") -> int:
+def trials(value, name: str = "{trials}") -> int:
     return integer(value, name, low=1, high=MAX_TRIALS, what="a number of trials")
 
 
-def batch_size(value, name: str = "--batch-size") -> int:
+def batch_size(value, name: str = "{batch_size}") -> int:
     return integer(value, name, low=1, high=MAX_BATCH_SIZE, what="a batch size")
 
 
-def samples(value, name: str = "--samples") -> int | None:
+def samples(value, name: str = "{samples}") -> int | None:
     """A number of images (at least 1), or None / "all" for every image."""
     if value is None or value == "all":
         return None
     return integer(value, name, low=1, high=MAX_SAMPLES, what="a number of images (or 'all')")
 
 
-def target_ci(value, name: str = "--target-ci") -> float | None:
+def target_ci(value, name: str = "{target_ci}") -> float | None:
     return None if value is None else number(value, name, positive=True,
                                              what="a positive number of percentage points")
 
 
-def normalization(mean, std, prefix: str = "--") -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    """Both or neither of mean and std: three finite numbers each (RGB), every std positive."""
+def normalization(mean, std, names: tuple[str, str] = ("{mean}", "{std}")) -> tuple[tuple[float, ...] | None,
+                                                                                 tuple[float, ...] | None]:
+    """Both or neither of mean and std: three finite numbers each (RGB), every std positive. ``names``:
+    what mean and std are called (default: the fields ``mean`` and ``std``)."""
     if mean is None and std is None:
         return None, None
     if (mean is None) != (std is None):
-        given, missing = ("mean", "std") if std is None else ("std", "mean")
-        raise LayercritError(f"{prefix}{given} without {prefix}{missing}: give both (one value per RGB channel)")
+        given, missing = names if std is None else names[::-1]
+        fail(given, f"{given} without {missing}: give both (one value per RGB channel)")
     out = []
-    for label, values in (("mean", mean), ("std", std)):
-        opt = f"{prefix}{label}"
+    for opt, values, positive in ((names[0], mean, False), (names[1], std, True)):
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-            raise LayercritError(f"{opt} {_show(values)}: give {CHANNELS} numbers, one per RGB channel")
+            fail(opt, f"{opt} {show(values)}: give {CHANNELS} numbers, one per RGB channel")
         if len(values) != CHANNELS:
-            raise LayercritError(f"{opt} has {len(values)} value(s): give {CHANNELS}, one per RGB channel, "
-                                 "e.g. 0.5,0.5,0.5")
-        out.append(tuple(number(v, opt, positive=label == "std") for v in values))
+            fail(opt, f"{opt} has {len(values)} value(s): give {CHANNELS}, one per RGB channel, e.g. 0.5,0.5,0.5")
+        out.append(tuple(number(v, opt, positive=positive) for v in values))
     return out[0], out[1]
 
 
-def layer_types(types, name: str = "--types") -> tuple[str, ...]:
+def layer_types(types, name: str = "{types}") -> tuple[str, ...]:
     """Layer kinds: a comma-separated string or a sequence, at least one, each of LAYER_TYPES."""
     if isinstance(types, str):
         items = [t.strip() for t in types.split(",")]
     elif isinstance(types, (list, tuple)):
         items = [t.strip() if isinstance(t, str) else t for t in types]
     else:
-        raise LayercritError(f"{name} {_show(types)}: give layer kinds, e.g. conv,linear")
+        fail(name, f"{name} {show(types)}: give layer kinds, e.g. conv,linear")
     items = [t for t in items if t != ""]
     bad = [t for t in items if not isinstance(t, str) or t not in LAYER_TYPES]
     if bad:
-        raise LayercritError(f"{name}: unknown layer kind(s) {', '.join(map(_show, bad))}: use {', '.join(LAYER_TYPES)}")
+        fail(name, f"{name}: unknown layer kind(s) {', '.join(map(show, bad))}: use {', '.join(LAYER_TYPES)}")
     if not items:
-        raise LayercritError(f"{name} {_show(types)} names no layer kind: use any of {', '.join(LAYER_TYPES)}, "
+        fail(name, f"{name} {show(types)} names no layer kind: use any of {', '.join(LAYER_TYPES)}, "
                              "e.g. conv,linear")
     return tuple(dict.fromkeys(items))
 
 
-RESET_HELP = "random, zero, init:<checkpoint>, interpolate:<alpha>[:<checkpoint>] or remove"
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 
 
-def reset_name(spec, name: str = "--reset") -> str:
-    """The canonical name of a reset spec, checked without loading anything: ``interpolate:0.50``
-    and ``interpolate:.5`` both become ``interpolate:0.5``; ``init:`` needs a checkpoint path."""
-    spec = text(spec, name)
-    kind, _, arg = spec.partition(":")
-    if kind in ("random", "zero", "remove") and not arg and ":" not in spec:
-        return kind
-    if kind == "init" and arg:
-        return f"init:{arg}"
-    if kind == "interpolate" and arg:
-        alpha_s, _, path = arg.partition(":")
+def batch_size_or_auto(value, name: str = "{batch_size}") -> int | str:
+    """A batch size, or "auto" (any case): chosen when the plan is made (engine/batching.py)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    return batch_size(value, name)
+
+
+def memory_size(value, name: str = "{max_memory}") -> int | str | None:
+    """A memory budget, checked but not yet resolved: bytes (int), or ``"40%"`` (a share of what is free
+    when it is used). Sizes such as ``12G``, ``512MiB``, ``2.5GB`` become bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        fail(name, f"{name} {value!r}: use a size such as 8G, 512M, 2.5GiB or a share such as 50%")
+    if isinstance(value, int):
+        if value < 1:
+            fail(name, f"{name} {value}: must be a positive number of bytes")
+        return value
+    s = value.strip().lower()
+    if s.endswith("%"):
         try:
-            alpha = float(alpha_s)
+            share = float(s[:-1])
         except ValueError:
-            alpha = float("nan")
-        if not 0.0 <= alpha <= 1.0:
-            raise LayercritError(f"{name} {_show(spec)}: alpha must be a number in [0, 1], e.g. interpolate:0.5")
-        if ":" in arg and not path:
-            raise LayercritError(f"{name} {_show(spec)}: give the checkpoint after the second ':' or drop it")
-        return f"interpolate:{alpha:g}" + (f":{path}" if path else "")
-    raise LayercritError(f"unknown reset {_show(spec)}{'' if name == '--reset' else f' in {name}'}: use one of {RESET_HELP}")
+            share = -1.0
+        if not 0 < share <= 100:
+            fail(name, f"{name} {value}: a percentage must be in (0, 100]")
+        return f"{share:g}%"
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([a-z]*)", s)
+    if not m or m.group(2) not in _UNITS or float(m.group(1)) * _UNITS[m.group(2)] < 1:
+        fail(name, f"{name} {value}: use a size such as 8G, 512M, 2.5GiB or a share such as 50%")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
-def resets(specs, name: str = "--reset") -> list[str]:
-    """Reset specs in canonical form, duplicates dropped (first occurrence kept), at least one."""
-    if isinstance(specs, str):
-        specs = [specs]
-    if not isinstance(specs, (list, tuple)):
-        raise LayercritError(f"{name} {_show(specs)}: give a list of resets ({RESET_HELP})")
-    if not specs:
-        raise LayercritError(f"{name}: no reset given: use one of {RESET_HELP}")
-    return list(dict.fromkeys(reset_name(s, name) for s in specs))
-
-
-def measure_options(*, seed_=0, trials_=3, batch_size_=128, samples_=None, input_size_=None, target_ci_=None,
-                    engine="cached", precision="fp32", unit="layer", types=None, reset=None) -> dict:
-    """Every measurement option at once (CLI before loading anything, Python in prepare_measurement)."""
-    out: dict[str, Any] = {"seed": seed(seed_), "trials": trials(trials_), "batch_size": batch_size(batch_size_),
-           "samples": samples(samples_), "input_size": input_size(input_size_), "target_ci": target_ci(target_ci_),
-           "engine": choice(engine, "--engine", ENGINES), "precision": choice(precision, "--precision", PRECISIONS),
-           "unit": choice(unit, "--unit", UNITS)}
-    if types is not None:
-        out["types"] = layer_types(types)
-    if reset is not None:
-        out["reset"] = resets(reset)
-    return out
-
-
-def model_options(*, num_classes_=None, init_seed=0, mean=None, std=None) -> dict:
-    """The options of create_model() that are plain values."""
+def model_options(*, num_classes_=None, init_seed=0, mean=None, std=None) -> dict[str, Any]:
+    """The options of create_model() that are plain values (ConfigErrors name its parameters)."""
     m, s = normalization(mean, std)
-    return {"num_classes": num_classes(num_classes_), "init_seed": seed(init_seed, "--init-seed"), "mean": m, "std": s}
+    return {"num_classes": num_classes(num_classes_), "init_seed": seed(init_seed, "{init_seed}"), "mean": m, "std": s}

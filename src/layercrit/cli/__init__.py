@@ -87,15 +87,21 @@ def main(argv: list[str] | None = None) -> int:
 
 # Python parameters (MeasureConfig, RayOptions, create_model, ...) whose flag is not "--" + the name with
 # dashes; a command maps more of its own with set_defaults(flags={field: flag}).
-FLAGS = {"data_cache": "--no-data-cache", "address": "--ray-address", "data_mode": "--ray-data",
-         "normalize": "--mean R,G,B --std R,G,B, or --normalize none", "spec": "--model", "store": "--db",
-         "channels_last": "--no-channels-last"}
+FLAGS = {"address": "--ray-address", "data_mode": "--ray-data", "spec": "--model", "store": "--db",
+         "normalize": "--mean R,G,B --std R,G,B, or --normalize none"}
 
 
 def flag(field: str, flags: dict[str, str] | None = None) -> str:
     """The command-line flag of a Python parameter: the command's own mapping, else FLAGS, else
-    ``--`` + the name with dashes (``batch_size`` -> ``--batch-size``)."""
-    return (flags or {}).get(field) or FLAGS.get(field) or "--" + field.replace("_", "-")
+    ``--`` + the name with dashes (``batch_size`` -> ``--batch-size``; ``--no-data-cache`` for a
+    MeasureConfig switch that is on by default)."""
+    if flags and field in flags:
+        return flags[field]
+    if field in FLAGS:
+        return FLAGS[field]
+    from .options import switched_off  # torch-free
+
+    return "--" + ("no-" if switched_off(field) else "") + field.replace("_", "-")
 
 
 def with_flags(e: LayercritError, flags: dict[str, str] | None = None) -> str:

@@ -36,7 +36,9 @@ def floats_arg(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The model flags (create_model's options), in a group "model" that is returned (a command adds the
+    unit selection of MeasureConfig to it, see options.add_config_args)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="SPEC", help="model spec (see below)")
     g.add_argument("--arch", help="architecture of a file: checkpoint: a layercrit name, a timm name, torchvision/<name>, "
@@ -53,12 +55,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="zoo: models: a checkpoint file downloaded by hand (BACKBONE,HEAD for split models)")
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
-    g.add_argument("--unit", default="layer", choices=["layer", "block"],
-                   help="layer: one conv/linear/... layer per unit (the study, default); block: one residual block "
-                        "per unit (ResNet bottleneck/basic blocks, ViT blocks), reset as a whole or --reset remove")
-    g.add_argument("--types", default="conv,linear", help="layer kinds: conv,linear,norm,embedding (default conv,linear)")
-    g.add_argument("--layers", nargs="+", metavar="PATTERN",
-                   help="glob patterns over module names; a leading ! excludes, e.g. 'layer4.*' '!*.downsample.*'")
+    return g
 
 
 def create_from_args(args):
@@ -70,7 +67,3 @@ def create_from_args(args):
     return create_model(args.model, arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
                         name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std,
                         checkpoint=args.checkpoint, category=getattr(args, "category", None), **extra)
-
-
-def layer_types(args) -> tuple[str, ...]:
-    return tuple(t.strip() for t in args.types.split(",") if t.strip())

@@ -8,6 +8,7 @@ from .. import validate
 from ..errors import LayercritError
 from ..paths import atomic_write, safe_name, write_text
 from .common import MODEL_EPILOG, add_model_args, create_from_args, samples_arg
+from .options import add_config_args
 
 COMPRESS_EPILOG = """\
 rules:
@@ -37,7 +38,7 @@ example (the CIFAR-10 training lab's models, docs/compression.md):
 def register(sub) -> None:
     c = sub.add_parser("compress", help="remove the least critical residual blocks; save (and fine-tune) the model",
                        epilog=COMPRESS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(c)
+    add_config_args(c, {"model": add_model_args(c)}, only=("unit", "types", "layers"))  # refused: see run_compress
     g = c.add_argument_group("what to remove")
     g.add_argument("--rule", default="criticality", choices=["criticality", "magnitude", "random"])
     g.add_argument("--remove", type=int, metavar="N", help="remove N blocks")
@@ -102,14 +103,14 @@ def run_compress(args) -> int:
 
     if args.remove is None and args.max_drop is None:
         raise LayercritError("say how much to remove: --remove N (blocks) or --max-drop PP (accuracy points)")
-    if args.unit != "layer" or args.layers or args.types != "conv,linear":
+    if args.unit not in (None, "layer") or args.layers or args.types not in (None, "conv,linear"):
         raise LayercritError("compress chooses among all residual blocks: --unit, --types and --layers do not apply")
     if args.finetune_epochs and not args.finetune_data:
         raise LayercritError("--finetune-epochs needs --finetune-data (a CIFAR-10 root with train/ and test/)")
     if args.finetune_epochs < 0:
         raise LayercritError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     resolve_device(args.device)
-    if validate.threads(args.threads):
+    if validate.threads(args.threads, "--threads"):
         torch.set_num_threads(args.threads)
     bundle = create_from_args(args)
     progress = not args.no_progress
@@ -161,7 +162,7 @@ def run_compare(args) -> int:
             raise LayercritError(f"--data {root} has no {split}/ folder: give a CIFAR-10-like root with train/ and test/")
     if any(n < 1 for n in args.remove) or args.random_seeds < 1:
         raise LayercritError("--remove takes positive block counts and --random-seeds at least 1")
-    if validate.threads(args.threads):
+    if validate.threads(args.threads, "--threads"):
         torch.set_num_threads(args.threads)
     models = {i: create_model(s, arch=args.arch, name=i) for i, s in specs.items()}
     if args.remeasure_speed:

@@ -7,65 +7,48 @@ from typing import TYPE_CHECKING
 
 from ..errors import LayercritError
 from . import flag
-from .common import MODEL_EPILOG, add_model_args, create_from_args, layer_types, samples_arg
+from .common import MODEL_EPILOG, add_model_args, create_from_args
+from .options import add_config_args, config_from_args, render
 
 if TYPE_CHECKING:
-    from ..engine import Executor, MeasureConfig
+    from ..engine import Executor
 
-MEASURE_EPILOG = MODEL_EPILOG + """\
-resets:
-  random                         the study's re-randomization from a fresh seeded instance (default)
-  zero                           all parameters of the layer set to 0
-  init:<checkpoint>              the layer's weights at the start of training
-  interpolate:<alpha>[:<ckpt>]   (1-alpha) * trained + alpha * initial (the checkpoint, else a random draw)
-  remove                         with --unit block: the residual branch removed, the block is its shortcut
+MEASURE_EXAMPLES = """\
 example:
   layercrit measure --model arch:cifar_resnet50 --data ../shared/data/cifar10/test \\
       --samples 1000 --trials 3 --db study.db
-  layercrit measure --model arch:cifar_resnet50 --data ../shared/data/cifar10/test --unit block \
+  layercrit measure --model arch:cifar_resnet50 --data ../shared/data/cifar10/test --unit block \\
       --reset random --reset remove --db study.db          # residual blocks (Veit et al. lesions)
   layercrit measure --backend ray --ray-address auto --model zoo:resnet50_swav --data /shared/imagenet/val \\
       --device cuda --gpus-per-task 1 --db study.db        # spread over a Ray cluster (docs/scale.md)
 """
 
 
+def resets_epilog() -> str:
+    """The registered reset kinds, one line each (from the registry: a new kind appears here by itself)."""
+    from ..resets.kinds import get_reset_kind, list_reset_kinds  # torch-free
+
+    kinds = [k for k in map(get_reset_kind, list_reset_kinds()) if k is not None]
+    width = max(30, *(len(k.usage) + 1 for k in kinds))
+    lines = ["resets:", *(f"  {k.usage:<{width}} {render(k.summary)}" for k in kinds)]
+    return "\n".join(lines) + "\n"
+
+
 def register(sub) -> None:
     m = sub.add_parser("measure", help="measure layer criticality of one model into a results database",
-                       epilog=MEASURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(m)
-    g = m.add_argument_group("data")
-    g.add_argument("--data", required=True, metavar="DIR",
-                   help="image folder (class subfolders, sorted = class index) or a folder with cifar-10-batches-py")
-    g.add_argument("--samples", type=samples_arg, default=10000,
-                   help="images drawn once with --seed (default 10000; 'all')")
-    g.add_argument("--split", default="test", choices=["train", "test"], help="split of torchvision-format CIFAR-10")
-    g.add_argument("--input-size", type=int, help="override the model's input resolution")
-    g = m.add_argument_group("measurement")
+                       epilog=MODEL_EPILOG + resets_epilog() + MEASURE_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {"model": add_model_args(m), "data": m.add_argument_group("data")}
+    groups["data"].add_argument("--data", required=True, metavar="DIR", help="image folder (class subfolders, "
+                                "sorted = class index) or a folder with cifar-10-batches-py")
+    g = groups["measurement"] = m.add_argument_group("measurement")
     g.add_argument("--db", required=True, help="SQLite results database (created or resumed)")
     g.add_argument("--name", help="model id in the database (default: from the spec)")
     g.add_argument("--category", help="model category, e.g. standard, adversarial, augmentation")
-    g.add_argument("--reset", action="append", metavar="R", help="reset kind, repeatable (default random)")
-    g.add_argument("--trials", type=int, default=3, help="trials of stochastic resets (default 3)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the image draw and the reset draws (default 0)")
-    g.add_argument("--batch-size", type=batch_size_arg, default=128, metavar="N|auto",
-                   help="images per batch (default 128); auto: the fastest of a few sizes whose memory fits "
-                        "--max-memory (docs/engine.md)")
-    g.add_argument("--max-memory", metavar="SIZE",
-                   help="with --batch-size auto: memory budget, e.g. 12G, 512M or 40%% (of free memory; default "
-                        "50%% of available RAM, 80%% of free GPU memory)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = m.add_argument_group("speed")
-    g.add_argument("--engine", default="cached", choices=["cached", "naive"],
-                   help="cached: run the model once per batch and recompute only what a reset changes (default); "
-                        "naive: a full forward pass per reset, as the original study")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="compute precision (default fp32; bf16/fp16 are for GPUs, see docs/engine.md)")
-    g.add_argument("--target-ci", type=float, metavar="PP",
-                   help="adaptive sampling: stop a (layer, trial) once the 95%% confidence half-width of its "
-                        "criticality is at most PP percentage points (default off: every image, the study's method)")
-    g.add_argument("--no-data-cache", action="store_true",
-                   help="do not keep decoded images in $LAYERCRIT_CACHE/data for later runs")
+    groups["speed"] = m.add_argument_group("speed")
+    add_config_args(m, groups)  # every MeasureConfig option (engine/config.py)
     add_backend_args(m)
     m.set_defaults(func=run_measure)
 
@@ -81,8 +64,7 @@ def register(sub) -> None:
 
     lay = sub.add_parser("layers", help="list a model's layers (or --unit block: residual blocks) in forward order",
                          epilog=MODEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(lay)
-    lay.add_argument("--input-size", type=int, help="override the model's input resolution")
+    add_config_args(lay, {"model": add_model_args(lay)}, only=("unit", "types", "layers", "input_size"))
     lay.set_defaults(func=run_layers)
 
     sub.add_parser("archs", help="list layercrit's registered architectures").set_defaults(func=run_archs)
@@ -131,27 +113,6 @@ def executor_from_args(args: argparse.Namespace) -> Executor:
     from ..scale.ray import RayExecutor, RayOptions  # Ray is optional: the package that needs it is imported here
 
     return RayExecutor(RayOptions(**{k: v for k, v in given.items() if v is not None}))
-
-
-def batch_size_arg(text: str) -> int | str:
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of images (or 'auto')") from None
-
-
-def config_from_args(args: argparse.Namespace) -> MeasureConfig:
-    """The measurement settings of `layercrit measure`."""
-    from ..engine import MeasureConfig  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
-
-    return MeasureConfig(reset=tuple(args.reset or ["random"]), trials=args.trials, seed=args.seed,
-                         samples=args.samples, unit=args.unit, types=layer_types(args), layers=tuple(args.layers or ()),
-                         engine=args.engine, precision=args.precision, batch_size=args.batch_size,
-                         max_memory=args.max_memory,
-                         target_ci=args.target_ci, split=args.split, input_size=args.input_size,
-                         data_cache=not args.no_data_cache, trust_pickle=args.trust_pickle)
 
 
 def run_measure(args: argparse.Namespace) -> int:
@@ -222,13 +183,15 @@ def run_export(args) -> int:
 def run_layers(args) -> int:
     from ..resets import discover_blocks, discover_layers  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
+    config = config_from_args(args)
     bundle = create_from_args(args)
-    size = args.input_size or bundle.input_size
+    size = config.input_size or bundle.input_size
     if size is None:
         raise LayercritError(f"the input resolution of {bundle.arch} is unknown: give --input-size (the image size it "
                              "was trained on, e.g. 32 for CIFAR-10, 224 for ImageNet)")
-    found = (discover_blocks(bundle.network, size, patterns=args.layers) if args.unit == "block"
-             else discover_layers(bundle.network, size, types=layer_types(args), patterns=args.layers))
+    patterns = list(config.layers)
+    found = (discover_blocks(bundle.network, size, patterns=patterns) if config.unit == "block"
+             else discover_layers(bundle.network, size, types=config.types, patterns=patterns))
     for layer in found:
         print(f"{layer.index:4d}  {layer.module_type:<10s} {layer.name}")
     return 0

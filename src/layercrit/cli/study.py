@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import LayercritError
-from .measure import add_backend_args, executor_from_args
+from .measure import add_backend_args, executor_from_args, resets_epilog
+from .options import add_config_args, given_config
 
 STUDY_EPILOG = """\
 example:
@@ -19,7 +20,7 @@ def register(sub) -> None:
     s = sub.add_parser("study", help="run a study file: train missing models, measure all into one database")
     ssub = s.add_subparsers(dest="study_command", required=True)
     r = ssub.add_parser("run", help="train what is missing, measure every model, skip what is done",
-                        epilog=STUDY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog=resets_epilog() + STUDY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("study", metavar="STUDY.toml")
     r.add_argument("--db", required=True, help="SQLite results database (created or resumed)")
     r.add_argument("--only", nargs="+", metavar="ID", help="only these model ids")
@@ -28,6 +29,8 @@ def register(sub) -> None:
     r.add_argument("--threads", type=int, help="torch CPU threads for training and measuring (default: torch's "
                    "choice; 1 per process when several share a machine)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    measurement = r.add_argument_group("measurement (replace the study file's [measure] settings)")
+    add_config_args(r, dict.fromkeys(("model", "data", "measurement", "speed"), measurement))
     add_backend_args(r)
     r.set_defaults(func=run_study_cmd)
     ls = ssub.add_parser("show", help="check a study file and list its models (with --trained: accuracies, time)")
@@ -51,7 +54,8 @@ def run_study_cmd(args) -> int:
     from ..study import run_study  # lazy: `layercrit` starts (and answers Ctrl-C) without torch or pandas
 
     summary = run_study(args.study, args.db, only=args.only, runs=args.runs, train_only=args.train_only,
-                        progress=not args.no_progress, threads=args.threads, executor=executor_from_args(args))
+                        progress=not args.no_progress, threads=args.threads, executor=executor_from_args(args),
+                        **given_config(args))
     for info in summary:
         acc = info.get("clean_test_acc", info.get("base_top1_acc"))
         acc_text = "" if acc is None else f"  acc {acc:.2f}%"

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -29,8 +28,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from .. import validate
 from ..errors import ConfigError, LayercritError
-from .graph import CachedGraph, no_inplace_modules
+from ..models.state import out_of_place
+from .graph import CachedGraph
 
 log = logging.getLogger("layercrit")
 
@@ -41,53 +42,12 @@ GPU_SHARE = 0.8  # ... or of the free GPU memory
 SAFETY = 1.25  # estimates are multiplied by this before they are compared with the budget
 MIN_GAIN = 1.03  # a larger batch must be this much faster to go on searching
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 
 
-def parse_batch_size(text: str | int, name: str = "--batch-size") -> int | str:
-    """A batch size: a positive integer or ``auto`` (any case)."""
-    if isinstance(text, str) and text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise LayercritError(f"{name} '{text}': must be a positive integer or 'auto'") from None
-    if isinstance(text, bool) or value < 1 or (isinstance(text, float) and text != value):
-        raise LayercritError(f"{name} {text!r}: must be a positive integer or 'auto'")
-    return value
-
-
-def check_memory(text: str | int | None, name: str = "--max-memory") -> int | str | None:
-    """A memory budget, checked but not yet resolved: bytes (int), or ``"40%"`` (a share of what is free
-    when the batch size is chosen). Sizes such as ``12G``, ``512MiB``, ``2.5GB`` become bytes."""
-    if text is None:
-        return None
-    if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise LayercritError(f"{name} {text!r}: use a size such as 8G, 512M, 2.5GiB or a share such as 50%")
-    if isinstance(text, int):
-        if text < 1:
-            raise LayercritError(f"{name} {text}: must be a positive number of bytes")
-        return text
-    s = text.strip().lower()
-    if s.endswith("%"):
-        try:
-            share = float(s[:-1])
-        except ValueError:
-            share = -1.0
-        if not 0 < share <= 100:
-            raise LayercritError(f"{name} {text}: a percentage must be in (0, 100]")
-        return f"{share:g}%"
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([a-z]*)", s)
-    if not m or m.group(2) not in _UNITS or float(m.group(1)) * _UNITS[m.group(2)] < 1:
-        raise LayercritError(f"{name} {text}: use a size such as 8G, 512M, 2.5GiB or a share such as 50%")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
-
-
-def parse_memory(text: str | int | None, device: str | torch.device = "cpu", name: str = "--max-memory") -> int | None:
+def parse_memory(text: str | int | None, device: str | torch.device = "cpu", name: str = "{max_memory}") -> int | None:
     """A memory budget in bytes from ``12G``, ``512MiB``, ``2.5GB``, ``1073741824`` or ``40%`` (of what is free
     on ``device`` now)."""
-    value = check_memory(text, name)
+    value = validate.memory_size(text, name)
     if isinstance(value, str):
         return int(float(value[:-1]) / 100 * free_memory(device))
     return value
@@ -322,7 +282,7 @@ def auto_batch_size(net: nn.Module, images: torch.Tensor, layer_paths: Sequence[
 
     autocast = (torch.autocast(device.type, dtype=_AUTOCAST[precision]) if precision in _AUTOCAST
                 else contextlib.nullcontext())
-    with no_inplace_modules(net), torch.inference_mode(), autocast:
+    with out_of_place(net), torch.inference_mode(), autocast:
         choice = choose_batch_size(run, n_images=len(images), device=device, budget_bytes=budget_bytes,
                                    budget=budget, candidates=candidates, max_seconds=max_seconds)
     log.info(choice.summary())

@@ -1,10 +1,19 @@
-"""``MeasureConfig``: every setting of a measurement, checked once.
+"""``MeasureConfig``: every option of a measurement, defined once.
 
-A frozen dataclass: build it with keywords (``MeasureConfig(trials=1, reset=["random", "zero"])``)
-or derive one with :meth:`MeasureConfig.replace`. Values are checked and brought into canonical
-form in ``__post_init__`` (sequences become tuples, reset specs their canonical names); a bad value
-raises a :class:`~layercrit.errors.ConfigError` naming the Python field (``batch_size``), which the
-command line shows as its flag (``--batch-size``).
+Each field is declared with :func:`option`: its type and default (the dataclass's own), the checker that
+brings a value into canonical form, its allowed values, its help text and its place in the command's help.
+Everything else is derived from this one table:
+
+- Python: ``MeasureConfig(trials=1, reset=["random", "zero"])``, :meth:`MeasureConfig.replace`, and the
+  keyword arguments of ``layercrit.measure``;
+- the command line: the flags of ``layercrit measure`` and ``layercrit study run`` (``layercrit.cli.options``:
+  ``batch_size`` is ``--batch-size``; a bool that defaults to True is ``--no-<name>``);
+- study files: the measurement settings of ``[measure]`` (or ``[study]``, as before), under the field names.
+
+Adding a measurement option is one field here. A bad value raises a :class:`~layercrit.errors.ConfigError`
+naming the field (``batch_size``), which the command line shows as its flag (``--batch-size``) and a study
+file as its key. Help texts refer to other options as ``{field}`` placeholders, rendered the same way.
+This module does not import PyTorch: the command line builds its flags from it before loading anything.
 """
 from __future__ import annotations
 
@@ -15,70 +24,131 @@ from typing import Any
 
 from .. import validate
 from ..errors import ConfigError, LayercritError
-from ..resets.layers import DEFAULT_TYPES
-from . import batching
+from ..resets.kinds import get_reset_kind, reset_names
 
-ENGINES = validate.ENGINES
-UNITS = validate.UNITS
-PRECISIONS = validate.PRECISIONS
+ENGINES = ("cached", "naive")
+UNITS = ("layer", "block")
+PRECISIONS = ("fp32", "bf16", "fp16")
 SPLITS = ("train", "test")
+GROUPS = ("model", "data", "measurement", "speed")  # where a flag appears in a command's help
+
+
+def option(default: Any, help: str, *, check: Callable[[Any, str], Any] | None = None,
+           choices: Sequence[str] | None = None, parse: Callable[[str], Any] | None = None,
+           group: str = "measurement", metavar: str | None = None, many: str | None = None,
+           default_text: str | None = None, aliases: Sequence[str] = ()) -> Any:
+    """A field of :class:`MeasureConfig` with what the command line and study files need to know about it.
+
+    ``check(value, name)``: the value in canonical form, or a LayercritError (``name`` is ``"{field}"``);
+    default: one of ``choices``, or a bool. ``parse``: command-line text to a value (``int``; a ValueError's
+    text is the refusal); default: the text itself. ``many``: ``"append"`` (a repeatable flag) or ``"+"``
+    (several values after one flag). ``default_text``: the default as the help shows it (default: the value).
+    ``aliases``: other keys a study file may use (``resets``)."""
+    if check is None and choices is None and not isinstance(default, bool):
+        raise TypeError("option(): give check= or choices=")
+    if group not in GROUPS:
+        raise TypeError(f"option(): group must be one of {', '.join(GROUPS)}")
+    return dataclasses.field(default=default, metadata={
+        "help": help, "check": check, "choices": tuple(choices) if choices else None, "parse": parse,
+        "group": group, "metavar": metavar, "many": many, "default_text": default_text, "aliases": tuple(aliases)})
+
+
+def _samples_text(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a number of images (or 'all')") from None
+
+
+def _batch_size_text(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a number of images (or 'auto')") from None
+
+
+def _patterns(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (str, list, tuple)):
+        validate.fail(name, f"{name} {validate.show(value)}: give glob patterns (text), e.g. 'layer4.*'")
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(validate.text(p, name) for p in items)
 
 
 @dataclass(frozen=True)
 class MeasureConfig:
     """How to measure: which units, which resets, how many trials and images, how to compute."""
 
-    reset: tuple[str, ...] = ("random",)  # reset specs (see layercrit.resets); a single string is one reset
-    trials: int = 3  # trials of stochastic resets (deterministic ones run trial 0 only)
-    seed: int = 0  # seeds the image draw and the reset draws
-    samples: int | None = 10000  # images drawn with seed (None: all)
-    unit: str = "layer"  # "layer" (the study) or "block" (residual blocks)
-    types: tuple[str, ...] = DEFAULT_TYPES  # layer kinds with unit="layer" (conv, linear, norm, embedding)
-    layers: tuple[str, ...] = ()  # glob patterns over module names; a leading ! excludes (empty: all)
-    engine: str = "cached"  # "cached" (recompute only what a reset changes) or "naive" (a full pass per unit)
-    precision: str = "fp32"  # fp32, bf16 or fp16
-    batch_size: int | str = 128  # images per batch, or "auto": the fastest that fits max_memory (batching.py)
-    max_memory: int | str | None = None  # with batch_size "auto": bytes, "12G", "512M" or "40%" (of free memory);
-    #                                      default half the available RAM / 80 % of free GPU memory
-    target_ci: float | None = None  # adaptive sampling: stop a unit at this 95 % CI half-width [pp]
-    channels_last: bool = True  # convolutions in channels-last memory format
-    split: str = "test"  # split of torchvision-format CIFAR-10 data
-    input_size: int | None = None  # input resolution for loading data (default: the model's)
-    data_cache: bool = True  # keep decoded images in $LAYERCRIT_CACHE/data
-    trust_pickle: bool = False  # allow init:/interpolate: checkpoints that need arbitrary unpickling
+    reset: tuple[str, ...] = option(
+        ("random",), "what a unit is reset to, repeatable (kinds below)", check=lambda v, _: reset_names(v),
+        many="append", metavar="R", aliases=("resets",))
+    trials: int = option(3, "trials of stochastic resets (deterministic ones run trial 0 only)",
+                         check=validate.trials, parse=int)
+    seed: int = option(0, "seed of the image draw and the reset draws", check=validate.seed, parse=int)
+    samples: int | None = option(10000, "images drawn once with {seed}; 'all': every image", check=validate.samples,
+                                 parse=_samples_text, group="data")
+    unit: str = option("layer", "layer: one conv/linear/... layer per unit (the study); block: one residual block "
+                       "per unit (ResNet bottleneck/basic blocks, ViT blocks), reset as a whole or {reset} remove",
+                       choices=UNITS, group="model")
+    types: tuple[str, ...] = option(validate.DEFAULT_TYPES, "layer kinds with {unit} layer: conv,linear,norm,embedding",
+                                    check=validate.layer_types, group="model")
+    layers: tuple[str, ...] = option((), "glob patterns over module names; a leading ! excludes, e.g. 'layer4.*' "
+                                     "'!*.downsample.*'", check=_patterns, many="+", metavar="PATTERN", group="model",
+                                     default_text="all")
+    engine: str = option("cached", "cached: run the model once per batch and recompute only what a reset changes; "
+                         "naive: a full forward pass per reset, as the original study", choices=ENGINES, group="speed")
+    precision: str = option("fp32", "compute precision (bf16/fp16 are for GPUs, see docs/engine.md)",
+                            choices=PRECISIONS, group="speed")
+    batch_size: int | str = option(128, "images per batch; auto: the fastest of a few sizes whose memory fits "
+                                   "{max_memory} (docs/engine.md)", check=validate.batch_size_or_auto,
+                                   parse=_batch_size_text, metavar="N|auto")
+    max_memory: int | str | None = option(None, "with {batch_size} auto: memory budget, e.g. 12G, 512M or 40% (of "
+                                          "free memory)", check=validate.memory_size, metavar="SIZE",
+                                          default_text="50% of available RAM, 80% of free GPU memory")
+    target_ci: float | None = option(None, "adaptive sampling: stop a (layer, trial) once the 95% confidence "
+                                     "half-width of its criticality is at most PP percentage points",
+                                     check=validate.target_ci, parse=float, metavar="PP", group="speed",
+                                     default_text="off: every image, the study's method")
+    channels_last: bool = option(True, "convolutions in channels-last memory format", group="speed")
+    split: str = option("test", "split of torchvision-format CIFAR-10", choices=SPLITS, group="data")
+    input_size: int | None = option(None, "input resolution of the images", check=validate.input_size, parse=int,
+                                    group="data", default_text="the model's")
+    data_cache: bool = option(True, "keep decoded images in $LAYERCRIT_CACHE/data for later runs", group="speed")
+    trust_pickle: bool = option(False, "allow checkpoints that need arbitrary unpickling (only for files you trust)",
+                                group="model")
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: canonical forms are set once, here
-        set_(self, "reset", tuple(_check("reset", validate.resets, self.reset)))
-        set_(self, "trials", _check("trials", validate.trials, self.trials))
-        set_(self, "seed", _check("seed", validate.seed, self.seed))
-        set_(self, "samples", _check("samples", validate.samples, self.samples))
-        set_(self, "unit", _check("unit", validate.choice, self.unit, UNITS))
-        set_(self, "types", _check("types", validate.layer_types, self.types))
-        set_(self, "layers", _patterns(self.layers))
-        set_(self, "engine", _check("engine", validate.choice, self.engine, ENGINES))
-        set_(self, "precision", _check("precision", validate.choice, self.precision, PRECISIONS))
-        set_(self, "batch_size", _check("batch_size", _batch_size, self.batch_size))
-        set_(self, "max_memory", _check("max_memory", batching.check_memory, self.max_memory))
+        for f in dataclasses.fields(self):  # frozen: canonical forms are set once, here
+            object.__setattr__(self, f.name, check_field(f, getattr(self, f.name)))
         if self.max_memory is not None and self.batch_size != "auto":
             raise ConfigError("{max_memory} is the memory budget of {batch_size} auto: add {batch_size} auto "
                               "(or leave {max_memory} out)", ("max_memory", "batch_size"))
-        set_(self, "target_ci", _check("target_ci", validate.target_ci, self.target_ci))
-        set_(self, "split", _check("split", validate.choice, self.split, SPLITS))
-        set_(self, "input_size", _check("input_size", validate.input_size, self.input_size))
-        for name in ("channels_last", "data_cache", "trust_pickle"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{{{name}}} {getattr(self, name)!r}: must be True or False", (name,))
-        if "remove" in self.reset and self.unit != "block":
-            raise ConfigError("{reset} remove removes residual blocks: add {unit} block", ("reset", "unit"))
+        blocks_only = [r for r in self.reset if getattr(get_reset_kind(r.partition(":")[0]), "blocks_only", False)]
+        if blocks_only and self.unit != "block":
+            raise ConfigError(f"{{reset}} {blocks_only[0]} removes residual blocks: add {{unit}} block",
+                              ("reset", "unit"))
+
+    @classmethod
+    def options(cls) -> list[dataclasses.Field]:
+        """The fields, each with its metadata (help, choices, group, ...): what flags and study keys come from."""
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Field name -> default."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
 
     def replace(self, **overrides: Any) -> MeasureConfig:
         """A copy with ``overrides`` (field names; an unknown name is a ConfigError)."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - fields)
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(names))
         if unknown:
-            raise ConfigError(f"unknown measurement setting(s) {', '.join(unknown)}: use any of "
-                              f"{', '.join(f.name for f in dataclasses.fields(self))}", ())
+            raise ConfigError(f"unknown measurement setting(s) {', '.join(unknown)}: use any of {', '.join(names)}", ())
         return dataclasses.replace(self, **overrides) if overrides else self
 
     def trials_of(self, stochastic: bool) -> range:
@@ -86,27 +156,19 @@ class MeasureConfig:
         return range(self.trials) if stochastic else range(1)
 
 
-def _batch_size(value: Any, name: str) -> int | str:
-    """A batch size, or "auto" (any case): chosen when the plan is made (engine/batching.py)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    return validate.batch_size(value, name)
-
-
-def _check(name: str, check: Callable[..., Any], value: Any, *args: Any) -> Any:
-    """Run a :mod:`layercrit.validate` checker with the field as a ``{name}`` placeholder."""
+def check_field(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` of field ``f`` in canonical form; a ConfigError naming the field."""
+    name = "{" + f.name + "}"
+    check, choices = f.metadata.get("check"), f.metadata.get("choices")
     try:
-        return check(value, "{" + name + "}", *args)
+        if check is not None:
+            return check(value, name)
+        if choices is not None:
+            return validate.choice(value, name, choices)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} {value!r}: must be True or False", (f.name,))
+        return value
     except ConfigError:
         raise
-    except LayercritError as e:
-        raise ConfigError(str(e), (name,)) from None
-
-
-def _patterns(value: Sequence[str] | str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, (str, list, tuple)):
-        raise ConfigError(f"{{layers}} {value!r}: give glob patterns (text), e.g. 'layer4.*'", ("layers",))
-    items = [value] if isinstance(value, str) else list(value)
-    return tuple(_check("layers", validate.text, p) for p in items)
+    except LayercritError as e:  # a checker that words its own message: still about this field
+        raise ConfigError(str(e), (f.name,)) from None

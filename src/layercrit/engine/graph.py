@@ -13,10 +13,9 @@ past their last use.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import timm.models._features_fx as timm_fx
@@ -48,19 +47,6 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, self._leaf_types) or super().is_leaf_module(m, qualname)
-
-
-@contextlib.contextmanager
-def no_inplace_modules(model: nn.Module) -> Iterator[None]:
-    """Temporarily switch modules such as ``ReLU(inplace=True)`` to out-of-place (same results)."""
-    switched = [m for m in model.modules() if getattr(m, "inplace", False) is True]
-    for m in switched:
-        setattr(m, "inplace", False)  # noqa: B010  (an attribute of some module classes only)
-    try:
-        yield
-    finally:
-        for m in switched:
-            setattr(m, "inplace", True)  # noqa: B010
 
 
 def _make_out_of_place(graph: fx.Graph) -> None:

@@ -21,9 +21,9 @@ from ..data import EvalData
 from ..errors import ConfigError, LayercritError
 from ..models import ModelBundle, ModelSource, build_source, create_model
 from ..models.registry import AUTO
+from ..models.state import kept_as_found
 from ..store import ResultStore
 from .config import MeasureConfig
-from .evaluate import kept_as_found
 from .executor import Executor, LocalExecutor
 from .plan import MeasurePlan, plan_measurement
 from .recorder import Recorder

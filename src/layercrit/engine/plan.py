@@ -7,19 +7,16 @@ every executor starts from the resulting :class:`MeasurePlan`.
 """
 from __future__ import annotations
 
-import copy
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from ..data import EvalData, load_data
 from ..errors import ConfigError, LayercritError
 from ..models import ModelBundle, NormalizedModel
-from ..resets import Reset, Unit, discover_blocks, discover_layers, parse_reset
+from ..resets import Reset, ResetContext, Unit, discover_blocks, discover_layers, parse_reset
 from .batching import choose_for_plan
 from .config import MeasureConfig
 from .hardware import warn_if_slow
@@ -95,8 +92,8 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
         data = load_data(os.fspath(data), input_size=size, samples=config.samples, seed=config.seed,
                          split=config.split, progress=progress, cache=config.data_cache)
     net = bundle.model.eval().to(probe_device)
-    resets = [parse_reset(r, factory=_factory(bundle, r), seed=config.seed, trust_pickle=config.trust_pickle)
-              for r in config.reset]
+    context = ResetContext(bundle.factory, bundle.network, config.seed, config.trust_pickle)
+    resets = [parse_reset(r).prepare(context) for r in config.reset]
     size = data.images.shape[-1]
     if config.unit == "block":
         units = discover_blocks(bundle.network, size, patterns=list(config.layers))
@@ -135,24 +132,6 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
         record["batch_size_auto"] = auto.record()  # how it was chosen: budget, bytes per image, images/s
     return MeasurePlan(bundle, data, config, device, units, resets, jobs, bundle.model_id, bundle.category, identity,
                        record)
-
-
-FRESH_KINDS = ("random", "interpolate")  # resets that draw fresh weights (interpolate: without a checkpoint)
-
-
-def _factory(bundle: ModelBundle, reset: str) -> Callable[[], nn.Module]:
-    """What ``reset`` builds fresh networks with: the bundle's factory. A module given without one can
-    still be measured with resets that need no fresh draw (``init:`` loads its checkpoint into a copy)."""
-    if bundle.factory is not None:
-        return bundle.factory
-    kind, _, arg = reset.partition(":")
-    if kind == "random" or (kind == "interpolate" and ":" not in arg):
-        raise ConfigError(f"reset {reset} draws fresh weights from a new instance of the architecture, and "
-                          "none was given: pass {factory} (a function that builds one, e.g. factory=MyNet or "
-                          "factory=lambda: MyNet(num_classes=10)), or measure reset='zero' or "
-                          "reset='init:<checkpoint>' (they need none)", ("factory",))
-    network = bundle.network
-    return lambda: copy.deepcopy(network)
 
 
 def _normalization(model: NormalizedModel) -> list[list[float]] | None:

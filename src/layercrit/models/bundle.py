@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from .checkpoint import weights_checksum
-from .options import no_known_normalization, normalize_arg, python_names, validate_model_options
+from .options import no_known_normalization, normalize_arg, validate_model_options
 from .user_arch import is_user_arch
 from .wrapper import NormalizedModel
 
@@ -105,7 +105,7 @@ class ModelBundle:
             raise no_known_normalization(f"the module {type(module).__name__}")
         else:
             mean, std, _ = normalize_arg(normalize, None, None)
-            checked = python_names(lambda: validate_model_options(None, 0, mean, std), ("mean", "std"))
+            checked = validate_model_options(None, 0, mean, std)
             if checked["mean"] is None and normalize is not None:
                 raise ConfigError(f"{{normalize}} {normalize!r}: give (mean, std) or None", ("normalize",))
             wrapped = NormalizedModel(module, checked["mean"], checked["std"])

@@ -22,12 +22,79 @@ from ..hub import hf_offline_if_unreachable, hub_host
 from ..model_specs import get_spec_kind, register_spec_kind, spec_usages
 from .bundle import ModelBundle, ModelOptions, ModelSource
 from .checkpoint import checkpoint_info, load_into, load_state_dict
-from .options import no_known_normalization, normalize_arg, python_names, validate_model_options
-from .registry import AUTO, IMAGENET_MEAN, IMAGENET_STD, REMOVE_MARK, ArchSpec, get_arch
-from .user_arch import is_user_arch, last_linear_classes
+from .options import no_known_normalization, normalize_arg, validate_model_options
+from .blocks import remove_blocks
+from .registry import AUTO, IMAGENET_MEAN, IMAGENET_STD, REMOVE_MARK, ArchSpec, list_archs, registered_arch
+from .user_arch import USAGE, is_user_arch, last_linear_classes, load_user_arch
 from .wrapper import NormalizedModel
 
 log = logging.getLogger("layercrit")
+
+
+def get_arch(name: str) -> ArchSpec:
+    """Resolve an architecture name: a registered one (:mod:`.registry`), ``<arch>:remove=<block>,...`` (``<arch>``
+    with those residual blocks removed, what ``layercrit compress`` saves), a callable in the user's code
+    (``path/to/file.py:callable``, ``package.module:callable``), ``torchvision/<name>``, or a timm model name."""
+    if REMOVE_MARK in name:
+        return _variant(name)
+    registered = registered_arch(name)
+    if registered is not None:
+        return registered
+    if is_user_arch(name):
+        return user_arch_spec(name)
+    if name.startswith("torchvision/"):
+        return _torchvision_arch(name.split("/", 1)[1])
+    if timm.is_model(name):
+        return _timm_arch(name)
+    raise LayercritError(
+        f"unknown architecture '{name}': use one of {', '.join(list_archs())}, "
+        f"a timm model name (see timm.list_models()), torchvision/<name>, or your own code: {USAGE} "
+        "(a function or class that builds the model)"
+    )
+
+
+def _variant(name: str) -> ArchSpec:
+    base_name, _, blocks = name.partition(REMOVE_MARK)
+    base = get_arch(base_name)
+    names = [b for b in blocks.split(",") if b]
+
+    def build(num_classes: int) -> nn.Module:
+        # Built as the full architecture, then cut: the same RNG draws as the base for the layers kept.
+        return remove_blocks(base.build(num_classes=num_classes), names)
+
+    return dataclasses.replace(base, name=name, build=build)
+
+
+def user_arch_spec(reference: str) -> ArchSpec:
+    """The architecture a callable in the user's code builds: class count from its ``num_classes``
+    default (else unknown), input size and normalization unknown (given when a model is created)."""
+    arch = load_user_arch(reference)
+    return ArchSpec(reference, arch.build, arch.default_num_classes(), None, None, None, source="user",
+                    extra={"user_arch": arch}, normalization_known=False, code=arch.identity)
+
+
+def _timm_arch(name: str) -> ArchSpec:
+    cfg = timm.models.get_pretrained_cfg(name) or None
+    num_classes = getattr(cfg, "num_classes", None) or 1000
+    input_size = (getattr(cfg, "input_size", None) or (3, 224, 224))[-1]
+    mean = tuple(getattr(cfg, "mean", None) or IMAGENET_MEAN)
+    std = tuple(getattr(cfg, "std", None) or IMAGENET_STD)
+
+    def build(num_classes: int) -> nn.Module:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+    return ArchSpec(name, build, num_classes, input_size, mean, std, source="timm")
+
+
+def _torchvision_arch(name: str) -> ArchSpec:
+    if name not in tvm.list_models():
+        raise LayercritError(f"unknown torchvision model '{name}': see torchvision.models.list_models()")
+
+    def build(num_classes: int) -> nn.Module:
+        return tvm.get_model(name, weights=None, num_classes=num_classes)
+
+    return ArchSpec(f"torchvision/{name}", build, 1000, 224, source="torchvision")
+
 
 def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build a fresh instance from ``seed`` alone, leaving the global RNG state untouched."""
@@ -62,8 +129,7 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
     (default: from the spec), ``category`` its category there (default: the zoo's, else none).
     """
     mean, std, raw = normalize_arg(normalize, mean, std)
-    checked = python_names(lambda: validate_model_options(num_classes, init_seed, mean, std),
-                            ("num_classes", "init_seed", "mean", "std"))
+    checked = validate_model_options(num_classes, init_seed, mean, std)
     num_classes, init_seed = checked["num_classes"], checked["init_seed"]
     options = ModelOptions(arch, num_classes, init_seed, name, trust_pickle, _floats(checked["mean"]),
                            _floats(checked["std"]), checkpoint, category, None if raw else AUTO)

@@ -1,10 +1,10 @@
 """Checking create_model's options: shared by the factory and ``ModelBundle.from_module``."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from .. import validate
-from ..errors import ConfigError, LayercritError
+from ..errors import ConfigError
 from .registry import AUTO
 
 # How a normalization choice is asked for, from Python (the command line names its flags instead)
@@ -12,24 +12,9 @@ NORMALIZE_PY = "normalize=(mean, std) or normalize=None"
 
 
 def validate_model_options(num_classes: Any, init_seed: Any, mean: Any, std: Any) -> dict[str, Any]:
-    """The plain-value options of create_model, checked by the rules the CLI and study files use too."""
+    """The plain-value options of create_model, checked by the rules the CLI and study files use too
+    (ConfigErrors name the parameters)."""
     return validate.model_options(num_classes_=num_classes, init_seed=init_seed, mean=mean, std=std)
-
-
-def python_names(check: Callable[[], Any], fields: tuple[str, ...]) -> Any:
-    """Run ``check``; a LayercritError naming the command line's flags (``--num-classes``) becomes a
-    ConfigError naming the fields, so Python callers read ``num_classes`` and the CLI its flags."""
-    try:
-        return check()
-    except ConfigError:
-        raise
-    except LayercritError as e:
-        text, used = str(e), list[str]()
-        for f in sorted(fields, key=len, reverse=True):
-            flag = "--" + f.replace("_", "-")
-            if flag in text:
-                text, used = text.replace(flag, "{" + f + "}"), [*used, f]
-        raise ConfigError(text, tuple(used)) from None
 
 
 def normalize_arg(normalize: Any, mean: Any, std: Any) -> tuple[Any, Any, bool]:

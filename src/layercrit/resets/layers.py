@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError, LayercritError
+from .. import validate
+from ..errors import ConfigError
+from ..models.state import eval_mode, hooks_removed
 from ..patterns import select_names
 
 # --types vocabulary -> module classes.
@@ -20,7 +22,7 @@ LAYER_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
     "norm": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm),
     "embedding": (nn.Embedding,),
 }
-DEFAULT_TYPES = ("conv", "linear")  # the study's 54 layers of a ResNet-50
+DEFAULT_TYPES = validate.DEFAULT_TYPES  # the study's 54 layers of a ResNet-50
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def discover_layers(network: nn.Module, input_size: int, *, types: Sequence[str]
     """
     unknown = [t for t in types if t not in LAYER_TYPES]
     if unknown:
-        raise LayercritError(f"unknown layer type {', '.join(unknown)}: use {', '.join(LAYER_TYPES)}")
+        raise ConfigError(f"{{types}}: unknown layer kind(s) {', '.join(unknown)}: use {', '.join(LAYER_TYPES)}",
+                          ("types",))
     candidates = {m: (name, kind) for name, m in network.named_modules()
                   if (kind := _kind_of(m, tuple(types)))}
     seen = forward_order(network, list(candidates), input_size, in_channels)
@@ -74,19 +77,13 @@ def discover_layers(network: nn.Module, input_size: int, *, types: Sequence[str]
 
 
 def forward_order(network: nn.Module, modules: list[nn.Module], input_size: int, in_channels: int) -> list[nn.Module]:
-    """``modules`` in the order a forward pass on a dummy input first calls them (uncalled ones left out)."""
+    """``modules`` in the order a forward pass on a dummy input first calls them (uncalled ones left out).
+    The pass runs in eval mode; every submodule's own mode and the hooks are restored whatever happens."""
     order: list[nn.Module] = []
     hooks = [m.register_forward_pre_hook(lambda mod, *_: order.append(mod)) for m in modules]
-    try:
-        was_training = network.training
-        network.eval()
-        p = next(network.parameters())
-        with torch.no_grad():
-            network(torch.zeros(1, in_channels, input_size, input_size, device=p.device, dtype=p.dtype))
-        network.train(was_training)
-    finally:
-        for h in hooks:
-            h.remove()
+    p = next(network.parameters())
+    with hooks_removed(hooks), eval_mode(network), torch.no_grad():
+        network(torch.zeros(1, in_channels, input_size, input_size, device=p.device, dtype=p.dtype))
     return list(dict.fromkeys(order))  # first call wins; keeps order
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,7 +23,7 @@ from ..paths import atomic_write, lock_holder
 from ..store import ResultStore
 from ..threads import torch_threads
 from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
-from .spec import Study, load_study
+from .spec import LAB_INIT, ModelEntry, Study, load_study
 
 log = logging.getLogger("layercrit")
 
@@ -47,109 +49,122 @@ def unfinished_run(study: Study, spec: str | None) -> str | None:
     return None
 
 
-def _finished(db: ResultStore, model_id: str, samples: int | None, trials: int, resets: list[str]) -> bool:
-    runs = db.runs()
+def _finished(db: Path, model_id: str, config: MeasureConfig) -> bool:
+    """Whether ``model_id`` is measured to the end in ``db`` with these samples, trials and resets."""
+    with ResultStore(db, create=False) as reader:
+        runs = reader.runs()
     row = runs[runs["model_id"] == model_id]
     if row.empty or row["finished"].isna().iloc[0]:
         return False
-    config = json.loads(row["config"].iloc[0])
-    return ((samples is None or config.get("samples") == samples) and config.get("trials") == trials
-            and config.get("resets") == resets)
+    recorded = json.loads(row["config"].iloc[0])
+    return ((config.samples is None or recorded.get("samples") == config.samples)
+            and recorded.get("trials") == config.trials and recorded.get("resets") == list(config.reset))
+
+
+@dataclass
+class _Prepared:
+    """One model of a study, ready to measure: its spec, create_model options and resets."""
+
+    spec: str
+    bundle_kw: dict[str, Any]
+    resets: list[str]
 
 
 def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None, runs: str | Path | None = None,
               train_only: bool = False, progress: bool = True, threads: int | None = None,
-              executor: Executor | None = None) -> list[dict]:
+              executor: Executor | None = None, **overrides: Any) -> list[dict]:
     """Run a study file; return one dict per model (id, status, paths, accuracies).
 
+    ``overrides``: MeasureConfig fields that replace the file's measurement settings (``samples=500``).
     ``executor`` measures each model (default: :class:`LocalExecutor`, here; a ``RayExecutor``
     rebuilds each model on the cluster from its source, so the files must be visible to the workers).
     """
     study = load_study(path, runs)
+    config = study.config.replace(**overrides)
     entries = study.select(only)
     if any(e.method for e in entries) and not study.data.is_dir():
         raise LayercritError(f"{study.path}: data folder {study.data} not found: fix data = ... "
                              "(relative paths are resolved against the study file's folder)")
-    data_path, split = eval_source(study)
     summary: list[dict] = []
     pending: list[str] = []  # left to other processes, or waiting for a run to finish
     for i, entry in enumerate(entries, 1):
         tag = f"[{i}/{len(entries)}] {entry.id}"
         info: dict = {"id": entry.id, "name": entry.name, "category": entry.category}
-        resets = list(study.resets)
-        if entry.method:
-            out = study.runs / entry.id
-            already = read_sidecar(out) is not None
-            log.info(f"{tag}: {'trained' if already else 'training'} ({entry.method}) in {out}")
-            try:
-                sidecar = train(entry.method, study.data, out, progress=progress, threads=threads,
-                                **entry.hyperparameters)
-            except BusyError as e:
-                log.info(f"{tag}: left to another process ({e})")
-                summary.append({**info, "trained": "busy", "measured": "left to the process training it"})
-                pending.append(entry.id)
-                continue
-            info.update(trained="done" if already else "now", out=str(out), clean_test_acc=sidecar["clean_test_acc"],
-                        robust_test_acc=sidecar.get("robust_test_acc"), sidecar=sidecar)
-            spec, arch = f"file:{out / MODEL_FILE}", sidecar["arch"]
-            resets = [f"init:{out / INIT_FILE}" if r == "init" else r for r in resets]
-            bundle_kw = {"arch": arch, "num_classes": len(sidecar["data"]["classes"])}
-        else:
-            if "init" in resets:
-                resets.remove("init")  # no initial weights known for a given spec
-            if entry.spec is None:  # load_study gives every model a method or a spec
-                raise LayercritError(f"{study.path}: model {entry.id} has neither a method nor a spec")
-            spec = entry.spec
-            bundle_kw = entry.spec_options()
-            waits_for = unfinished_run(study, spec)
-            if waits_for is not None and not train_only:
-                log.info(f"{tag}: waits for run {waits_for} to finish training (a later `study run` measures it)")
-                summary.append({**info, "spec": spec, "measured": f"waits for {waits_for}"})
-                pending.append(entry.id)
-                continue
-        info["spec"] = spec
-        if train_only:
+        prepared = _prepare(study, entry, tag, info, train_only=train_only, progress=progress, threads=threads)
+        if prepared is None:
+            pending.append(entry.id)
+        elif train_only:
             info["measured"] = "skipped (--train-only)"
-            summary.append(info)
-            continue
-        # the database is only read here; it is written by measure() once the model and data are loaded, so a
-        # model that cannot be built (a bad spec, a file that is no checkpoint) leaves nothing behind
-        db_path = Path(db)
-        existing = db_path.is_file() and db_path.stat().st_size > 0
-        if existing:
-            with ResultStore(db, create=False) as reader:
-                finished = _finished(reader, entry.id, study.samples, study.trials, resets)
+        elif not _measure(study, config, entry, prepared, Path(db), tag, info, executor=executor, progress=progress,
+                          threads=threads):
+            pending.append(entry.id)
         else:
-            finished = False
-        if finished:
-            log.info(f"{tag}: already measured in {db}")
-            info["measured"] = "done"
-        else:
-            log.info(f"{tag}: measuring {spec}")
-            config = MeasureConfig(reset=tuple(resets), trials=study.trials, samples=study.samples,
-                                   seed=study.seed, batch_size=study.batch_size, engine=study.engine, split=split,
-                                   input_size=entry.input_size)
-            model = create_model(spec, name=entry.id, category=entry.category, **bundle_kw)
-            try:
-                with torch_threads(threads):  # like training: on its own core(s) beside other processes
-                    measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
-                            progress=progress)
-            except BusyError as e:
-                log.info(f"{tag}: left to another process ({e})")
-                summary.append({**info, "measured": "left to the process measuring it"})
-                pending.append(entry.id)
-                continue
-            info["measured"] = "now"
-        with ResultStore(db, create=False) as reader:
-            runs_df = reader.runs()
-        row = runs_df[runs_df["model_id"] == entry.id]
-        info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
+            write_metadata(study, [info], Path(db))  # per model: a process killed later loses none of it
         summary.append(info)
-        write_metadata(study, [info], Path(db))  # per model: a process killed later loses none of it
     if pending:
         log.warning(f"{len(pending)} model(s) left to other processes or waiting for a run: {', '.join(pending)}; "
                     "run `layercrit study run` again once those have finished")
     return summary
+
+
+def _prepare(study: Study, entry: ModelEntry, tag: str, info: dict, *, train_only: bool, progress: bool,
+             threads: int | None) -> _Prepared | None:
+    """Train a lab model if it is missing; the model's spec and resets. None: left to another process or
+    waiting for a run to finish (``info`` says which)."""
+    resets = list(study.resets)
+    if entry.method:
+        out = study.runs / entry.id
+        already = read_sidecar(out) is not None
+        log.info(f"{tag}: {'trained' if already else 'training'} ({entry.method}) in {out}")
+        try:
+            sidecar = train(entry.method, study.data, out, progress=progress, threads=threads, **entry.hyperparameters)
+        except BusyError as e:
+            log.info(f"{tag}: left to another process ({e})")
+            info.update(trained="busy", measured="left to the process training it")
+            return None
+        info.update(trained="done" if already else "now", out=str(out), clean_test_acc=sidecar["clean_test_acc"],
+                    robust_test_acc=sidecar.get("robust_test_acc"), sidecar=sidecar, spec=f"file:{out / MODEL_FILE}")
+        return _Prepared(info["spec"], {"arch": sidecar["arch"], "num_classes": len(sidecar["data"]["classes"])},
+                         [f"init:{out / INIT_FILE}" if r == LAB_INIT else r for r in resets])
+    if entry.spec is None:  # load_study gives every model a method or a spec
+        raise LayercritError(f"{study.path}: model {entry.id} has neither a method nor a spec")
+    info["spec"] = entry.spec
+    waits_for = unfinished_run(study, entry.spec)
+    if waits_for is not None and not train_only:
+        log.info(f"{tag}: waits for run {waits_for} to finish training (a later `study run` measures it)")
+        info["measured"] = f"waits for {waits_for}"
+        return None
+    return _Prepared(entry.spec, entry.spec_options(), [r for r in resets if r != LAB_INIT])  # no initial weights known
+
+
+def _measure(study: Study, config: MeasureConfig, entry: ModelEntry, prepared: _Prepared, db: Path, tag: str,
+             info: dict, *, executor: Executor | None, progress: bool, threads: int | None) -> bool:
+    """Measure one model into ``db`` unless it is finished there; False: left to another process."""
+    data_path, split = eval_source(study)
+    config = config.replace(reset=tuple(prepared.resets), split=split,
+                            input_size=entry.input_size or config.input_size)
+    # the database is only read here; it is written by measure() once the model and data are loaded, so a
+    # model that cannot be built (a bad spec, a file that is no checkpoint) leaves nothing behind
+    if db.is_file() and db.stat().st_size > 0 and _finished(db, entry.id, config):
+        log.info(f"{tag}: already measured in {db}")
+        info["measured"] = "done"
+    else:
+        log.info(f"{tag}: measuring {prepared.spec}")
+        model = create_model(prepared.spec, name=entry.id, category=entry.category, **prepared.bundle_kw)
+        try:
+            with torch_threads(threads):  # like training: on its own core(s) beside other processes
+                measure(model, str(data_path), config, store=str(db), executor=executor, device=study.device,
+                        progress=progress)
+        except BusyError as e:
+            log.info(f"{tag}: left to another process ({e})")
+            info["measured"] = "left to the process measuring it"
+            return False
+        info["measured"] = "now"
+    with ResultStore(db, create=False) as reader:
+        runs_df = reader.runs()
+    row = runs_df[runs_df["model_id"] == entry.id]
+    info["base_top1_acc"] = None if row.empty else row["base_top1_acc"].iloc[0]
+    return True
 
 
 def metadata_path(db: Path) -> Path:

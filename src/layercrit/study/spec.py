@@ -4,9 +4,11 @@
     name = "cifar10-methods"
     data = "../../shared/data/cifar10"   # CIFAR-10 root (train/ and test/); relative to this file
     arch = "cifar_resnet50"
-    seed = 0
+    seed = 0                             # the measurement's seed, and every lab model's training seed
+
+    [measure]                            # any option of `layercrit measure` (MeasureConfig), same defaults;
     samples = 2000                       # test images measured (drawn once with seed)
-    trials = 3
+    trials = 3                           # they may also stand in [study], as older files have them
 
     [train]                              # hyperparameters shared by every lab-trained model
     epochs = 15
@@ -41,23 +43,34 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .. import validate
-from ..errors import LayercritError
+from .. import model_specs, validate
+from ..engine import config as measure_config
+from ..engine.config import MeasureConfig
+from ..errors import ConfigError, LayercritError
+from ..resets.kinds import parse_reset
 from ..paths import safe_name
 from ..train import HYPERPARAMETERS, list_methods
 
-SPEC_KINDS = ("arch", "timm", "torchvision", "file", "zoo")  # model spec kinds (layercrit.models)
-
-STUDY_KEYS = {"name", "description", "data", "eval_data", "arch", "seed", "samples", "trials", "runs", "resets",
-              "batch_size", "device", "engine"}
+STUDY_ONLY_KEYS = {"name", "description", "data", "eval_data", "arch", "runs", "device"}
 MODEL_KEYS = {"id", "name", "category", "method", "spec", "arch", "checkpoint", "num_classes", "init_seed", "input_size",
               "mean", "std", "normalize"}
 SPEC_ONLY_KEYS = ("spec", "checkpoint", "num_classes", "init_seed", "input_size", "mean", "std", "normalize")
-TOP_KEYS = {"study", "train", "models"}
+TOP_KEYS = {"study", "measure", "train", "models"}
+LAB_INIT = "init"  # a reset of the study file only: each lab-trained model's own initial weights
 # What does not make a lab model a different variant of its method: runs that differ only in these are seeds
 # of one variant (the seed spread in reports is taken over them).
 NOT_VARIANT = ("seed", "save_epochs")
+
+
+def measure_keys() -> dict[str, str]:
+    """Study-file key -> MeasureConfig field: every field under its own name, and its aliases (``resets``)."""
+    out = {}
+    for f in measure_config.MeasureConfig.options():
+        out[f.name] = f.name
+        out.update(dict.fromkeys(f.metadata.get("aliases", ()), f.name))
+    return out
 
 
 @dataclass
@@ -97,16 +110,24 @@ class Study:
     data: Path
     eval_data: Path | None
     arch: str
-    seed: int
-    samples: int | None
-    trials: int
     runs: Path
-    resets: list[str]
-    batch_size: int
+    config: MeasureConfig  # the measurement settings ([measure], or [study]); its resets without "init"
+    resets: list[str]  # the resets as the file lists them, "init" included (a lab model's own initial weights)
     device: str
-    engine: str
     models: list[ModelEntry]
     description: str = ""
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def samples(self) -> int | None:
+        return self.config.samples
+
+    @property
+    def trials(self) -> int:
+        return self.config.trials
 
     def select(self, only: list[str] | None) -> list[ModelEntry]:
         if not only:
@@ -123,15 +144,30 @@ def _resolve(base: Path, value) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def _typed(where: str, key: str, value, kind):
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise LayercritError(f"{where}: {key} = {value!r} should be a {getattr(kind, '__name__', kind)}")
-    return value
-
-
 def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
     """Parse and check a study file; relative paths are resolved against the file's folder."""
     path = Path(path)
+    raw = _read(path)
+    study = _settings(path, raw, runs)
+    shared = _train_table(path, raw)
+    models = raw.get("models")
+    if not isinstance(models, list) or not models:
+        raise LayercritError(f"{path}: no models: add [[models]] tables with id and method or spec")
+    seen: set[str] = set()
+    for i, m in enumerate(models, 1):
+        mid, where = _model_id(path, m, i)
+        if mid in seen:
+            raise LayercritError(f"{where}: id '{mid}' appears twice: model ids must be unique")
+        seen.add(mid)
+        if ("method" in m) == ("spec" in m):
+            raise LayercritError(f"{where}: give exactly one of method = \"<training method>\" or spec = \"<model spec>\"")
+        entry = _lab_entry(study, shared, m, mid, where) if "method" in m else _spec_entry(study, m, mid, where)
+        study.models.append(entry)
+    return study
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The file's TOML tables, checked for unknown sections."""
     if not path.is_file():
         raise LayercritError(f"study file not found: {path}: check the path")
     try:
@@ -140,20 +176,73 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
         raise LayercritError(f"{path} is not valid TOML ({e}): fix the file") from None
     except UnicodeDecodeError:
         raise LayercritError(f"{path} is not a text file: give a .toml study file") from None
-    base = path.resolve().parent
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
-        raise LayercritError(f"{path}: unknown section(s) {', '.join(unknown)}: use [study], [train] and [[models]]")
-    st = raw.get("study", {})
-    if not isinstance(st, dict):
-        raise LayercritError(f"{path}: 'study' must be a table [study]")
-    unknown = sorted(set(st) - STUDY_KEYS)
+        raise LayercritError(f"{path}: unknown section(s) {', '.join(unknown)}: use [study], [measure], [train] "
+                             "and [[models]]")
+    for key, how in (("study", "a table [study]"), ("measure", "a table [measure] of measurement options")):
+        if not isinstance(raw.get(key, {}), dict):
+            raise LayercritError(f"{path}: '{key}' must be {how}")
+    return raw
+
+
+def _settings(path: Path, raw: dict[str, Any], runs: str | Path | None) -> Study:
+    """[study] and the measurement settings ([measure], or [study] as older files have them)."""
+    st, given = raw.get("study", {}), raw.get("measure", {})
+    keys = measure_keys()
+    unknown = sorted(set(st) - STUDY_ONLY_KEYS - set(keys))
     if unknown:
         raise LayercritError(f"{path}: unknown key(s) {', '.join(unknown)} in [study]: use any of "
-                             f"{', '.join(sorted(STUDY_KEYS))}")
+                             f"{', '.join(sorted(STUDY_ONLY_KEYS | set(keys)))}")
+    unknown = sorted(set(given) - set(keys))
+    if unknown:
+        raise LayercritError(f"{path}: unknown key(s) {', '.join(unknown)} in [measure]: use any of "
+                             f"{', '.join(sorted(keys))} (the options of `layercrit measure`)")
+    settings = {k: ("study", v) for k, v in st.items() if k in keys}
+    for k, v in given.items():
+        if keys[k] in {keys[o] for o in settings}:
+            raise LayercritError(f"{path}: {k} is set in both [study] and [measure]: keep one")
+        settings[k] = ("measure", v)
     if "data" not in st:
         raise LayercritError(f"{path}: [study] needs data = \"<CIFAR-10 root or image folder>\"")
     where = f"{path}: [study]"
+    for key in ("data", "eval_data", "runs"):
+        if key in st:
+            validate.text(st[key], f"{where} {key}")
+    base = path.resolve().parent
+    config, resets = study_config(path, settings)
+    return Study(
+        path=path, name=validate.text(st.get("name", path.stem), f"{where} name"),
+        description=validate.text(st.get("description", ""), f"{where} description", allow_empty=True),
+        data=_resolve(base, st["data"]), eval_data=_resolve(base, st["eval_data"]) if "eval_data" in st else None,
+        arch=validate.text(st.get("arch", "cifar_resnet50"), f"{where} arch"),
+        runs=_resolve(Path.cwd(), runs) if runs else _resolve(base, st.get("runs", f"runs/{path.stem}")),
+        config=config, resets=resets, device=validate.text(st.get("device", "cpu"), f"{where} device"), models=[])
+
+
+def study_config(path: Path, settings: dict[str, tuple[str, Any]]) -> tuple[MeasureConfig, list[str]]:
+    """The MeasureConfig of a file's measurement settings (key -> (section, value)) and its reset list with
+    ``init``; errors name the file, the section and the key."""
+    keys = measure_keys()
+    values = {keys[k]: v for k, (_, v) in settings.items()}
+    names = {keys[k]: f"{path}: [{section}] {k}" for k, (section, _) in settings.items()}
+    listed = values.get("reset")
+    listed = [listed] if isinstance(listed, str) else listed
+    if isinstance(listed, list) and LAB_INIT in listed:  # checked without it; put back in place below
+        values["reset"] = [r for r in listed if r != LAB_INIT] or [MeasureConfig.defaults()["reset"][0]]
+    try:
+        config = measure_config.MeasureConfig(**values)
+    except ConfigError as e:
+        text = e.naming({f: names.get(f, f"{path}: {f}") for f in e.fields})
+        if e.fields and "{" + e.fields[0] + "}" not in e.template:  # a message that does not name its key
+            text = f"{names.get(e.fields[0], str(path))}: {text}"
+        raise LayercritError(text) from None
+    if not isinstance(listed, list) or LAB_INIT not in listed:
+        return config, list(config.reset)
+    return config, list(dict.fromkeys(r if r == LAB_INIT else parse_reset(r).name for r in listed))
+
+
+def _train_table(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     shared = raw.get("train", {})
     if not isinstance(shared, dict):
         raise LayercritError(f"{path}: 'train' must be a table [train] of hyperparameters")
@@ -161,99 +250,77 @@ def load_study(path: str | Path, runs: str | Path | None = None) -> Study:
     if bad:
         raise LayercritError(f"{path}: unknown hyperparameter(s) {', '.join(bad)} in [train]: use any of "
                              f"{', '.join(HYPERPARAMETERS)}")
-    # the same rules as the command line and Python (layercrit.validate), named as in the file
-    samples = validate.samples(st.get("samples", 2000), f"{where} samples")
-    resets = st.get("resets", ["random"])
-    if isinstance(resets, str):
-        resets = [resets]
-    if not isinstance(resets, list) or not resets:
-        raise LayercritError(f"{where}: resets = {resets!r} should be a list of resets, e.g. [\"random\", \"zero\"]")
-    resets = list(dict.fromkeys("init" if r == "init" else validate.reset_name(r, f"{where} resets")
-                                for r in resets))
-    for key in ("data", "eval_data", "runs"):
-        if key in st:
-            validate.text(st[key], f"{where} {key}")
-    study = Study(
-        path=path, name=validate.text(st.get("name", path.stem), f"{where} name"),
-        description=validate.text(st.get("description", ""), f"{where} description", allow_empty=True),
-        data=_resolve(base, st["data"]),
-        eval_data=_resolve(base, st["eval_data"]) if "eval_data" in st else None,
-        arch=validate.text(st.get("arch", "cifar_resnet50"), f"{where} arch"),
-        seed=validate.seed(st.get("seed", 0), f"{where} seed"), samples=samples,
-        trials=validate.trials(st.get("trials", 3), f"{where} trials"),
-        runs=_resolve(Path.cwd(), runs) if runs else _resolve(base, st.get("runs", f"runs/{path.stem}")),
-        resets=resets,
-        batch_size=validate.batch_size(st.get("batch_size", 128), f"{where} batch_size"),
-        device=validate.text(st.get("device", "cpu"), f"{where} device"),
-        engine=validate.choice(st.get("engine", "cached"), f"{where} engine", validate.ENGINES), models=[],
-    )
-    models = raw.get("models")
-    if not isinstance(models, list) or not models:
-        raise LayercritError(f"{path}: no models: add [[models]] tables with id and method or spec")
+    return shared
+
+
+def _model_id(path: Path, m: Any, i: int) -> tuple[str, str]:
+    """A [[models]] table's id (a plain name) and how messages name the entry; its common keys checked."""
+    if not isinstance(m, dict):
+        raise LayercritError(f"{path}: models entry {i} is not a table: write it as [[models]]")
+    mid = m.get("id")
+    if not isinstance(mid, str) or not mid:
+        raise LayercritError(f"{path}: model {mid or f'#{i}'}: needs id = \"<name>\" (a plain name: it is a folder "
+                             "and database id)")
+    safe_name(mid, f"{path}: model id")  # it names the model's folder under runs/
+    where = f"{path}: model {mid}"
+    for key in ("name", "category", "arch", "checkpoint", "spec", "method"):
+        if key in m:
+            validate.text(m[key], f"{where}: {key}")
+    return mid, where
+
+
+def _lab_entry(study: Study, shared: dict[str, Any], m: dict[str, Any], mid: str, where: str) -> ModelEntry:
+    """A model the training lab trains: ``method`` and hyperparameters."""
     methods = list_methods()
-    seen = set()
-    for i, m in enumerate(models, 1):
-        if not isinstance(m, dict):
-            raise LayercritError(f"{path}: models entry {i} is not a table: write it as [[models]]")
-        mid = m.get("id")
-        where = f"{path}: model {mid or f'#{i}'}"
-        if not isinstance(mid, str) or not mid:
-            raise LayercritError(f"{where}: needs id = \"<name>\" (a plain name: it is a folder and database id)")
-        safe_name(mid, f"{path}: model id")  # it names the model's folder under runs/
-        where = f"{path}: model {mid}"
-        for key in ("name", "category", "arch", "checkpoint", "spec", "method"):
-            if key in m:
-                validate.text(m[key], f"{where}: {key}")
-        if "num_classes" in m:
-            validate.num_classes(m["num_classes"], f"{where}: num_classes")
-        if "init_seed" in m:
-            validate.seed(m["init_seed"], f"{where}: init_seed")
-        if "input_size" in m:
-            validate.input_size(m["input_size"], f"{where}: input_size")
-        mean, std = validate.normalization(m.get("mean"), m.get("std"), prefix=f"{where}: ")
-        if "normalize" in m and (m["normalize"] != "none" or mean is not None):
-            raise LayercritError(f"{where}: normalize = {m['normalize']!r}: the only value is \"none\" (raw [0, 1] "
-                                 "input), and not together with mean/std")
-        if mid in seen:
-            raise LayercritError(f"{where}: id '{mid}' appears twice: model ids must be unique")
-        seen.add(mid)
-        if ("method" in m) == ("spec" in m):
-            raise LayercritError(f"{where}: give exactly one of method = \"<training method>\" or spec = \"<model spec>\"")
-        hp = {k: v for k, v in m.items() if k not in MODEL_KEYS}
-        entry = ModelEntry(id=mid, name=str(m.get("name", mid)), category=m.get("category"))
-        if "method" in m:
-            if m["method"] not in methods:
-                raise LayercritError(f"{where}: unknown training method '{m['method']}': use one of {', '.join(methods)}")
-            bad = sorted(set(hp) - set(HYPERPARAMETERS))
-            if bad:
-                raise LayercritError(f"{where}: unknown key(s) {', '.join(bad)}: use {', '.join(sorted(MODEL_KEYS))} "
-                                     f"or a hyperparameter ({', '.join(HYPERPARAMETERS)})")
-            for k in SPEC_ONLY_KEYS:
-                if k in m:
-                    raise LayercritError(f"{where}: {k} applies to spec models, not to method = \"{m['method']}\"")
-            entry.method = m["method"]
-            entry.hyperparameters = {"arch": m.get("arch", study.arch), "seed": study.seed, **shared, **hp}
-            entry.variant = " ".join([entry.method, *(f"{k}={v}" for k, v in hp.items() if k not in NOT_VARIANT)])
-        else:
-            if hp:
-                raise LayercritError(f"{where}: unknown key(s) {', '.join(sorted(hp))} for a spec model: "
-                                     f"use {', '.join(sorted(MODEL_KEYS - {'method'}))}")
-            spec = _typed(where, "spec", m["spec"], str)
-            kind = spec.partition(":")[0]
-            if kind not in SPEC_KINDS or not spec.partition(":")[2]:
-                raise LayercritError(f"{where}: unknown model spec {spec!r}: use {', '.join(k + ':' for k in SPEC_KINDS)}")
-            if spec.startswith("file:"):
-                spec = "file:" + str(_resolve(base, spec[5:]))
-            if spec.startswith("arch:"):
-                spec = "arch:" + _code_path(base, spec[5:])
-            arch = m.get("arch", study.arch if spec.startswith("file:") else None)
-            entry.spec, entry.arch = spec, _code_path(base, arch) if arch else arch
-            entry.checkpoint = str(_resolve(base, m["checkpoint"])) if "checkpoint" in m else None
-            entry.num_classes, entry.init_seed = m.get("num_classes"), m.get("init_seed", study.seed)
-            entry.input_size, entry.mean, entry.std = m.get("input_size"), mean, std
-            entry.raw_input = m.get("normalize") == "none"
-        study.models.append(entry)
-    return study
+    if m["method"] not in methods:
+        raise LayercritError(f"{where}: unknown training method '{m['method']}': use one of {', '.join(methods)}")
+    hp = {k: v for k, v in m.items() if k not in MODEL_KEYS}
+    bad = sorted(set(hp) - set(HYPERPARAMETERS))
+    if bad:
+        raise LayercritError(f"{where}: unknown key(s) {', '.join(bad)}: use {', '.join(sorted(MODEL_KEYS))} "
+                             f"or a hyperparameter ({', '.join(HYPERPARAMETERS)})")
+    for k in SPEC_ONLY_KEYS:
+        if k in m:
+            raise LayercritError(f"{where}: {k} applies to spec models, not to method = \"{m['method']}\"")
+    entry = ModelEntry(id=mid, name=str(m.get("name", mid)), category=m.get("category"), method=m["method"])
+    entry.hyperparameters = {"arch": m.get("arch", study.arch), "seed": study.seed, **shared, **hp}
+    entry.variant = " ".join([m["method"], *(f"{k}={v}" for k, v in hp.items() if k not in NOT_VARIANT)])
+    return entry
+
+
+def _spec_entry(study: Study, m: dict[str, Any], mid: str, where: str) -> ModelEntry:
+    """A model given by a spec (any kind ``model_specs`` knows), with what layercrit cannot know about it."""
+    if "num_classes" in m:
+        validate.num_classes(m["num_classes"], f"{where}: num_classes")
+    if "init_seed" in m:
+        validate.seed(m["init_seed"], f"{where}: init_seed")
+    if "input_size" in m:
+        validate.input_size(m["input_size"], f"{where}: input_size")
+    mean, std = validate.normalization(m.get("mean"), m.get("std"), names=(f"{where}: mean", f"{where}: std"))
+    if "normalize" in m and (m["normalize"] != "none" or mean is not None):
+        raise LayercritError(f"{where}: normalize = {m['normalize']!r}: the only value is \"none\" (raw [0, 1] "
+                             "input), and not together with mean/std")
+    unknown = sorted(set(m) - MODEL_KEYS)
+    if unknown:
+        raise LayercritError(f"{where}: unknown key(s) {', '.join(unknown)} for a spec model: "
+                             f"use {', '.join(sorted(MODEL_KEYS - {'method'}))}")
+    spec = m["spec"]
+    if not isinstance(spec, str):
+        raise LayercritError(f"{where}: spec = {spec!r} should be a str")
+    kind, _, rest = spec.partition(":")
+    if model_specs.get_spec_kind(kind) is None or not rest:
+        raise LayercritError(f"{where}: unknown model spec {spec!r}: use {', '.join(model_specs.spec_usages())}")
+    base = study.path.resolve().parent
+    if kind == "file":
+        spec = "file:" + str(_resolve(base, rest))
+    elif kind == "arch":
+        spec = "arch:" + _code_path(base, rest)
+    arch = m.get("arch", study.arch if kind == "file" else None)
+    return ModelEntry(id=mid, name=str(m.get("name", mid)), category=m.get("category"), spec=spec,
+                      arch=_code_path(base, arch) if arch else arch,
+                      checkpoint=str(_resolve(base, m["checkpoint"])) if "checkpoint" in m else None,
+                      num_classes=m.get("num_classes"), init_seed=m.get("init_seed", study.seed),
+                      input_size=m.get("input_size"), mean=mean, std=std, raw_input=m.get("normalize") == "none")
 
 
 def _code_path(base: Path, arch: str) -> str:

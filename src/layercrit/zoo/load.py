@@ -15,7 +15,7 @@ from ..errors import ConfigError, LayercritError
 from ..models.bundle import ModelBundle, ModelOptions
 from ..models.checkpoint import key_mismatch
 from ..models.factory import arch_factory, build_seeded
-from ..models.registry import get_arch
+from ..models.factory import get_arch
 from ..models.wrapper import NormalizedModel
 from .fetch import expected_paths, fetch_model, pretrained_state
 from .layouts import get_layout, read_checkpoint

@@ -211,7 +211,7 @@ def make_tasks(index: int, plan: MeasurePlan, todo: list[Job], placement: Placem
                model: ModelPayload, data: DataPayload, baseline: bool = False) -> list[Task]:
     """Tasks of (unit group, trial) over the jobs still to do, units in forward order; with nothing to do
     and ``baseline``, one task that only measures the unmodified model."""
-    resets = [(r.name, _portable_reset(spec)) for r, spec in zip(plan.resets, plan.config.reset)]
+    resets = [r.portable() for r in plan.resets]
 
     def payload(jobs: list[JobPayload]) -> TaskPayload:
         return TaskPayload(model, data, resets, plan.config, placement.device, placement.threads, jobs)
@@ -231,22 +231,6 @@ def make_tasks(index: int, plan: MeasurePlan, todo: list[Job], placement: Placem
     if not tasks and baseline:  # nothing left to measure, but the unmodified model's metrics are missing
         tasks.append(Task(index, f"model {plan.model_id}, unmodified model only", [], payload([])))
     return tasks
-
-
-def _absolute(path: str) -> str:
-    """A relative path as the driver sees it, made absolute (workers may run elsewhere)."""
-    return os.path.abspath(path) if path and os.path.exists(path) else path
-
-
-def _portable_reset(spec: str) -> str:
-    """init:<ckpt> / interpolate:<alpha>:<ckpt> with the checkpoint path made absolute."""
-    kind, _, arg = spec.partition(":")
-    if kind == "init" and arg:
-        return f"init:{_absolute(arg)}"
-    if kind == "interpolate" and ":" in arg:
-        alpha, _, path = arg.partition(":")
-        return f"interpolate:{alpha}:{_absolute(path)}"
-    return spec
 
 
 def _connect(address: str | None) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 from ...data import DataOrigin
 from ...engine import JobKey, MeasureConfig, Row
 from ...models import ModelSource
-from ...resets import Unit
+from ...resets import Reset, Unit
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class TaskPayload:
 
     model: ModelPayload
     data: DataPayload
-    resets: list[tuple[str, str]]  # (name as the driver calls it, spec with paths absolute)
+    resets: list[Reset]  # unprepared (Reset.portable: paths absolute, named as the driver names them)
     config: MeasureConfig
     device: str  # "cpu" or "cuda": Ray gives the task its GPU
     threads: int  # torch threads in the task (on the CPU: the driver's count, for the same numbers)

@@ -19,7 +19,7 @@ from ...engine import Job, evaluate, resolve_device
 from ...engine.metrics import ResetMetrics
 from ...errors import LayercritError
 from ...models import ModelBundle, build_source
-from ...resets import Reset, parse_reset
+from ...resets import Reset, ResetContext
 from .payload import DataPayload, ModelPayload, ShippedData, TaskPayload, TaskResult
 
 _MODEL: list[tuple[str, ModelBundle]] = []  # the last model this worker process loaded (key, bundle)
@@ -33,11 +33,8 @@ def run_task(payload: TaskPayload) -> TaskResult:
     device = resolve_device(payload.device)
     bundle = _model(payload.model)
     data = _data(payload.data)
-    resets: dict[str, Reset] = {}
-    for name, spec in payload.resets:  # the driver's names: a checkpoint path may be spelled differently here
-        r = parse_reset(spec, factory=bundle.factory, seed=payload.config.seed, trust_pickle=payload.config.trust_pickle)
-        r.name = name
-        resets[name] = r
+    context = ResetContext(bundle.factory, bundle.network, payload.config.seed, payload.config.trust_pickle)
+    resets: dict[str, Reset] = {r.name: r.prepare(context) for r in payload.resets}  # named as the driver names them
     jobs = [Job(resets[j.reset], j.trial, j.unit,
                 ResetMetrics.from_state(j.state) if j.state is not None else ResetMetrics()) for j in payload.jobs]
     rows, base = evaluate(bundle, data, jobs, payload.config, device=device)
