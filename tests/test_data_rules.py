@@ -255,7 +255,7 @@ def test_high_bit_depth_and_float(tmp_path):
     Image.fromarray(np.full((4, 4), 200, dtype=np.int32)).save(tmp_path / "i32.tiff")  # 32-bit, 8-bit values
     assert (rgb(tmp_path / "i32.tiff") == 200).all()
     Image.fromarray(np.full((4, 4), 70000, dtype=np.int32)).save(tmp_path / "i32big.tiff")
-    refused(tmp_path / "i32big.tiff", "values in [70000, 70000], beyond 16 bits", "convert it to an 8-bit image")
+    refused(tmp_path / "i32big.tiff", "has pixel mode I with values in [70000, 70000], beyond 16 bits", "convert it to an 8-bit image")
     Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "f.tiff")
     assert (rgb(tmp_path / "f.tiff") == 128).all()
     Image.fromarray(np.full((4, 4), 1.5, dtype=np.float32)).save(tmp_path / "f2.tiff")

@@ -876,3 +876,207 @@ def test_fuzz_claims_are_judged_or_refused_in_one_error(rules, claim):
     with contextlib.suppress(LayercritError):
         cells, verdicts = judge_claims({"criticality": table, "disagreement": table}, parsed)
         assert set(verdicts["verdict"]) <= {"holds", "does not hold", "inconclusive", "pending"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data folders as real machines leave them (issue 24): nothing hangs, nothing is mislabelled. The rules are the
+# table in docs/data.md; tests/test_data_rules.py checks each row's exact outcome in-process, these cases check
+# them through every command that reads images.
+
+DATA_TIMEOUT = 60  # an image read that blocked (a FIFO, a device) would hang forever: past 60 s the case fails
+
+
+def _special_files(root: Path) -> list[str]:
+    """Image names that are not regular files, in class folders of ``root``: a FIFO, a socket, a link to
+    /dev/zero and (where mknod is allowed) a character device. Returns them relative to ``root``."""
+    import socket
+    import stat
+
+    os.mkfifo(root / "c1" / "pipe.png")
+    with socket.socket(socket.AF_UNIX) as s:  # bound at a short path (sun_path holds 108 bytes), moved into place
+        short = Path("/tmp", f"lc-{os.getpid()}-{time.monotonic_ns()}.png")
+        s.bind(str(short))
+    os.rename(short, root / "c2" / "sock.png")
+    os.symlink("/dev/zero", root / "c3" / "zero.png")
+    made = ["c1/pipe.png", "c2/sock.png", "c3/zero.png"]
+    try:
+        os.mknod(root / "c4" / "dev.png", stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero's numbers
+        made.append("c4/dev.png")
+    except OSError:
+        pass  # mknod needs CAP_MKNOD: the link to /dev/zero stands in for a device node
+    return made
+
+
+def _poison(root: Path) -> list[str]:
+    """What a user's machine leaves in a data folder: Jupyter's checkpoints folder holding images beside the
+    class folders (it would become class 0), an AppleDouble file, a hidden folder of images inside a class
+    and the special files of :func:`_special_files`."""
+    (root / ".ipynb_checkpoints").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (i, 0, 0)).save(root / ".ipynb_checkpoints" / f"{i}-checkpoint.png")
+    (root / "c0" / "._0.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (root / "c5" / ".cache").mkdir()
+    Image.new("RGB", (32, 32)).save(root / "c5" / ".cache" / "thumb.png")
+    return _special_files(root)
+
+
+def _assert_poison_reported(proc: subprocess.CompletedProcess, root: Path, special: list[str]) -> None:
+    """One warning line for the hidden entries and one for the special files of ``root``; nothing from PIL."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"layercrit: warning: data folder {root}:")]
+    hidden = [line for line in lines if "hidden or system entries" in line]
+    assert len(hidden) == 1 and "skipped 3 hidden" in hidden[0] and ".ipynb_checkpoints" in hidden[0], lines
+    specials = [line for line in lines if "not regular files" in line]
+    assert len(specials) == 1 and f"skipped {len(special)} image names" in specials[0], lines
+    assert "c1/pipe.png (a FIFO), c2/sock.png (a socket), c3/zero.png (a link to character device)" in specials[0]
+    for noise in ("Warning:", "warnings.warn", "Palette images", "DecompressionBomb"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+
+
+def _timed(*args, cwd: Path, env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    proc = layercrit(*args, cwd=cwd, env=env, timeout=DATA_TIMEOUT)
+    return proc, time.monotonic() - start
+
+
+def test_data_special_files_and_hidden_folders_measure(world, tmp_path):
+    """measure: a FIFO, a socket and a device among the images are skipped with one warning line within seconds;
+    `.ipynb_checkpoints` holding images is no class (else 11 classes would not fit the 10-class model)."""
+    data = tmp_path / "data"
+    shutil.copytree(world.data, data)
+    special = _poison(data)
+    proc, took = _timed("measure", *MODEL, "--data", data, "--db", tmp_path / "s.db", *QUICK, "--samples", "20",
+                        cwd=tmp_path, env=world.env)
+    assert_clean_success(proc)
+    _assert_poison_reported(proc, data, special)
+    print(f"measure on a folder with {', '.join(special)}: {took:.1f} s")
+    proc = layercrit("measure", *MODEL, "--data", data, "--db", tmp_path / "t.db", *QUICK, "--samples", "21",
+                     cwd=tmp_path, env=world.env, timeout=DATA_TIMEOUT)  # 20 images: hidden ones never count
+    assert_one_error(proc, "more than the 20 images")
+
+
+def test_data_special_files_and_hidden_folders_train(world, tmp_path):
+    """train (the training lab's data path): the same rules in train/ and test/; the run records 10 classes."""
+    root = tmp_path / "cifar"
+    shutil.copytree(world.inputs / "cifar", root)
+    special = {split: _poison(root / split) for split in ("train", "test")}
+    proc, took = _timed("train", "--method", "standard", "--data", root, "--out", tmp_path / "run", "--epochs", "1",
+                        "--batch-size", "10", "--threads", "1", "--no-progress", cwd=tmp_path, env=world.env)
+    assert_clean_success(proc)
+    for split in ("train", "test"):
+        _assert_poison_reported(proc, root / split, special[split])
+    side = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert side["data"]["classes"] == [f"c{c}" for c in range(10)] and side["data"]["train_images"] == 20
+    print(f"train on folders with special files: {took:.1f} s")
+
+
+def _huge(path: Path) -> None:
+    Image.new("1", (10_000, 10_000)).save(path)  # 100 Mpx (12 kB on disk): over PIL's 89.5 Mpx bomb warning
+
+
+@pytest.mark.parametrize("command", ["study run", "compress"])
+def test_data_special_files_and_a_huge_image_study_and_compress(command, world, tmp_path):
+    """study run and compress: the special files are skipped within seconds, then the huge image is refused in
+    one line naming the file and the limit (before it is decoded)."""
+    data = tmp_path / "data"
+    shutil.copytree(world.data, data)
+    special = _poison(data)
+    _huge(data / "c6" / "big.png")
+    if command == "study run":
+        (tmp_path / "study.toml").write_text(f'[study]\ndata = "{data}"\nsamples = 21\ntrials = 1\n'
+                                             '[[models]]\nid = "m"\nspec = "arch:cifar_resnet50"\n')
+        args = ["study", "run", tmp_path / "study.toml", "--db", tmp_path / "s.db", "--no-progress"]
+    else:
+        args = ["compress", "--model", f"file:{world.ckpt}", "--arch", "cifar_resnet50", "--data", data,
+                "--samples", "21", "--remove", "1", "--out", tmp_path / "out", "--no-progress"]
+    before = snapshot(world.inputs)
+    proc, took = _timed(*args, cwd=tmp_path, env=world.env)
+    assert_one_error(proc, f"image {data / 'c6' / 'big.png'} is 10000 x 10000 px", "over the limit of 89,478,485")
+    _assert_poison_reported(proc, data, special)
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "out").exists()
+    assert changes(before, snapshot(world.inputs)) == []
+    print(f"{command} on a folder with special files and a huge image: {took:.1f} s")
+
+
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    """A PNG that declares w x h pixels and holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+
+
+def _convertible(root: Path) -> None:
+    """One image of every kind that is converted (docs/data.md), in class c0..c9 of a copy of the world's data."""
+    pal = Image.new("P", (32, 32), 1)
+    pal.putpalette([0, 0, 0, 250, 10, 20] + [0] * 762)
+    for i in range(3):
+        pal.save(root / "c0" / f"pt{i}.png", transparency=1)  # palette + transparency: PIL warns on convert("RGB")
+    Image.new("RGBA", (32, 32), (5, 6, 7, 0)).save(root / "c1" / "rgba.png")
+    Image.new("LA", (32, 32), (128, 100)).save(root / "c1" / "la.png")
+    Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(root / "c2" / "cmyk.jpg")
+    Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)).save(root / "c3" / "g16.png")
+    Image.fromarray(np.full((32, 32), 0.25, dtype=np.float32)).save(root / "c4" / "f.tiff")
+    Image.new("RGB", (1, 1), (9, 8, 7)).save(root / "c5" / "dot.png")  # tiny: upscaled
+    Image.new("1", (32, 32), 1).save(root / "c6" / "bits.png")
+    Image.new("RGB", (32, 32)).save(root / "c7" / "new\nline.png")
+    Image.new("RGB", (32, 32)).save(root / "c8" / os.fsdecode(b"caf\xe9.png"))
+
+
+DATA_REFUSED = [  # (name, setup(class folder c9), words of the one error line)
+    ("huge", lambda c: _huge(c / "big.png"), ("big.png is 10000 x 10000 px", "89,478,485", "downscale")),
+    ("bomb", lambda c: _png_header_only(c / "bomb.png", 30_000, 30_000), ("bomb.png has more than twice",)),
+    ("empty", lambda c: (c / "empty.png").write_bytes(b""), ("empty.png is empty (0 bytes)",)),
+    ("truncated", lambda c: (c / "cut.png").write_bytes((c / "0.png").read_bytes()[:60]), ("cut.png is damaged",)),
+    ("not-an-image", lambda c: (c / "text.jpg").write_text("hello"), ("text.jpg is not an image PIL can read",)),
+    ("link-to-nothing", lambda c: os.symlink(c / "gone", c / "gone.png"), ("gone.png is a link to nothing",)),
+    ("int-beyond-16-bits", lambda c: Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(c / "i.tiff"),
+     ("i.tiff has pixel mode I with values in [70000, 70000], beyond 16 bits",)),
+    ("name-newline-not-utf8", lambda c: (c / os.fsdecode(b"bad\n\xe9.png")).write_bytes(b"not an image"),
+     ("bad\\n\\xe9.png is not an image",)),
+]
+
+
+@pytest.fixture(scope="module")
+def data_rows(world):
+    """measure on a copy of the world's data with one image kind of docs/data.md's table added: the convertible
+    kinds together, each refused kind alone (two at a time); name -> (proc, folder)."""
+    def run(row):
+        name, setup = row
+        d = world.case_dir(f"data-{name}")
+        shutil.copytree(world.data, d / "data")
+        setup(d / "data")
+        proc = layercrit("measure", *MODEL, "--data", d / "data", "--db", d / "s.db", *QUICK, "--samples", "all",
+                         cwd=d, env=world.env, timeout=DATA_TIMEOUT)
+        return name, (proc, d / "data")
+
+    rows = [("convertible", _convertible)] + [(name, lambda root, s=setup: s(root / "c9"))
+                                              for name, setup, _ in DATA_REFUSED]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, rows))
+
+
+def test_data_convertible_kinds_measure_with_one_line_each(world, data_rows):
+    proc, data = data_rows["convertible"]
+    assert_clean_success(proc)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("layercrit: warning: data folder")]
+    assert warnings == [
+        f"layercrit: warning: data folder {data}: 5 images with transparent pixels (e.g. c0/pt0.png) converted to "
+        "RGB by dropping the alpha channel, as torchvision's loader does (transparent pixels show the colour stored "
+        "under them)",
+        f"layercrit: warning: data folder {data}: 1 CMYK image (e.g. c2/cmyk.jpg) converted to RGB without colour "
+        "management (colours may differ from what a viewer shows)"], proc.stderr
+    for noise in ("Warning:", "warnings.warn", "Palette images"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name,needles", [(name, needles) for name, _, needles in DATA_REFUSED],
+                         ids=[name for name, _, _ in DATA_REFUSED])
+def test_data_refused_kinds_measure_in_one_line(name, needles, world, data_rows):
+    proc, data = data_rows[name]
+    line = assert_one_error(proc, *needles)
+    assert not (data.parent / "s.db").exists(), "a refused image must not create the database"
+    assert f"image {data / 'c9'}/" in line, line

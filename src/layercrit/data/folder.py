@@ -416,7 +416,7 @@ def _to_rgb8(im: Image.Image, path: str) -> Image.Image:
     else:
         ilow, ihigh = int(a.min()), int(a.max())
         if ilow < 0 or ihigh > 65535:
-            raise _refuse(path, f"is a {im.mode} image with values in [{ilow}, {ihigh}], beyond 16 bits",
+            raise _refuse(path, f"has pixel mode {im.mode} with values in [{ilow}, {ihigh}], beyond 16 bits",
                           "convert it to an 8-bit image")
         bits16 = im.mode.startswith("I;16") or ihigh > 255  # a 16-bit file, or 32-bit mode holding 16-bit data
         scale = 255 / 65535 if bits16 else None
