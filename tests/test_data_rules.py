@@ -250,8 +250,8 @@ def test_high_bit_depth_and_float(tmp_path):
     assert (rgb(tmp_path / "g16.png") == 255).all()
     Image.fromarray(np.full((4, 4), 257 * 100, dtype=np.uint16)).save(tmp_path / "g16b.png")
     assert (rgb(tmp_path / "g16b.png") == 100).all()
-    png16_rgb(tmp_path / "rgb16.png", np.full((4, 4, 3), [0x1234, 0x5678, 0xFFFF], dtype=np.uint16))
-    assert (rgb(tmp_path / "rgb16.png") == [0x12, 0x56, 0xFF]).all()  # PIL keeps the high byte
+    png16_rgb(tmp_path / "rgb16.png", np.full((4, 4, 3), [0x12FF, 0x5601, 0xFFFF], dtype=np.uint16))
+    assert (rgb(tmp_path / "rgb16.png") == [0x12, 0x56, 0xFF]).all()  # PIL keeps the high byte (0x12FF -> 0x12)
     Image.fromarray(np.full((4, 4), 200, dtype=np.int32)).save(tmp_path / "i32.tiff")  # 32-bit, 8-bit values
     assert (rgb(tmp_path / "i32.tiff") == 200).all()
     Image.fromarray(np.full((4, 4), 70000, dtype=np.int32)).save(tmp_path / "i32big.tiff")
