@@ -114,7 +114,7 @@ def test_data_folder_missing_empty_or_unreadable(tmp_path):
     (tmp_path / "noimg" / "cat" / "notes.txt").write_text("x")
     _assert_clean_error(_measure(db, *model, "--data", str(tmp_path / "noimg")), "holds no images", db=db)
     bad = _image_folder(tmp_path / "bad", classes=tuple("abcdefghij"), bad="broken.jpg")
-    _assert_clean_error(_measure(db, *model, "--data", str(bad), "--samples", "all"), "unreadable image",
+    _assert_clean_error(_measure(db, *model, "--data", str(bad), "--samples", "all"), "is not an image PIL can read",
                         "broken.jpg", db=db)
     (tmp_path / "splits" / "train").mkdir(parents=True)
     (tmp_path / "splits" / "test").mkdir(parents=True)

@@ -389,8 +389,8 @@ def _to_rgb(im: Image.Image, path: str, notes: Notes) -> Image.Image:
         return _to_rgb8(im, path)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
         rgba = im.convert("RGBA")  # palette or single-colour transparency becomes an alpha channel: no PIL warning
-        low, _ = rgba.getchannel("A").getextrema()
-        if low < 255:
+        low = rgba.getchannel("A").getextrema()[0]  # one band: (min, max)
+        if isinstance(low, (int, float)) and low < 255:
             notes.add("transparency", path)
         return rgba.convert("RGB")
     if mode == "CMYK":
