@@ -83,7 +83,7 @@ def test_below_the_smallest_candidate_and_nothing_fits():
     c = choose_batch_size(work, n_images=100, budget_bytes=int(batching.SAFETY * 5 * 100), candidates=(8, 16),
                           memory=(0, 100), clock=work.clock)
     assert c.batch_size == 4
-    with pytest.raises(LayercritError, match="holds no batch.*--max-memory"):
+    with pytest.raises(LayercritError, match="holds no batch.*max_memory"):
         choose_batch_size(work, n_images=100, budget_bytes=50, memory=(0, 100), clock=work.clock)
 
 
@@ -152,7 +152,7 @@ def test_bf16_fast_on_cpus(monkeypatch):
         note = hardware.precision_speed_note("bf16", "cpu")
         assert (note is None) is fast
         if note:
-            assert "\n" not in note and "AVX512-BF16" in note and "--precision fp32" in note
+            assert "\n" not in note and "AVX512-BF16" in note and "{precision} fp32" in note
     _flags(monkeypatch, set())  # cannot tell: no warning on a guess
     assert hardware.bf16_fast("cpu")
     assert hardware.precision_speed_note("fp32", "cpu") is None

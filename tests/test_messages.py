@@ -2,8 +2,10 @@
 
 The rule (layercrit.errors): outside ``src/layercrit/cli`` no string literal spells a command-line flag
 (``--db``, ``--samples``); a message about an option raises ``ConfigError("... {field} ...")`` with the
-Python parameter name, which the CLI renders as its flag. Docstrings and comments are prose for readers
-of the code and are not messages: they are not checked.
+Python parameter name, which the CLI renders as its flag. Not messages, so not checked: docstrings and
+comments (prose for readers of the code), a command quoted in backticks (`` `ray start --head` ``: a command
+line, possibly another program's), and a string that is a single argument (``"--format=%H"`` in an argument
+list for git).
 """
 from __future__ import annotations
 
@@ -15,6 +17,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "layercrit"
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+QUOTED = re.compile(r"`[^`]*`")  # a command line quoted as code
+ARGUMENT = re.compile(r"--[a-z][a-z0-9-]*(=.*)?")  # a string that is one command-line argument
+
+
+def _flags(text: str) -> list[str]:
+    if ARGUMENT.fullmatch(text):
+        return []
+    return FLAG.findall(QUOTED.sub("", text))
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -36,7 +46,7 @@ def flags_in_messages(path: Path) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-            for flag in FLAG.findall(node.value):
+            for flag in _flags(node.value):
                 found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: {flag}")
     return found
 
@@ -55,7 +65,7 @@ def test_the_check_sees_flags(tmp_path):
     """The scanner itself: a flag in a message is found, one in a docstring or comment is not."""
     f = tmp_path / "m.py"
     f.write_text('"""Use --db."""\n# --out\ndef g():\n    """--device"""\n    raise E(f"give --batch-size {x}")\n'
-                 'X = "a -- b, x--y, {batch_size}"\n')
+                 'X = "a -- b, x--y, {batch_size}, `ray start --head`"\nrun(["git", "log", "--format=%H"])\n')
     assert [s.split(": ", 1)[1] for s in flags_in_messages_at(f)] == ["--batch-size"]
 
 
@@ -64,4 +74,4 @@ def flags_in_messages_at(path: Path) -> list[str]:
     skip = _docstrings(tree)
     return [f"{node.lineno}: {flag}" for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
-            for flag in FLAG.findall(node.value)]
+            for flag in _flags(node.value)]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import BusyError, LayercritError
+from .validate import fail
 
 try:  # POSIX; elsewhere exclusive_lock locks nothing
     import fcntl
@@ -113,18 +114,19 @@ def writing_into(path: str | Path, action: str = "write") -> Iterator[None]:
         raise os_error(e, getattr(e, "filename", None) or path, action) from None
 
 
-def check_output_file(path: str | Path, what: str = "--out") -> Path:
-    """A file ``path`` can be written: its folder exists and ``path`` is not a folder."""
+def check_output_file(path: str | Path, what: str = "{out}") -> Path:
+    """A file ``path`` can be written: its folder exists and ``path`` is not a folder. ``what``: the option
+    it came from, as a ``{field}`` placeholder (a ConfigError), or words (a LayercritError)."""
     path = Path(path)
     if path.is_dir():
-        raise LayercritError(f"{what} {path} is a folder: give a file name")
+        fail(what, f"{what} {path} is a folder: give a file name")
     if not path.parent.is_dir():
-        raise LayercritError(f"folder for {what} does not exist: {path.parent}: create it first")
+        fail(what, f"folder for {what} does not exist: {path.parent}: create it first")
     return path
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, *, what: str = "--out") -> Iterator[Path]:
+def atomic_write(path: str | Path, *, what: str = "{out}") -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; once the block has written it, fsync it and
     rename it over ``path``. On any failure the temporary is removed and nothing changes at
     ``path``; an ``OSError`` becomes one :class:`LayercritError` naming ``path`` and the cause.
@@ -156,7 +158,7 @@ def atomic_write(path: str | Path, *, what: str = "--out") -> Iterator[Path]:
             os.close(dir_fd)
 
 
-def write_text(path: str | Path, text: str, *, what: str = "--out") -> None:
+def write_text(path: str | Path, text: str, *, what: str = "{out}") -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path, what=what) as tmp:
         tmp.write_text(text, encoding="utf-8")

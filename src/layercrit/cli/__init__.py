@@ -9,10 +9,11 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 
 from .. import __version__
-from ..errors import ConfigError, LayercritError
+from ..errors import LayercritError, Message, NamedFields
 from ..paths import os_error
 
 # Command modules, in the order their commands appear in --help.
@@ -44,7 +45,10 @@ class _LowerLevelFormatter(logging.Formatter):
     """``layercrit: warning: ...``, ``layercrit: info: ...``: as the CLI's own lines read."""
 
     def format(self, record: logging.LogRecord) -> str:
-        record = logging.makeLogRecord({**record.__dict__, "levelname": record.levelname.lower()})
+        msg = record.msg
+        if isinstance(msg, Message):  # a library message naming options: here they are flags
+            msg = msg.naming({f: flag(f) for f in re.findall(r"\{([a-z_][a-z0-9_]*)\}", msg.template)})
+        record = logging.makeLogRecord({**record.__dict__, "msg": msg, "levelname": record.levelname.lower()})
         return super().format(record)
 
 
@@ -107,7 +111,7 @@ def flag(field: str, flags: dict[str, str] | None = None) -> str:
 def with_flags(e: LayercritError, flags: dict[str, str] | None = None) -> str:
     """A library error names Python parameters (``batch_size``); on the command line they are its flags.
     The library never spells a flag itself (tests/test_architecture.py checks): this is the one place."""
-    if isinstance(e, ConfigError):
+    if isinstance(e, NamedFields):
         return e.naming({f: flag(f, flags) for f in e.fields})
     return str(e)
 

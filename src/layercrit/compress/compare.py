@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import EvalData
-from ..errors import LayercritError
+from ..errors import ConfigError
 from ..models import ModelBundle, create_model
 from ..paths import atomic_write, path_inside, safe_name, write_text, writing_into
 from .cost import throughput
@@ -128,19 +128,19 @@ def _check_settings(out: Path, models: dict[str, ModelBundle], settings: dict | 
         if not isinstance(stored, dict) or not isinstance(stored.get("models"), dict):
             raise ValueError("not a settings object")
     except (ValueError, UnicodeDecodeError) as e:
-        raise LayercritError(f"{path} is damaged ({e}): delete it (and compression.csv) to start the comparison "
-                             "afresh, or use another --out") from None
+        raise ConfigError(f"{path} is damaged ({e}): delete it (and compression.csv) to start the comparison "
+                          "afresh, or use another {out}") from None
     weights = {i: b.checksum() for i, b in models.items()}
     changed = [i for i, c in weights.items() if stored["models"].get(i, c) != c]
     if changed:
-        raise LayercritError(f"{out} holds rows of other weights under the id(s) {', '.join(changed)}: "
-                             "use other ids or another --out")
+        raise ConfigError(f"{out} holds rows of other weights under the id(s) {', '.join(changed)}: "
+                          "use other ids or another {out}")
     if settings is None:
         return
     differ = [k for k, v in settings.items() if k in stored and stored[k] != v]
     if differ:
-        raise LayercritError(f"{out} holds a comparison with other {', '.join(differ)} settings: use the same "
-                             "options, or another --out")
+        raise ConfigError(f"{out} holds a comparison with other {', '.join(differ)} settings: use the same "
+                          "options, or another {out}")
     stored = {**stored, **settings, "models": {**stored["models"], **weights}}
     write_text(path, json.dumps(stored, indent=2))
 

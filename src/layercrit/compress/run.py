@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..accuracy import accuracy
 from ..data import EvalData
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..models import ModelBundle, get_arch, save_safetensors
 from ..models.checkpoint import describe_weights
 from .cost import flops, parameter_count
@@ -36,12 +36,12 @@ def choose_blocks(bundle: ModelBundle, rule: str, *, remove: int | None, max_dro
         raise LayercritError(f"unknown rule '{rule}': use {', '.join(RULES)}")
     if rule != "criticality":
         if remove is None or max_drop is not None:
-            raise LayercritError(f"--rule {rule} takes --remove N (only the criticality rule measures, so only it "
-                                 "can stop at --max-drop)")
+            raise ConfigError(f"{{rule}} {rule} takes {{remove}} N (only the criticality rule measures, so only it "
+                              "can stop at {max_drop})")
         blocks = select_random(bundle, remove, seed) if rule == "random" else select_magnitude(bundle, remove)
         return blocks, {}
     if data is None:
-        raise LayercritError("the criticality rule measures blocks: give --data (selection images)")
+        raise ConfigError("the criticality rule measures blocks: give {data} (selection images)")
     result = select_greedy(bundle, data, remove=remove, max_drop=max_drop, batch_size=batch_size, device=device,
                            progress=progress)
     return result.removed, {"selection_top1_acc": result.base_top1_acc, "steps": result.steps.to_dict("records")}
@@ -64,9 +64,9 @@ def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality",
     """
     out = Path(out)
     if out.exists():
-        raise LayercritError(f"{out} exists already: choose another --out, or delete it")
+        raise ConfigError(f"{out} exists already: choose another {{out}}, or delete it")
     if not out.parent.is_dir():
-        raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
+        raise ConfigError(f"folder for {{out}} does not exist: {out.parent}: create it first")
     if finetune:
         _check_finetune(bundle, finetune)  # before the (long) selection
     blocks, basis = choose_blocks(bundle, rule, remove=remove, max_drop=max_drop, data=data, seed=seed,
@@ -114,11 +114,11 @@ def compress(bundle: ModelBundle, out: str | Path, *, rule: str = "criticality",
 
 def _check_finetune(bundle: ModelBundle, finetune: dict) -> None:
     if "data" not in finetune:
-        raise LayercritError("fine-tuning needs data: the CIFAR-10 root (--finetune-data)")
+        raise ConfigError("fine-tuning needs data: the CIFAR-10 root ({finetune_data})")
     root = Path(finetune["data"])
     if not ((root / "train").is_dir() or (root / "cifar-10-batches-py").is_dir()):
-        raise LayercritError(f"--finetune-data {root}: no train/ folder or cifar-10-batches-py there: give the "
-                             "CIFAR-10 root, e.g. ../shared/data/cifar10")
+        raise ConfigError(f"{{finetune_data}} {root}: no train/ folder or cifar-10-batches-py there: give the "
+                          "CIFAR-10 root, e.g. ../shared/data/cifar10")
     get_recipe(finetune.get("method", "standard"))  # unknown method: one clear error
     arch = get_arch(bundle.arch)
     if not _close(_normalization(bundle), arch):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..data import EvalData
 from ..engine import MeasureConfig, measure
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..models import ModelBundle, arch_factory, get_arch, remove_blocks
 from ..models.registry import variant_name
 from ..resets import block_magnitude, discover_blocks
@@ -59,8 +59,8 @@ def input_size(bundle: ModelBundle) -> int:
 def _check_count(bundle: ModelBundle, n: int) -> list[str]:
     names = block_names(bundle)
     if not 1 <= n < len(names):
-        raise LayercritError(f"cannot remove {n} of the {len(names)} residual blocks of {bundle.model_id}: "
-                             f"choose --remove between 1 and {len(names) - 1}")
+        raise ConfigError(f"cannot remove {n} of the {len(names)} residual blocks of {bundle.model_id}: "
+                          f"choose {{remove}} between 1 and {len(names) - 1}")
     return names
 
 
@@ -93,11 +93,11 @@ def select_greedy(bundle: ModelBundle, data: EvalData, *, remove: int | None = N
     before the removal that would drop top-1 on ``data`` more than ``max_drop`` points below
     the full model's."""
     if remove is None and max_drop is None:
-        raise LayercritError("say how much to remove: --remove N (blocks) or --max-drop PP (accuracy points)")
+        raise ConfigError("say how much to remove: {remove} N (blocks) or {max_drop} PP (accuracy points)")
     if remove is not None:
         _check_count(bundle, remove)
     if max_drop is not None and max_drop < 0:
-        raise LayercritError(f"--max-drop must be a number of accuracy points >= 0, got {max_drop}")
+        raise ConfigError(f"{{max_drop}} must be a number of accuracy points >= 0, got {max_drop}")
     removed: list[str] = []
     steps, first, base = [], None, None
     current = bundle

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .. import validate
-from ..errors import ConfigError, LayercritError
+from ..errors import ConfigError, Message
 from ..models.state import out_of_place
 from .graph import CachedGraph
 
@@ -160,7 +160,7 @@ class BatchChoice:
 
     def summary(self) -> str:
         rates = ", ".join(f"{b}: {r:.1f}" for b, r in self.images_per_s.items())
-        return (f"--batch-size auto: {self.batch_size} (images/s by batch size: {rates}; about "
+        return (f"{{batch_size}} auto: {self.batch_size} (images/s by batch size: {rates}; about "
                 f"{fmt_bytes(self.fixed_bytes + self.batch_size * self.bytes_per_image)} of the budget "
                 f"{fmt_bytes(self.budget_bytes)}, {self.budget})")
 
@@ -196,7 +196,7 @@ def choose_batch_size(run: Callable[[int], object], *, n_images: int, device: st
     start = clock()
     if budget_bytes is None:
         budget_bytes, budget = default_budget(device)
-    budget = budget or f"--max-memory {fmt_bytes(budget_bytes)}"
+    budget = budget or f"max_memory {fmt_bytes(budget_bytes)}"
     fixed, per_image = memory if memory is not None else estimate_bytes(run, n_images, device)
 
     def fits(b: int) -> bool:
@@ -210,10 +210,10 @@ def choose_batch_size(run: Callable[[int], object], *, n_images: int, device: st
         while b > 1 and not fits(b):
             b //= 2
         if not fits(b):
-            raise LayercritError(
-                f"--max-memory: the budget {fmt_bytes(budget_bytes)} ({budget}) holds no batch: one image needs "
-                f"about {fmt_bytes(SAFETY * (fixed + per_image))}; raise --max-memory, free memory, "
-                "or use --engine naive (no activation cache)")
+            raise ConfigError(
+                f"{{max_memory}}: the budget {fmt_bytes(budget_bytes)} ({budget}) holds no batch: one image needs "
+                f"about {fmt_bytes(SAFETY * (fixed + per_image))}; raise {{max_memory}}, free memory, "
+                "or use {engine} naive (no activation cache)")
         sizes = [b]
     rates: dict[int, float] = {}
     best: int | None = None
@@ -285,7 +285,7 @@ def auto_batch_size(net: nn.Module, images: torch.Tensor, layer_paths: Sequence[
     with out_of_place(net), torch.inference_mode(), autocast:
         choice = choose_batch_size(run, n_images=len(images), device=device, budget_bytes=budget_bytes,
                                    budget=budget, candidates=candidates, max_seconds=max_seconds)
-    log.info(choice.summary())
+    log.info(Message(choice.summary()))
     return choice
 
 
@@ -317,6 +317,6 @@ def resumed_batch_size(record: dict, runs, run_id: int, resumable: bool) -> int 
         return None
     if SAFETY * (auto["fixed_bytes"] + stored * auto["bytes_per_image"]) > auto["budget_bytes"]:
         return None  # the earlier size does not fit here: the new choice, saved jobs restart
-    log.info(f"--batch-size auto: resuming with batch size {stored}, the interrupted run's (its saved progress "
-             f"is on that grid) instead of {record.get('batch_size')}")
+    log.info(Message(f"{{batch_size}} auto: resuming with batch size {stored}, the interrupted run's (its saved "
+                     f"progress is on that grid) instead of {record.get('batch_size')}"))
     return stored

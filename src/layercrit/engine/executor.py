@@ -14,7 +14,7 @@ from typing import Protocol
 import pandas as pd
 import torch
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from .evaluate import evaluate
 from .plan import MeasurePlan
 from .recorder import Recorder
@@ -57,11 +57,11 @@ def resolve_device(name: str | torch.device) -> torch.device:
     except RuntimeError:
         raise LayercritError(f"unknown device {name}: use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise LayercritError(f"device {name} is not available here (no CUDA GPU): use --device cpu")
+        raise ConfigError(f"device {name} is not available here (no CUDA GPU): use {{device}} cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise LayercritError(f"device {name} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise LayercritError(f"device {name} is not available here (no Apple GPU): use --device cpu")
+        raise ConfigError(f"device {name} is not available here (no Apple GPU): use {{device}} cpu")
     if device.type not in ("cpu", "cuda", "mps"):
         raise LayercritError(f"unknown device {name}: use cpu, cuda, cuda:N or mps")
     return device

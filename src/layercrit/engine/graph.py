@@ -23,6 +23,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..errors import Message
+
 log = logging.getLogger("layercrit")
 
 # In-place operators would overwrite cached values; they are rewritten to their
@@ -196,6 +198,6 @@ def try_cached_graph(model: nn.Module, layer_paths: list[str]) -> CachedGraph | 
     try:
         return CachedGraph(model, layer_paths)
     except Exception as e:
-        log.warning(f"cannot trace {type(model).__name__} for the cached engine "
-                    f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); using --engine naive")
+        log.warning(Message(f"cannot trace {type(model).__name__} for the cached engine ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:100] if str(e) else ''}); using {{engine}} naive"))
         return None

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import Message
+
 log = logging.getLogger("layercrit")
 
 
@@ -50,7 +52,8 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def precision_speed_note(precision: str, device: str | torch.device) -> str | None:
-    """None where ``precision`` is fp32 or runs fast on ``device``; else one line saying why it will be slow."""
+    """None where ``precision`` is fp32 or runs fast on ``device``; else one line saying why it will be slow (the
+    option named ``{precision}``, as :class:`~layercrit.errors.Message` renders it)."""
     if precision == "fp32":
         return None
     device = _device(device)
@@ -59,11 +62,11 @@ def precision_speed_note(precision: str, device: str | torch.device) -> str | No
         if not flags:
             return None  # cannot tell
         if precision == "bf16" and not flags & {"amx_bf16", "amx_tile", "avx512_bf16"}:
-            return ("--precision bf16 on a CPU without AMX or AVX512-BF16: bf16 is emulated here and will "
-                    "likely be slower than fp32; use --precision fp32")
+            return ("{precision} bf16 on a CPU without AMX or AVX512-BF16: bf16 is emulated here and will "
+                    "likely be slower than fp32; use {precision} fp32")
         if precision == "fp16" and not flags & {"amx_fp16", "avx512_fp16"}:
-            return ("--precision fp16 on a CPU without AMX-FP16 or AVX512-FP16: fp16 is emulated here and will "
-                    "likely be slower than fp32; use --precision fp32 (or bf16 where supported)")
+            return ("{precision} fp16 on a CPU without AMX-FP16 or AVX512-FP16: fp16 is emulated here and will "
+                    "likely be slower than fp32; use {precision} fp32 (or bf16 where supported)")
         return None
     if device.type == "cuda":
         try:
@@ -73,8 +76,8 @@ def precision_speed_note(precision: str, device: str | torch.device) -> str | No
             return None
         need = (8, 0) if precision == "bf16" else (7, 0)
         if (major, minor) < need:
-            return (f"--precision {precision} on {name} (compute capability {major}.{minor} < {need[0]}.{need[1]}): "
-                    f"it has no {precision} tensor cores, so {precision} will be slow there; use --precision "
+            return (f"{{precision}} {precision} on {name} (compute capability {major}.{minor} < {need[0]}.{need[1]}): "
+                    f"it has no {precision} tensor cores, so {precision} will be slow there; use {{precision}} "
                     + ("fp16 or fp32" if precision == "bf16" and (major, minor) >= (7, 0) else "fp32"))
         return None
     return None
@@ -97,7 +100,7 @@ def cpu_bf16_kind() -> str:
 
 @functools.lru_cache(maxsize=None)
 def _warn_once(note: str) -> None:
-    log.warning(note)
+    log.warning(Message(note))
 
 
 def warn_if_slow(precision: str, device: str | torch.device) -> None:

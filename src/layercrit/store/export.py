@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import LayercritError
+from ..errors import ConfigError
 from ..paths import atomic_write, check_output_file
 from .sqlite import ResultStore
 
@@ -32,20 +32,20 @@ def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str 
     ``unit`` keeps only "layer" or "block" rows (default: all for tidy, layers for the paper layout)."""
     out = Path(out)
     if out.suffix not in (".csv", ".parquet"):
-        raise LayercritError(f"--out {out}: use a .csv or .parquet file name")
+        raise ConfigError(f"{{out}} {out}: use a .csv or .parquet file name")
     if layout not in ("tidy", "paper"):
-        raise LayercritError(f"--layout {layout}: use tidy or paper")
+        raise ConfigError(f"{{layout}} {layout}: use tidy or paper")
     check_output_file(out)  # before reading: a folder or a missing folder is named at once
     if unit is None and layout == "paper":
         unit = "layer"
     with ResultStore(db, create=False) as store:
         tidy = store.results(unit=unit)
     if tidy.empty:
-        raise LayercritError(f"{db} holds no {unit + ' ' if unit else ''}results yet: run `layercrit measure`"
-                             f"{' --unit ' + unit if unit else ''} first")
+        raise ConfigError(f"{db} holds no {unit + ' ' if unit else ''}results yet: run `layercrit measure`"
+                          f"{' {unit} ' + unit if unit else ''} first")
     table = to_paper_layout(tidy, reset) if layout == "paper" else tidy
     if table.empty:
-        raise LayercritError(f"{db} holds no '{reset}' rows for the paper layout: pick one with --reset")
+        raise ConfigError(f"{db} holds no '{reset}' rows for the paper layout: pick one with {{reset}}")
     with atomic_write(out) as tmp:  # never leave a half-written export (or its temporary) behind
         if out.suffix == ".csv":
             table.to_csv(tmp, index=False)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import BusyError, LayercritError
+from ..errors import BusyError, ConfigError, LayercritError
 
 METRICS = ("top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_l1_err", "pred_l2_err", "pred_ce_loss",
            "pred_kl_div", "pred_agreement", "recovered_acc", "criticality", "criticality_ci")
@@ -151,11 +151,11 @@ class ResultStore:
         self._claimed: set[str] = set()
         self._open = False
         if self.path.is_dir():
-            raise LayercritError(f"{self.path} is a folder, not a results database: check --db")
+            raise ConfigError(f"{self.path} is a folder, not a results database: check {{db}}")
         if not create and not self.path.is_file():
-            raise LayercritError(f"results database not found: {self.path}: check --db")
+            raise ConfigError(f"results database not found: {self.path}: check {{db}}")
         if create and not self.path.parent.is_dir():
-            raise LayercritError(f"folder for --db does not exist: {self.path.parent}: create it first")
+            raise ConfigError(f"folder for {{db}} does not exist: {self.path.parent}: create it first")
         if create:
             self._check_writable()
         existed = self.path.is_file() and self.path.stat().st_size > 0
@@ -177,27 +177,27 @@ class ResultStore:
             raise
         except UnicodeDecodeError as e:
             self.close()
-            raise LayercritError(f"{self.path} is damaged ({_oneline(str(e))}): restore it from a copy, or choose "
-                                 "another --db") from None
+            raise ConfigError(f"{self.path} is damaged ({_oneline(str(e))}): restore it from a copy, or choose "
+                              "another {db}") from None
         except sqlite3.DatabaseError as e:
             self.close()
             if not existed or getattr(e, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_READONLY",
                                                                               "SQLITE_IOERR", "SQLITE_CANTOPEN")):
-                raise LayercritError(f"cannot {'write' if create else 'read'} the results database {self.path}: "
-                                     f"{_cause(e)}: choose another --db or fix the disk") from None
-            raise LayercritError(f"{self.path} is not a readable layercrit results database ({_cause(e)}): "
-                                 "choose another --db, or restore it from a copy") from None
+                raise ConfigError(f"cannot {'write' if create else 'read'} the results database {self.path}: "
+                                  f"{_cause(e)}: choose another {{db}} or fix the disk") from None
+            raise ConfigError(f"{self.path} is not a readable layercrit results database ({_cause(e)}): "
+                              "choose another {db}, or restore it from a copy") from None
 
     def _check_writable(self) -> None:
         """The database (and its folder, where SQLite keeps its journal) can be written."""
         folder = self.path.parent
         if not os.access(folder, os.W_OK | os.X_OK):
             why = "is on a read-only file system" if _read_only_fs(folder) else "is not writable"
-            raise LayercritError(f"cannot write the results database {self.path}: its folder {why}: "
-                                 "choose another --db")
+            raise ConfigError(f"cannot write the results database {self.path}: its folder {why}: "
+                              "choose another {db}")
         if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
-            raise LayercritError(f"cannot write the results database {self.path}: the file is read-only or unreadable: "
-                                 "make it writable or choose another --db")
+            raise ConfigError(f"cannot write the results database {self.path}: the file is read-only or unreadable: "
+                              "make it writable or choose another {db}")
 
     def _check_integrity(self) -> None:
         rows = self.conn.execute("PRAGMA quick_check").fetchall()
@@ -206,7 +206,7 @@ class ResultStore:
         problems = [p for p in problems if p]
         if problems or (rows and rows[0][0] != "ok"):
             shown = "; ".join(problems[:2]) + (f" (+{len(problems) - 2} more)" if len(problems) > 2 else "")
-            raise LayercritError(f"{self.path} is damaged ({shown}): restore it from a copy, or choose another --db")
+            raise ConfigError(f"{self.path} is damaged ({shown}): restore it from a copy, or choose another {{db}}")
 
     def _check_tables(self) -> None:
         names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -214,8 +214,8 @@ class ResultStore:
             raise LayercritError(f"{self.path} holds no results yet (an empty database): run `layercrit measure` first")
         missing = [t for t in TABLES if t not in names]
         if missing:
-            raise LayercritError(f"{self.path} is not a layercrit results database (no table {', '.join(missing)}): "
-                                 "check --db")
+            raise ConfigError(f"{self.path} is not a layercrit results database (no table {', '.join(missing)}): "
+                              "check {db}")
 
     @contextlib.contextmanager
     def _reading(self):
@@ -226,8 +226,8 @@ class ResultStore:
             raise
         except (sqlite3.Error, pd.errors.DatabaseError, UnicodeDecodeError, ValueError, OverflowError) as e:
             cause = _cause(e) if isinstance(e, sqlite3.Error) else _oneline(str(e))
-            raise LayercritError(f"{self.path} is damaged ({cause}): restore it from a copy, or choose another "
-                                 "--db") from None
+            raise ConfigError(f"{self.path} is damaged ({cause}): restore it from a copy, or choose another "
+                              "{db}") from None
 
     @contextlib.contextmanager
     def _writing(self, what: str = "write to"):
@@ -311,7 +311,7 @@ class ResultStore:
             raise BusyError(
                 f"model id '{model_id}' is being measured into {self.path} by another process right now (pid {row[2]} "
                 f"on {row[1]}, since {row[3]}): wait for it to finish (a rerun then skips its rows), or use another "
-                "--name or --db")
+                "{name} or {db}")
         self.conn.execute("INSERT OR REPLACE INTO writers (model_id, token, host, pid, since, heartbeat) "
                           "VALUES (?, ?, ?, ?, ?, ?)",
                           (model_id, self._token, socket.gethostname(), os.getpid(), _now(), time.time()))
@@ -328,14 +328,14 @@ class ResultStore:
                 if not isinstance(stored, dict):
                     raise ValueError("not an object")
             except ValueError as e:
-                raise LayercritError(f"{self.path} is damaged: the stored configuration of model '{model_id}' is not "
-                                     f"valid JSON ({e}): restore the database from a copy, or use another --db") from None
+                raise ConfigError(f"{self.path} is damaged: the stored configuration of model '{model_id}' is not "
+                                  f"valid JSON ({e}): restore the database from a copy, or use another {{db}}") from None
             diff = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
             if diff:
                 shown = "; ".join(f"{k}: stored {_short(stored.get(k))}, now {_short(identity.get(k))}" for k in diff)
-                raise LayercritError(
+                raise ConfigError(
                     f"model id '{model_id}' is already in {self.path} with a different configuration ({shown}): "
-                    "use another --name or another --db"
+                    "use another {name} or another {db}"
                 )
             if category and category != stored_category:
                 self.conn.execute("UPDATE runs SET category = ? WHERE run_id = ?", (category, run_id))

@@ -94,7 +94,7 @@ def run_study(path: str | Path, db: str | Path, *, only: list[str] | None = None
         if prepared is None:
             pending.append(entry.id)
         elif train_only:
-            info["measured"] = "skipped (--train-only)"
+            info["measured"] = "skipped (training only)"
         elif not _measure(study, config, entry, prepared, Path(db), tag, info, executor=executor, progress=progress,
                           threads=threads):
             pending.append(entry.id)

@@ -48,7 +48,7 @@ from typing import Any
 from .. import model_specs, validate
 from ..engine import config as measure_config
 from ..engine.config import MeasureConfig
-from ..errors import ConfigError, LayercritError
+from ..errors import ConfigError, LayercritError, name_fields
 from ..resets.kinds import parse_reset
 from ..paths import safe_name
 from ..train import HYPERPARAMETERS, list_methods
@@ -135,7 +135,7 @@ class Study:
         ids = [m.id for m in self.models]
         missing = [o for o in only if o not in ids]
         if missing:
-            raise LayercritError(f"--only {', '.join(missing)}: not in {self.path.name} (models: {', '.join(ids)})")
+            raise ConfigError(f"{{only}} {', '.join(missing)}: not in {self.path.name} (models: {', '.join(ids)})")
         return [m for m in self.models if m.id in only]
 
 
@@ -225,7 +225,7 @@ def study_config(path: Path, settings: dict[str, tuple[str, Any]]) -> tuple[Meas
     ``init``; errors name the file, the section and the key."""
     keys = measure_keys()
     values = {keys[k]: v for k, (_, v) in settings.items()}
-    names = {keys[k]: f"{path}: [{section}] {k}" for k, (section, _) in settings.items()}
+    used = {keys[k]: (section, k) for k, (section, _) in settings.items()}  # field -> (section, key in the file)
     listed = values.get("reset")
     listed = [listed] if isinstance(listed, str) else listed
     if isinstance(listed, list) and LAB_INIT in listed:  # checked without it; put back in place below
@@ -233,13 +233,24 @@ def study_config(path: Path, settings: dict[str, tuple[str, Any]]) -> tuple[Meas
     try:
         config = measure_config.MeasureConfig(**values)
     except ConfigError as e:
-        text = e.naming({f: names.get(f, f"{path}: {f}") for f in e.fields})
-        if e.fields and "{" + e.fields[0] + "}" not in e.template:  # a message that does not name its key
-            text = f"{names.get(e.fields[0], str(path))}: {text}"
-        raise LayercritError(text) from None
+        raise LayercritError(_in_file(path, e, used)) from None
     if not isinstance(listed, list) or LAB_INIT not in listed:
         return config, list(config.reset)
     return config, list(dict.fromkeys(r if r == LAB_INIT else parse_reset(r).name for r in listed))
+
+
+def _in_file(path: Path, e: ConfigError, used: dict[str, tuple[str, str]]) -> str:
+    """A MeasureConfig error as a study file reads: the fields as its keys, the first with its place
+    ("study.toml: [study] samples -1: must be ...")."""
+    keys = {f: used.get(f, ("measure", f))[1] for f in e.fields}
+    text = e.naming(keys)
+    if not e.fields:
+        return f"{path}: {text}"
+    first = e.fields[0]
+    section, key = used.get(first, ("measure", first))
+    if e.template.startswith("{" + first + "}"):
+        return f"{path}: [{section}] {key}{text[len(key):]}"
+    return f"{path}: [{section}] {key}: {text}"
 
 
 def _train_table(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
@@ -309,7 +320,8 @@ def _spec_entry(study: Study, m: dict[str, Any], mid: str, where: str) -> ModelE
         raise LayercritError(f"{where}: spec = {spec!r} should be a str")
     kind, _, rest = spec.partition(":")
     if model_specs.get_spec_kind(kind) is None or not rest:
-        raise LayercritError(f"{where}: unknown model spec {spec!r}: use {', '.join(model_specs.spec_usages())}")
+        usages = ", ".join(model_specs.spec_usages())
+        raise LayercritError(f"{where}: unknown model spec {spec!r}: use {name_fields(usages, {})}")
     base = study.path.resolve().parent
     if kind == "file":
         spec = "file:" + str(_resolve(base, rest))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..accuracy import pgd
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from .data import to_float
 from .phases import SupervisedPhase
 from .registry import Recipe, register
@@ -32,15 +32,15 @@ def adversarial_step(ctx, x, y):
 
 def _validate(cfg) -> None:
     if cfg.eps <= 0:
-        raise LayercritError(f"{cfg.method} needs --eps > 0 (e.g. 2/255 for linf, 0.5 for l2)")
+        raise ConfigError(f"{cfg.method} needs {{eps}} > 0 (e.g. 2/255 for linf, 0.5 for l2)")
     if cfg.norm not in ("linf", "l2"):
         raise LayercritError(f"unknown attack norm '{cfg.norm}': use linf or l2")
     if cfg.norm == "linf" and cfg.eps >= 1:
         raise LayercritError(f"eps {cfg.eps:g} for pgd-linf is in [0, 1] units: write {cfg.eps:g}/255")
     if cfg.steps < 1:
-        raise LayercritError(f"--steps must be at least 1 for {cfg.method}, got {cfg.steps}")
+        raise ConfigError(f"{{steps}} must be at least 1 for {cfg.method}, got {cfg.steps}")
     if cfg.robust_eval_steps < 1:
-        raise LayercritError(f"--robust-eval-steps must be at least 1 for {cfg.method}, got {cfg.robust_eval_steps}")
+        raise ConfigError(f"{{robust_eval_steps}} must be at least 1 for {cfg.method}, got {cfg.robust_eval_steps}")
 
 
 for _norm, _eps in (("linf", 8 / 255), ("l2", 0.5)):

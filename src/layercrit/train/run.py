@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..accuracy import accuracy, robust_accuracy
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..paths import exclusive_lock, os_error
 from ..models import NormalizedModel, build_seeded, get_arch, save_safetensors, weights_checksum
 from ..models.checkpoint import describe_weights, load_into, load_state_dict
@@ -71,7 +71,7 @@ def train(method: str, data: str | Path, out: str | Path, *, progress: bool = Tr
     cfg = recipe.config(**hyperparameters)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise LayercritError(f"--out {out} is a file, not a folder: give a folder for the run's files")
+        raise ConfigError(f"{{out}} {out} is a file, not a folder: give a folder for the run's files")
     done = read_sidecar(out)
     if done is not None:
         return _same_settings(done, cfg, out)
@@ -107,8 +107,8 @@ def _remove_empty(folder: Path, up_to: Path) -> None:
 def _same_settings(done: dict, cfg: TrainConfig, out: Path) -> dict:
     """A finished run's sidecar, where it was trained with ``cfg``'s settings."""
     if not cfg.same_as(done.get("hyperparameters") or {}):
-        raise LayercritError(f"{out} holds a finished {done.get('method')} run with other settings: "
-                             "use another --out, or delete that folder to retrain")
+        raise ConfigError(f"{out} holds a finished {done.get('method')} run with other settings: "
+                          "use another {out}, or delete that folder to retrain")
     return done
 
 
@@ -207,7 +207,7 @@ class TrainingRun:
         init = self.out / INIT_FILE
         if not path.is_file():
             if init.is_file() and weights_checksum_file(init) != weights_checksum(self.model.model):
-                raise LayercritError(f"{init} is not this run's initialization: use another --out or empty it")
+                raise ConfigError(f"{init} is not this run's initialization: use another {{out}} or empty it")
             save_safetensors(self.model.model, init, metadata={"method": self.cfg.method, "epoch": "0",
                                                                **self._arch_metadata()})
             return
@@ -218,8 +218,8 @@ class TrainingRun:
             raise LayercritError(f"{path} is unreadable ({type(e).__name__}): delete it to restart the run") from None
         if not self.cfg.same_as(meta["config"]):
             diff = sorted(k for k in meta["config"] if meta["config"][k] != self.cfg.to_dict().get(k))
-            raise LayercritError(f"{self.out} holds an interrupted run with other settings ({', '.join(diff)}): "
-                                 "use the same settings to resume, another --out, or delete the folder")
+            raise ConfigError(f"{self.out} holds an interrupted run with other settings ({', '.join(diff)}): "
+                              "use the same settings to resume, another {out}, or delete the folder")
         self.model.load_state_dict(ckpt["model"])
         if self.head is not None and "head" in ckpt:
             self.head.load_state_dict(ckpt["head"])

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..paths import cache_dir, path_inside
 from .registry import Source, ZooModel, get_zoo_model
 
@@ -90,8 +90,8 @@ def download(entry: ZooModel, source: Source, dest: Path, *, progress: bool = Tr
         part.unlink(missing_ok=True)
         if isinstance(e, KeyboardInterrupt):
             raise
-        raise LayercritError(f"could not download {entry.id} from {source.describe()} ({_reason(e)}): "
-                             f"download it by hand to {dest}, or pass --checkpoint PATH") from None
+        raise ConfigError(f"could not download {entry.id} from {source.describe()} ({_reason(e)}): "
+                          f"download it by hand to {dest}, or pass {{checkpoint}} PATH") from None
     part.replace(dest)
     record = {"model_id": entry.id, "source": source.ref, "kind": source.kind, "role": source.role,
               "size": dest.stat().st_size, "sha256": sha256_file(dest),
@@ -130,8 +130,8 @@ def pretrained_state(entry: ZooModel, source: Source, *, progress: bool = True) 
     except LayercritError:
         raise
     except Exception as e:
-        raise LayercritError(f"could not download {entry.id} from {source.describe()} ({_reason(e)}): "
-                             f"{_by_hand(source)}, or pass --checkpoint PATH") from None
+        raise ConfigError(f"could not download {entry.id} from {source.describe()} ({_reason(e)}): "
+                          f"{_by_hand(source)}, or pass {{checkpoint}} PATH") from None
 
 
 def _torchvision_weights(name: str):  # -> torchvision.models.ResNet50_Weights

@@ -96,8 +96,8 @@ def checkpoint_paths(entry: ZooModel, checkpoint, count: int) -> list[Path]:
         path = Path(text)
         if path.is_dir():
             if not entry.files:
-                raise LayercritError(f"--checkpoint for {entry.id} must be a file (a state dict of "
-                                     f"{entry.source_text}), not a folder")
+                raise ConfigError(f"{{checkpoint}} for {entry.id} must be a file (a state dict of "
+                                  f"{entry.source_text}), not a folder")
             paths = [path / s.filename for s in entry.files if s.filename]  # (every file source has one)
         elif "," in text and not path.exists():
             paths = [Path(p) for p in text.split(",")]
@@ -105,9 +105,9 @@ def checkpoint_paths(entry: ZooModel, checkpoint, count: int) -> list[Path]:
             paths = [path]
     if len(paths) != count:
         roles = ", ".join(get_layout(entry.layout).roles)
-        raise LayercritError(f"zoo model {entry.id} needs {count} checkpoint files ({roles}, in that order; "
-                             "--checkpoint takes them comma-separated), or a folder holding "
-                             + " and ".join(s.filename or "?" for s in entry.files))
+        raise ConfigError(f"zoo model {entry.id} needs {count} checkpoint files ({roles}, in that order; "
+                          "{checkpoint} takes them comma-separated), or a folder holding "
+                          + " and ".join(s.filename or "?" for s in entry.files))
     for p in paths:
         if not p.is_file():
             raise LayercritError(f"checkpoint not found: {p}: check the path")

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...engine import Job, JobKey, MeasurePlan, Recorder, Run
-from ...errors import LayercritError
+from ...errors import ConfigError, LayercritError, Message
 from .options import RayOptions, import_ray
 from .payload import DataPayload, JobPayload, ModelPayload, ShippedData, TaskPayload, TaskResult
 from .worker import run_task
@@ -110,7 +110,7 @@ class RayExecutor:
                 state.failed += 1
                 failures.append(_failure_text(task, e, self.options.max_retries))
                 if pending:
-                    log.warning(f"ray task failed: {failures[-1]}; the other tasks go on")
+                    log.warning(Message(f"ray task failed: {failures[-1]}; the other tasks go on"))
             else:
                 if sorted(out.keys()) != sorted(task.keys):
                     raise LayercritError(f"ray task returned rows for other units than asked ({task.label}): "
@@ -173,8 +173,9 @@ class RayExecutor:
                 ray.shutdown()
         if failures:
             more = f" (and {len(failures) - 1} more task(s))" if len(failures) > 1 else ""
-            raise LayercritError(f"ray task failed for {failures[0]}{more}; the rows of every other task are saved: "
-                                 "fix the cause and rerun the same command to resume")
+            text = (f"ray task failed for {failures[0]}{more}; the rows of every other task are saved: fix the cause "
+                    "and rerun the same command to resume")
+            raise ConfigError(text, ("max_retries",) if "{max_retries}" in text else ())
         tables = [s.table for s in states]
         assert all(t is not None for t in tables)  # every task returned: every plan finished
         return [t for t in tables if t is not None]
@@ -246,8 +247,8 @@ def _connect(address: str | None) -> bool:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
-        raise LayercritError(f"could not start or join {where} ({type(e).__name__}: {str(e).splitlines()[0][:160]}): "
-                             "start one with `ray start --head`, or check --ray-address") from None
+        raise ConfigError(f"could not start or join {where} ({type(e).__name__}: {str(e).splitlines()[0][:160]}): "
+                          "start one with `ray start --head`, or check {address}", ("address",)) from None
     return True
 
 
@@ -283,5 +284,5 @@ def _failure_text(task: Task, error: Exception, max_retries: int) -> str:
         what = cause if cause is not None else error
         return f"{task.label}: {type(what).__name__}: {str(what).strip().splitlines()[-1][:300] if str(what) else ''}"
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    return (f"{task.label}: its worker died on every attempt ({max_retries + 1} in all, --max-retries {max_retries}; "
+    return (f"{task.label}: its worker died on every attempt ({max_retries + 1} in all, {{max_retries}} {max_retries}; "
             f"{type(error).__name__}: {first})")

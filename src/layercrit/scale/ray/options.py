@@ -17,8 +17,8 @@ def import_ray() -> ModuleType:
     try:
         import ray  # optional dependency (pip install 'layercrit[ray]')
     except ImportError:
-        raise LayercritError("the Ray executor (--backend ray) needs Ray: pip install 'layercrit[ray]' "
-                             "(or pip install 'ray[default]>=2.9')") from None
+        raise ConfigError("the Ray executor ({backend} ray) needs Ray: pip install 'layercrit[ray]' "
+                          "(or pip install 'ray[default]>=2.9')") from None
     return ray
 
 
