@@ -142,5 +142,5 @@ def _normalization(model: NormalizedModel) -> list[list[float]] | None:
 
 def nonfinite_base_error() -> LayercritError:
     """The unmodified model's outputs hold NaN or Inf: nothing can be compared with them (issue 14)."""
-    return LayercritError("the unmodified model's outputs are not finite (NaN or Inf): check its weights and the "
-                          "input normalization (--mean/--std); a reset can only be compared with finite outputs")
+    return ConfigError("the unmodified model's outputs are not finite (NaN or Inf): check its weights and the "
+                       "input normalization ({mean}/{std}); a reset can only be compared with finite outputs")

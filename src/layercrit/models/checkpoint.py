@@ -87,8 +87,8 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, safe_global
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=False)
     except (MemoryError, RecursionError, Exception) as e:
-        raise LayercritError(f"{path} is not a readable PyTorch checkpoint, even with --trust-pickle "
-                             f"({type(e).__name__}: {_first_line(e)}): check the file") from None
+        raise ConfigError(f"{path} is not a readable PyTorch checkpoint, even with {{trust_pickle}} "
+                          f"({type(e).__name__}: {_first_line(e)}): check the file") from None
 
 
 def _needs_objects(message: str) -> bool:

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torchvision.models as tvm
 
-from ..errors import ConfigError, LayercritError
+from ..errors import ConfigError, LayercritError, Message
 from ..hub import hf_offline_if_unreachable, hub_host
 from ..model_specs import get_spec_kind, register_spec_kind, spec_usages
 from .bundle import ModelBundle, ModelOptions, ModelSource
@@ -139,7 +139,8 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
     kind = get_spec_kind(kind_name)
     if kind is None or not rest:
         usages = spec_usages()
-        raise LayercritError(f"unknown model spec '{spec}': use {', '.join(usages[:-1])}, or {usages[-1]}")
+        raise ConfigError(f"unknown model spec '{spec}': use {', '.join(usages[:-1])}, or {usages[-1]}",
+                          ("arch",))
     if checkpoint is not None and not kind.takes_checkpoint:
         takes = " or ".join(spec_usages(taking_checkpoint=True)) or "no"
         raise ConfigError(f"{{checkpoint}} applies to {takes} models; for {spec} use file:<path> with {{arch}}",
@@ -222,14 +223,14 @@ def _file(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
     if nc is None:
         nc, head = _head_classes(a, state, spec)
         if head is not None and nc != a.num_classes:  # said where it differs from the architecture's default
-            notes.append(f"{spec}: {nc} classes, from the checkpoint's {head}; --num-classes to override")
+            notes.append(f"{spec}: {nc} classes, from the checkpoint's {head}; {{num_classes}} to override")
     if o.mean is None and o.normalize is not None and recorded.normalization is None and a.source != "layercrit":
         notes.append(f"{spec}: input normalization mean {_show(a.mean)}, std {_show(a.std)} ({a.name}'s default); "
-                     "--mean/--std or --normalize none if its training used another")
+                     "give {normalize} if its training used another")
     net = build_seeded(arch_factory(a, nc), o.init_seed)
     load_into(net, state, rest)
     for note in notes:  # once the weights fit: an error stays the only line
-        log.info(note)
+        log.info(Message(note))
     return _bundle(net, a, nc, spec, model_id, mean, std)
 
 
@@ -297,18 +298,18 @@ def _download(kind: str, what: str, fn: Callable[[], nn.Module]) -> nn.Module:
         raise
     except Exception as e:
         if offline and kind == "timm":
-            raise LayercritError(
+            raise ConfigError(
                 f"could not get pretrained weights for {kind}:{what}: {hub_host()[0]} cannot be reached (offline) "
                 "and they are not in the local cache: connect to the internet, or save the weights to a file and "
-                "use file:<path> --arch <name>") from None
+                "use file:<path> {arch} <name>") from None
         first = str(e).splitlines()[0][:120] if str(e) else ""
-        raise LayercritError(
+        raise ConfigError(
             f"could not get pretrained weights for {kind}:{what} ({type(e).__name__}: {first}): "
-            "connect to the internet, or save the weights to a file and use file:<path> --arch <name>"
+            "connect to the internet, or save the weights to a file and use file:<path> {arch} <name>"
         ) from None
 
 
 register_spec_kind("arch", _arch, usage="arch:<name>")
 register_spec_kind("timm", _timm, usage="timm:<name>")
 register_spec_kind("torchvision", _torchvision, usage="torchvision:<name>[:<weights>]")
-register_spec_kind("file", _file, usage="file:<path> with --arch")
+register_spec_kind("file", _file, usage="file:<path> with {arch}")
