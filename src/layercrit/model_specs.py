@@ -7,7 +7,7 @@ registers ``zoo`` when ``layercrit`` is imported), so :func:`layercrit.create_mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # types only: this table must stay importable without torch
     from .models import ModelBundle, ModelOptions
@@ -27,13 +27,24 @@ class SpecKind:
 _KINDS: dict[str, SpecKind] = {}
 
 
-def register_spec_kind(name: str, create: Create, *, usage: str, takes_checkpoint: bool = False) -> None:
-    """Make ``<name>:<rest>`` a model spec built by ``create(rest, spec, options)``."""
-    _KINDS[name] = SpecKind(name, create, usage, takes_checkpoint)
+def register_spec_kind(name: str, create: Create | None = None, *, usage: str, takes_checkpoint: bool = False) -> Any:
+    """Make ``<name>:<rest>`` a model spec built by ``create(rest, spec, options)``: a call,
+    ``register_spec_kind("zoo", create, usage="zoo:<id>")``, or a decorator above the function. ``usage``: how
+    the kind is written, for messages (``{field}`` placeholders name options: ``file:<path> with {arch}``)."""
+
+    def decorator(fn: Create) -> Create:
+        _KINDS[name] = SpecKind(name, fn, usage, takes_checkpoint)
+        return fn
+
+    return decorator(create) if create is not None else decorator
 
 
 def get_spec_kind(name: str) -> SpecKind | None:
     return _KINDS.get(name)
+
+
+def list_spec_kinds() -> list[str]:
+    return list(_KINDS)
 
 
 def spec_usages(*, taking_checkpoint: bool = False) -> list[str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -41,9 +41,19 @@ class BlockKind:
 _BLOCK_KINDS: dict[type[nn.Module], BlockKind] = {}
 
 
-def register_block(cls: type[nn.Module], *, shortcut: str | None, act: str | None, outputs: tuple[str, ...]) -> None:
-    """Teach block discovery (``--unit block``) and block removal a residual block class."""
-    _BLOCK_KINDS[cls] = BlockKind(shortcut, act, tuple(outputs))
+B = TypeVar("B", bound=type[nn.Module])
+
+
+def register_block(cls: B | None = None, *, shortcut: str | None, act: str | None, outputs: tuple[str, ...]) -> Any:
+    """Teach block discovery (``unit="block"``) and block removal a residual block class: a call,
+    ``register_block(Bottleneck, shortcut="downsample", act="relu", outputs=(...))``, or a decorator,
+    ``@register_block(shortcut=..., act=..., outputs=...)`` above the class (the class is its own key)."""
+
+    def decorator(block_cls: B) -> B:
+        _BLOCK_KINDS[block_cls] = BlockKind(shortcut, act, tuple(outputs))
+        return block_cls
+
+    return decorator(cls) if cls is not None else decorator
 
 
 register_block(tv_resnet.Bottleneck, shortcut="downsample", act="relu", outputs=("bn3.weight", "bn3.bias"))

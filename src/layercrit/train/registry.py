@@ -30,9 +30,28 @@ class Recipe:
 METHODS: dict[str, Recipe] = {}
 
 
+def register_method(name: str, recipe: Recipe | None = None, **metadata: Any) -> Any:
+    """Register a training method under ``name``: a call with its :class:`Recipe`,
+    ``register_method("standard", Recipe(...))``, or, with the recipe's fields as keywords, a decorator above
+    the function that validates its config (``@register_method("mine", summary=..., phases=[...])``)."""
+    if recipe is not None:
+        if metadata:
+            raise TypeError("register_method: give a Recipe or its fields as keywords, not both")
+        if recipe.name != name:
+            raise ValueError(f"register_method('{name}'): the recipe is named '{recipe.name}'")
+        METHODS[name] = recipe
+        return recipe
+
+    def decorator(validate: Callable[[TrainConfig], None]) -> Callable[[TrainConfig], None]:
+        METHODS[name] = Recipe(name, validate=validate, **metadata)
+        return validate
+
+    return decorator
+
+
 def register(recipe: Recipe) -> Recipe:
-    METHODS[recipe.name] = recipe
-    return recipe
+    """``register_method(recipe.name, recipe)`` (the recipe modules' older spelling)."""
+    return register_method(recipe.name, recipe)
 
 
 def get_recipe(method: str) -> Recipe:

@@ -34,14 +34,16 @@ class Layout:
 _LAYOUTS: dict[str, Layout] = {}
 
 
-def register_layout(name: str, *, description: str, roles: tuple[str, ...] = ("weights",), safe_globals=()):
-    """Decorator: register ``fn(*objs) -> (state_dict, dropped_keys)`` as checkpoint layout ``name``."""
+def register_layout(name: str, convert: Callable[..., tuple[State, list[str]]] | None = None, *, description: str,
+                    roles: tuple[str, ...] = ("weights",), safe_globals=()) -> Any:
+    """Register ``convert(*objs) -> (state_dict, dropped_keys)`` as checkpoint layout ``name``: a call,
+    ``register_layout("mine", convert, description=...)``, or a decorator above the function."""
 
     def decorator(fn):
         _LAYOUTS[name] = Layout(name, fn, description, tuple(roles), tuple(safe_globals))
         return fn
 
-    return decorator
+    return decorator(convert) if convert is not None else decorator
 
 
 def get_layout(name: str) -> Layout:

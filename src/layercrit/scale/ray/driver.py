@@ -78,107 +78,18 @@ class RayExecutor:
     def run(self, plans: Iterable[MeasurePlan], recorder: Recorder, *, progress: bool) -> list[pd.DataFrame]:
         ray = import_ray()
         started = _connect(self.options.address)
-        local_threads = torch.get_num_threads()
-        remote = ray.remote(run_task)
-        env = forwarded_env()
-        states: list[_PlanState] = []
-        pending: dict[Any, Task] = {}  # ray.ObjectRef -> Task
-        failures: list[str] = []
-        data_refs: dict[str, Any] = {}
-        bar = tqdm(total=0, desc="ray tasks", unit="task", disable=not progress, dynamic_ncols=True)
-
-        def postfix() -> None:
-            running = [s for s in states if s.done + s.failed < s.tasks]
-            complete = len(states) - len(running)
-            parts = [f"{s.run.model_id} {s.done}/{s.tasks}" for s in running[:3]]
-            if len(running) > 3:
-                parts.append(f"+{len(running) - 3} more")
-            if len(states) > 1:
-                parts.insert(0, f"models {complete}/{len(states)} done")
-            bar.set_postfix_str(", ".join(parts), refresh=False)
-
-        def finish(state: _PlanState) -> None:
-            if state.done == state.tasks and state.base is not None:
-                state.table = recorder.finish(state.run, state.base)
-
-        def collect(ref: Any) -> None:
-            task = pending.pop(ref)
-            state = states[task.plan]
-            try:
-                out: TaskResult = ray.get(ref)
-            except ray.exceptions.RayError as e:
-                state.failed += 1
-                failures.append(_failure_text(task, e, self.options.max_retries))
-                if pending:
-                    log.warning(Message(f"ray task failed: {failures[-1]}; the other tasks go on"))
-            else:
-                if sorted(out.keys()) != sorted(task.keys):
-                    raise LayercritError(f"ray task returned rows for other units than asked ({task.label}): "
-                                         "this is a bug; rerun to resume")
-                recorder.save(state.run, [], out.rows)
-                state.base = state.base or out.base
-                state.done += 1
-                finish(state)
-            postfix()
-            bar.update(1)
-
-        def drain(block: bool) -> None:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
-                if not ready:
-                    return
-                collect(ready[0])
-
+        session = _Session(self, ray, recorder, progress)
         try:
-            placements: dict[str, Placement] = {}
-            for index, plan in enumerate(plans):
-                key = str(plan.device)
-                if key not in placements:
-                    placements[key] = _placement(self.options, key, ray, local_threads)
-                placement = placements[key]
-                run = recorder.start(plan)
-                state = _PlanState(run)
-                states.append(state)
-                if not run.todo:  # a finished model: nothing to submit, if its baseline is recorded
-                    state.base = run.stored_baseline
-                tasks = make_tasks(index, plan, run.todo, placement, self.options.layers_per_task,
-                                   self._model(plan, ray), self._data(plan, ray, data_refs),
-                                   baseline=state.base is None)
-                run.todo = []  # the tasks carry what the jobs need; the driver keeps only the keys
-                state.tasks = len(tasks)
-                call_options: dict[str, Any] = {"num_cpus": placement.cpus, "num_gpus": placement.gpus,
-                                                "max_retries": self.options.max_retries, "retry_exceptions": False}
-                if env:
-                    call_options["runtime_env"] = {"env_vars": env}
-                for task in tasks:
-                    pending[remote.options(**call_options).remote(task.payload)] = task
-                finish(state)
+            for plan in plans:
+                session.submit(plan)
                 del plan  # the workers have what they need: the driver's model and images can go
-                bar.total += len(tasks)
-                postfix()
-                bar.refresh()
-                drain(block=False)
-            drain(block=True)
+                session.drain(block=False)
+            session.drain(block=True)
         finally:
-            # interrupted: stop the rest; a rerun submits them again. force=True ends the workers running them: a
-            # task interrupted inside torch.fx tracing (which patches Module.__call__ process-wide) or mid-reset
-            # would leave its worker's torch or cached model changed for the tasks it runs next
-            for ref in list(pending):
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # already finished or gone
-                    pass
-            bar.close()
+            session.close()
             if started:
                 ray.shutdown()
-        if failures:
-            more = f" (and {len(failures) - 1} more task(s))" if len(failures) > 1 else ""
-            text = (f"ray task failed for {failures[0]}{more}; the rows of every other task are saved: fix the cause "
-                    "and rerun the same command to resume")
-            raise ConfigError(text, ("max_retries",) if "{max_retries}" in text else ())
-        tables = [s.table for s in states]
-        assert all(t is not None for t in tables)  # every task returned: every plan finished
-        return [t for t in tables if t is not None]
+        return session.tables()
 
     def _model(self, plan: MeasurePlan, ray: Any) -> ModelPayload:
         """Rebuilt inside the workers where the bundle knows its source, else shipped once."""
@@ -200,6 +111,121 @@ class RayExecutor:
             refs[data.fingerprint] = ray.put(ShippedData(data.images.contiguous().numpy(), data.labels.numpy(),
                                                          list(data.classes), data.source))
         return DataPayload(data.fingerprint, ref=refs[data.fingerprint])
+
+
+class _Session:
+    """One ``RayExecutor.run``: the tasks in flight, each plan's progress, the failures so far.
+
+    :meth:`submit` turns a plan into tasks and starts them; :meth:`collect` records what one task returned
+    (through the recorder, as it returns); :meth:`drain` collects whatever has finished (or, with ``block``,
+    everything); :meth:`close` stops what is still running; :meth:`tables` gives each plan's table or raises
+    one error naming the failed tasks.
+    """
+
+    def __init__(self, executor: RayExecutor, ray: Any, recorder: Recorder, progress: bool):
+        self.executor, self.options, self.ray, self.recorder = executor, executor.options, ray, recorder
+        self.remote = ray.remote(run_task)
+        self.env = forwarded_env()
+        self.local_threads = torch.get_num_threads()
+        self.placements: dict[str, Placement] = {}
+        self.states: list[_PlanState] = []
+        self.pending: dict[Any, Task] = {}  # ray.ObjectRef -> Task
+        self.failures: list[str] = []
+        self.data_refs: dict[str, Any] = {}
+        self.bar = tqdm(total=0, desc="ray tasks", unit="task", disable=not progress, dynamic_ncols=True)
+
+    def submit(self, plan: MeasurePlan) -> None:
+        """Open (or resume) the plan's run and start a task for each group of jobs still to do."""
+        key = str(plan.device)
+        if key not in self.placements:
+            self.placements[key] = _placement(self.options, key, self.ray, self.local_threads)
+        placement = self.placements[key]
+        run = self.recorder.start(plan)
+        state = _PlanState(run)
+        self.states.append(state)
+        if not run.todo:  # a finished model: nothing to submit, if its baseline is recorded
+            state.base = run.stored_baseline
+        tasks = make_tasks(len(self.states) - 1, plan, run.todo, placement, self.options.layers_per_task,
+                           self.executor._model(plan, self.ray), self.executor._data(plan, self.ray, self.data_refs),
+                           baseline=state.base is None)
+        run.todo = []  # the tasks carry what the jobs need; the driver keeps only the keys
+        state.tasks = len(tasks)
+        call_options: dict[str, Any] = {"num_cpus": placement.cpus, "num_gpus": placement.gpus,
+                                        "max_retries": self.options.max_retries, "retry_exceptions": False}
+        if self.env:
+            call_options["runtime_env"] = {"env_vars": self.env}
+        for task in tasks:
+            self.pending[self.remote.options(**call_options).remote(task.payload)] = task
+        self._finish(state)
+        self.bar.total += len(tasks)
+        self._postfix()
+        self.bar.refresh()
+
+    def collect(self, ref: Any) -> None:
+        """Record the rows of the finished task ``ref`` (or note its failure; the other tasks go on)."""
+        task = self.pending.pop(ref)
+        state = self.states[task.plan]
+        try:
+            out: TaskResult = self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            state.failed += 1
+            self.failures.append(_failure_text(task, e, self.options.max_retries))
+            if self.pending:
+                log.warning(Message(f"ray task failed: {self.failures[-1]}; the other tasks go on"))
+        else:
+            if sorted(out.keys()) != sorted(task.keys):
+                raise LayercritError(f"ray task returned rows for other units than asked ({task.label}): "
+                                     "this is a bug; rerun to resume")
+            self.recorder.save(state.run, [], out.rows)
+            state.base = state.base or out.base
+            state.done += 1
+            self._finish(state)
+        self._postfix()
+        self.bar.update(1)
+
+    def drain(self, block: bool) -> None:
+        """Collect every finished task; with ``block``, wait until none is left."""
+        while self.pending:
+            ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=None if block else 0)
+            if not ready:
+                return
+            self.collect(ready[0])
+
+    def close(self) -> None:
+        """Stop the tasks still running (interrupted: a rerun submits them again). force=True ends their workers:
+        a task interrupted inside torch.fx tracing (which patches Module.__call__ process-wide) or mid-reset
+        would leave its worker's torch or cached model changed for the tasks it runs next."""
+        for ref in list(self.pending):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished or gone
+                pass
+        self.bar.close()
+
+    def tables(self) -> list[pd.DataFrame]:
+        """Each plan's table, in order; one error naming the failed tasks if any failed."""
+        if self.failures:
+            more = f" (and {len(self.failures) - 1} more task(s))" if len(self.failures) > 1 else ""
+            text = (f"ray task failed for {self.failures[0]}{more}; the rows of every other task are saved: fix the "
+                    "cause and rerun the same command to resume")
+            raise ConfigError(text, ("max_retries",) if "{max_retries}" in text else ())
+        tables = [s.table for s in self.states]
+        assert all(t is not None for t in tables)  # every task returned: every plan finished
+        return [t for t in tables if t is not None]
+
+    def _finish(self, state: _PlanState) -> None:
+        if state.done == state.tasks and state.base is not None:
+            state.table = self.recorder.finish(state.run, state.base)
+
+    def _postfix(self) -> None:
+        running = [s for s in self.states if s.done + s.failed < s.tasks]
+        complete = len(self.states) - len(running)
+        parts = [f"{s.run.model_id} {s.done}/{s.tasks}" for s in running[:3]]
+        if len(running) > 3:
+            parts.append(f"+{len(running) - 3} more")
+        if len(self.states) > 1:
+            parts.insert(0, f"models {complete}/{len(self.states)} done")
+        self.bar.set_postfix_str(", ".join(parts), refresh=False)
 
 
 def _groups(items: list[str], size: int | None) -> Iterator[list[str]]:
