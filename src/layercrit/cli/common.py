@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ..errors import LayercritError
+from ..paths import check_output_file, write_text
 
 MODEL_EPILOG = """\
 model specs:
@@ -55,6 +57,12 @@ def add_model_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                    help="zoo: models: a checkpoint file downloaded by hand (BACKBONE,HEAD for split models)")
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
+    g.add_argument("--key-map", action="append", metavar="auto|FILE|PATTERN=REPLACEMENT",
+                   help="a file: checkpoint from another codebase, named otherwise than --arch: auto (pair tensors "
+                        "by kind and shape in order, only where unique), a TOML file of rules, or a regex rename "
+                        "(repeatable; in order, each applied to the previous result); strict either way")
+    g.add_argument("--key-map-out", metavar="FILE",
+                   help="write the mapping --key-map found as a TOML key map (pins it: --key-map FILE)")
     return g
 
 
@@ -64,6 +72,19 @@ def create_from_args(args):
     if args.normalize == "none" and (args.mean is not None or args.std is not None):
         raise LayercritError("--normalize none and --mean/--std contradict each other: give one of them")
     extra = {"normalize": None} if args.normalize == "none" else {}
-    return create_model(args.model, arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
-                        name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean, std=args.std,
-                        checkpoint=args.checkpoint, category=getattr(args, "category", None), **extra)
+    key_map, key_map_out = getattr(args, "key_map", None), getattr(args, "key_map_out", None)
+    if key_map_out is not None:
+        if key_map is None:
+            raise LayercritError("--key-map-out writes the mapping of --key-map: give --key-map auto (or rules)")
+        check_output_file(key_map_out, "--key-map-out")
+    bundle = create_model(args.model, arch=args.arch, num_classes=args.num_classes, init_seed=args.init_seed,
+                          name=getattr(args, "name", None), trust_pickle=args.trust_pickle, mean=args.mean,
+                          std=args.std, checkpoint=args.checkpoint, category=getattr(args, "category", None),
+                          key_map=None if key_map is None else tuple(key_map), **extra)
+    if key_map_out is not None and bundle.key_map is not None:
+        from ..models.keymap import mapping_toml
+
+        write_text(key_map_out, mapping_toml(bundle.key_map, header=f"{args.model} -> {args.arch}"),
+                   what="--key-map-out")
+        logging.getLogger("layercrit").info(f"key map written to {key_map_out} (pin it: --key-map {key_map_out})")
+    return bundle

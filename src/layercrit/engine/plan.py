@@ -128,6 +128,8 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
               "unit": config.unit, "types": list(config.types) if config.unit == "layer" else [],
               "layers": list(config.layers), "batch_size": config.batch_size, "device": str(device),
               "engine": config.engine}
+    if bundle.key_map is not None:  # a checkpoint named otherwise: how its tensors found their places
+        record["key_map"] = bundle.key_map
     if auto is not None:
         record["batch_size_auto"] = auto.record()  # how it was chosen: budget, bytes per image, images/s
     return MeasurePlan(bundle, data, config, device, units, resets, jobs, bundle.model_id, bundle.category, identity,

@@ -29,6 +29,7 @@ class ModelOptions:
     checkpoint: str | None = None
     category: str | None = None
     normalize: Any = "auto"  # None: --normalize none (raw input); "auto": mean/std if given, else the model's own
+    key_map: str | tuple[str, ...] | None = None  # file: checkpoints named otherwise: "auto", files, rules (keymap.py)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,12 @@ class ModelSource:
         if checkpoint:
             checkpoint = ",".join(_absolute(p) for p in checkpoint.split(","))
         arch = _absolute_code(self.options.arch) if self.options.arch else self.options.arch
-        return ModelSource(spec, dataclasses.replace(self.options, checkpoint=checkpoint, arch=arch))
+        key_map = self.options.key_map
+        if key_map is not None:  # its files (rules stay as they are: _absolute only touches existing paths)
+            files = [key_map] if isinstance(key_map, str) else list(key_map)
+            files = [k if k == "auto" else _absolute(k) for k in files]
+            key_map = files[0] if isinstance(key_map, str) else tuple(files)
+        return ModelSource(spec, dataclasses.replace(self.options, checkpoint=checkpoint, arch=arch, key_map=key_map))
 
 
 def _absolute(path: str) -> str:
@@ -79,6 +85,7 @@ class ModelBundle:
     category: str | None = None  # e.g. the zoo registry's category; None where unknown
     source: ModelSource | None = None  # how to build it again; None: this object is the only copy
     arch_code: dict[str, str] | None = None  # an architecture from the user's code: file, callable, sha256
+    key_map: dict[str, Any] | None = None  # how a file: checkpoint's names were mapped (KeyMapping.record())
 
     @property
     def network(self) -> nn.Module:

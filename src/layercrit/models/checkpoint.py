@@ -157,8 +157,11 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     """Strictly load ``state`` into ``model``: any missing, unexpected or misshapen key is an error."""
     problem = key_mismatch(model, state)
     if problem:
-        raise ConfigError(f"checkpoint {source} does not fit the architecture ({problem}): "
-                          "check {arch} and {num_classes}", ("arch", "num_classes"))
+        renamed = "missing" in problem and "unexpected" in problem  # names from another codebase, maybe
+        raise ConfigError(f"checkpoint {source} does not fit the architecture ({problem}): check {{arch}} and "
+                          "{num_classes}" + ("; a checkpoint whose names differ from the architecture's loads with "
+                                             "{key_map} (auto, or rename rules)" if renamed else ""),
+                          ("arch", "num_classes", "key_map") if renamed else ("arch", "num_classes"))
     bad = nonfinite_tensors(state)
     if bad:
         shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")

@@ -22,6 +22,7 @@ from ..hub import hf_offline_if_unreachable, hub_host
 from ..model_specs import get_spec_kind, register_spec_kind, spec_usages
 from .bundle import ModelBundle, ModelOptions, ModelSource
 from .checkpoint import checkpoint_info, load_into, load_state_dict
+from .keymap import KeyMap, KeyMapping
 from .options import no_known_normalization, normalize_arg, validate_model_options
 from .blocks import remove_blocks
 from .registry import AUTO, IMAGENET_MEAN, IMAGENET_STD, REMOVE_MARK, ArchSpec, list_archs, registered_arch
@@ -115,7 +116,8 @@ def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:
 def create_model(spec: str, *, arch: str | None = None, num_classes: int | None = None,
                  init_seed: int = 0, name: str | None = None, trust_pickle: bool = False,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 checkpoint: str | None = None, category: str | None = None, normalize: Any = AUTO) -> ModelBundle:
+                 checkpoint: str | None = None, category: str | None = None, normalize: Any = AUTO,
+                 key_map: Any = None) -> ModelBundle:
     """Resolve a model spec into a :class:`ModelBundle` (eval mode, on the CPU) that knows its source.
 
     ``arch``: the architecture of a ``file:`` checkpoint: a registered name, a timm name,
@@ -127,12 +129,17 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
     takes the weights' or architecture's own, and is an error where none is known (``mean=``/``std=``
     are the same as ``normalize=(mean, std)``). ``name`` is its model id in a results database
     (default: from the spec), ``category`` its category there (default: the zoo's, else none).
+    ``key_map``: for a ``file:`` checkpoint whose names differ from the architecture's: ``"auto"`` (pairs
+    tensors by kind and shape in order, only where that is unique), a TOML file of rules, a rule
+    ``"PATTERN=REPLACEMENT"`` or a list of rules and files (:mod:`layercrit.models.keymap`); the result is
+    strict, said in one info line, and ``bundle.key_map`` (recorded in a run's config) holds it.
     """
+    key_map = _key_map_arg(key_map)
     mean, std, raw = normalize_arg(normalize, mean, std)
     checked = validate_model_options(num_classes, init_seed, mean, std)
     num_classes, init_seed = checked["num_classes"], checked["init_seed"]
     options = ModelOptions(arch, num_classes, init_seed, name, trust_pickle, _floats(checked["mean"]),
-                           _floats(checked["std"]), checkpoint, category, None if raw else AUTO)
+                           _floats(checked["std"]), checkpoint, category, None if raw else AUTO, key_map)
     if not isinstance(spec, str):
         raise ConfigError(f"{{spec}} must be a model spec string, got {type(spec).__name__}", ("spec",))
     kind_name, _, rest = spec.partition(":")
@@ -145,8 +152,18 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
         takes = " or ".join(spec_usages(taking_checkpoint=True)) or "no"
         raise ConfigError(f"{{checkpoint}} applies to {takes} models; for {spec} use file:<path> with {{arch}}",
                           ("checkpoint", "arch"))
+    if key_map is not None and kind_name != "file":
+        raise ConfigError(f"{{key_map}} applies to file: checkpoints; {spec} names its weights itself", ("key_map",))
     bundle = kind.create(rest, spec, options)
     return dataclasses.replace(bundle, source=ModelSource(spec, options), category=category or bundle.category)
+
+
+def _key_map_arg(key_map: Any) -> str | tuple[str, ...] | None:
+    """``key_map`` as ModelOptions keeps it (a string or a tuple of strings), checked at once."""
+    if key_map is None:
+        return None
+    KeyMap.parse(key_map)  # a bad rule or file: an error before anything is loaded
+    return str(key_map) if isinstance(key_map, (str, Path)) else tuple(str(k) for k in key_map)
 
 
 def build_source(source: ModelSource) -> ModelBundle:
@@ -219,6 +236,13 @@ def _file(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
     mean, std = _normalization(a, o, f"{spec} with the architecture {arch}", recorded.normalization)
     state = load_state_dict(rest, trust_pickle=o.trust_pickle)
     notes = []
+    mapping: KeyMapping | None = None
+    if o.key_map is not None:  # names from another codebase: the model's names from here on (checked below)
+        keys = KeyMap.parse(o.key_map)
+        probe = build_seeded(lambda: a.build(num_classes=o.num_classes or recorded.num_classes or a.num_classes),
+                             0) if keys.auto else None
+        original, mapping = state, keys.pair(state, probe)
+        state = mapping.apply(original)
     nc = o.num_classes or recorded.num_classes
     if nc is None:
         nc, head = _head_classes(a, state, spec)
@@ -228,10 +252,15 @@ def _file(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
         notes.append(f"{spec}: input normalization mean {_show(a.mean)}, std {_show(a.std)} ({a.name}'s default); "
                      "give {normalize} if its training used another")
     net = build_seeded(arch_factory(a, nc), o.init_seed)
+    if mapping is not None:
+        mapping.check(original, net, f"checkpoint {rest}")  # names the checkpoint's tensors, not only the model's
+        state = mapping.apply(original, net)
+        notes.insert(0, mapping.summary(spec))
     load_into(net, state, rest)
     for note in notes:  # once the weights fit: an error stays the only line
         log.info(Message(note))
-    return _bundle(net, a, nc, spec, model_id, mean, std)
+    bundle = _bundle(net, a, nc, spec, model_id, mean, std)
+    return bundle if mapping is None else dataclasses.replace(bundle, key_map=mapping.record())
 
 
 def _show(values: Sequence[float] | None) -> str:
