@@ -315,3 +315,19 @@ def test_lite0_measured_through_the_cli(tmp_path):
         top1, config = con.execute("SELECT base_top1_acc, config FROM runs").fetchone()
     assert top1 >= 75.0  # 100 images: 88.2 % on all 1,000 (docs/results/efficientnet-lite0)
     assert json.loads(config)["key_map"]["tensors"] == 296
+
+
+def test_lite0_cached_engine_equals_the_naive_one(caplog):
+    """timm's EfficientNet traces for the cached engine: TF "same" padding (Conv2dSame, the stem and strided
+    depthwise convolutions), depthwise and pointwise convolutions, the head; same metrics as full passes."""
+    path, val = _lite0_file(), need(IMAGENET_VAL)
+    bundle = lc.create_model(f"file:{path}", arch="tf_efficientnet_lite0", key_map=str(LITE0_RULES),
+                             normalize=((127 / 255,) * 3, (128 / 255,) * 3))
+    data = lc.load_data(str(val), input_size=224, samples=8, seed=0, progress=False, cache=False)
+    layers = ["conv_stem", "blocks.1.0.conv_dw", "blocks.5.3.conv_pwl", "classifier"]
+    cached, naive = (lc.measure(bundle, data, layers=layers, trials=1, engine=e, progress=False)
+                     for e in ("cached", "naive"))
+    metrics = ["criticality", "top1_acc", "pred_kl_div", "pred_agreement"]
+    assert list(cached.layer) == layers
+    assert "cannot trace" not in caplog.text  # the cached engine ran, no fallback to full passes
+    assert (cached[metrics] - naive[metrics]).abs().max().max() < 1e-5
