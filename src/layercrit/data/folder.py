@@ -226,7 +226,7 @@ def list_image_folder(root: Path, split: str = "test") -> FolderListing:
                              "per class")
     if set(classes) <= SPLIT_NAMES:
         pick = split if split in classes else classes[-1]
-        raise LayercritError(f"data folder {show(root)} holds split folders ({', '.join(classes)}), not classes: "
+        raise LayercritError(f"data folder {show(root)} holds split folders ({', '.join(map(show, classes))}), not classes: "
                              f"pass {show(root / pick)}")
     walk = _Walk(root, classes)
     items: list[tuple[str, int]] = []
