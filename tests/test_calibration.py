@@ -38,3 +38,14 @@ def test_bad_logits_are_refused():
         fit_temperature(torch.tensor([[0.0, float("nan")], [1.0, 0.0]]), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="shape"):
         fit_temperature(torch.zeros(3), torch.tensor([0, 1, 2]))
+
+
+def test_held_out_draw_is_disjoint_and_leaves_the_measured_draw_as_it_was():
+    from layercrit.data.datasets import draw_indices
+
+    measured = draw_indices(100, 30, seed=7)
+    held_out = draw_indices(100, 50, seed=7, skip=30)
+    assert not set(measured) & set(held_out) and len(set(held_out)) == 50
+    assert draw_indices(100, 80, seed=7)[:30] == measured  # the measured images do not depend on the hold-out
+    with pytest.raises(ValueError, match="beside the 30 measured"):
+        draw_indices(100, 71, seed=7, skip=30)

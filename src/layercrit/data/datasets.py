@@ -70,9 +70,10 @@ class EvalData:
             classes = [str(i) for i in range(int(labels.max()) + 1)]
         return cls(images, labels, list(classes), fingerprint_tensors(images, labels, classes), source)
 
-    def subset(self, samples: int, seed: int) -> "EvalData":
-        """The same draw :func:`load_data` makes: ``samples`` items chosen with ``seed``."""
-        idx = torch.tensor(draw_indices(len(self), samples, seed))
+    def subset(self, samples: int, seed: int, skip: int = 0) -> "EvalData":
+        """The same draw :func:`load_data` makes: ``samples`` items chosen with ``seed`` (after the first ``skip``
+        of that order: disjoint from ``subset(skip, seed)``)."""
+        idx = torch.tensor(draw_indices(len(self), samples, seed, skip))
         return EvalData.from_tensors(self.images[idx], self.labels[idx], self.classes, self.source)
 
     def batches(self, batch_size: int, device: torch.device | str = "cpu",
@@ -89,19 +90,22 @@ class EvalData:
             yield x, self.labels[start:start + batch_size].to(device)
 
 
-def draw_indices(total: int, samples: int | None, seed: int) -> list[int]:
+def draw_indices(total: int, samples: int | None, seed: int, skip: int = 0) -> list[int]:
     """``samples`` of ``total`` indices (all if None) in a random order fixed by ``seed``.
 
     The order stays shuffled so that every prefix is itself a random subsample: adaptive
-    sampling (``--target-ci``) evaluates prefixes.
+    sampling (``--target-ci``) evaluates prefixes. ``skip`` starts after that many of the order, so
+    ``draw_indices(t, m, s, skip=n)`` is disjoint from ``draw_indices(t, n, s)`` (held-out images, e.g. to
+    calibrate on), and the first draw does not depend on whether the second is made.
     """
-    samples = total if samples is None else samples
+    samples = total - skip if samples is None else samples
     if samples < 1:
         raise ConfigError(f"{{samples}} must be at least 1, got {samples}", ("samples",))
-    if samples > total:
-        raise ConfigError(f"{{samples}} {samples} is more than the {total} images available: "
-                          f"use {{samples}} {total} or fewer", ("samples",))
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:samples]
+    if samples + skip > total:
+        raise ConfigError(f"{{samples}} {samples} is more than the {total - skip} images available"
+                          + (f" beside the {skip} measured" if skip else "")
+                          + f": use {{samples}} {max(total - skip, 0)} or fewer", ("samples",))
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[skip:skip + samples]
     return order.tolist()
 
 
@@ -182,7 +186,7 @@ def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
 
 def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = None, seed: int = 0,
               split: str = "test", resize: int | None = None, crop: int | None = None,
-              num_workers: int | None = None, progress: bool = True, cache: bool = True) -> EvalData:
+              num_workers: int | None = None, progress: bool = True, cache: bool = True, skip: int = 0) -> EvalData:
     """Draw ``samples`` images with ``seed`` (all if None) and decode them once.
 
     Decoded images are kept in the cache folder (``$LAYERCRIT_CACHE/data``) keyed by the
@@ -191,19 +195,22 @@ def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = 
 
     Transform: Resize(resize) -> CenterCrop(crop) -> [0, 1] tensor, the study's
     Resize 256 / CenterCrop 224 by default for 224 px models (see :func:`eval_sizes`).
+    ``skip``: draw after the first ``skip`` images of the seeded order (images disjoint from
+    ``load_data(path, samples=skip, seed=seed)``: held out, e.g. to fit a temperature on).
     """
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"data folder not found: {show(root)}: check {{data}}", ("data",),
                           python={"data": "the path"})
     items, classes, description = _list_items(root, split)
-    items = [items[i] for i in draw_indices(len(items), samples, seed)]
+    items = [items[i] for i in draw_indices(len(items), samples, seed, skip)]
     default_resize, default_crop = eval_sizes(input_size)
     resize, crop = resize or default_resize, crop or default_crop
     description = f"{description}|resize={resize}|crop={crop}"
     key = _cache_key(items, classes, resize, crop) if cache else None
-    origin = DataOrigin(os.path.abspath(root), (("input_size", input_size), ("samples", samples), ("seed", seed),
-                                                ("split", split), ("resize", resize), ("crop", crop)))
+    options = (("input_size", input_size), ("samples", samples), ("seed", seed), ("split", split),
+               ("resize", resize), ("crop", crop)) + ((("skip", skip),) if skip else ())
+    origin = DataOrigin(os.path.abspath(root), options)
     if key is not None and (cached := _read_cache(key)) is not None:
         data, notes = cached
         notes.report(root)  # the same warnings as when the images were decoded
