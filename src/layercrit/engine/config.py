@@ -53,9 +53,9 @@ def option(default: Any, help: str, *, check: Callable[[Any, str], Any] | None =
         "group": group, "metavar": metavar, "many": many, "default_text": default_text, "aliases": tuple(aliases)})
 
 
-def _samples_text(text: str) -> int | None:
+def _samples_text(text: str) -> int | str:
     if text == "all":
-        return None
+        return "all"  # not None: that is "not given" on the command line
     try:
         return int(text)
     except ValueError:
