@@ -248,6 +248,24 @@ def test_create_model_with_a_key_map_records_it(theirs, ours_py, tmp_path):
     assert config["key_map"]["sha256"] == KeyMap.parse(RULES).pair(theirs.state_dict()).sha256()
 
 
+def test_key_map_only_for_file_checkpoints_and_portable(theirs, ours_py, tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="applies to file: checkpoints") as e:
+        lc.create_model("arch:cifar_resnet50", key_map="auto")
+    assert e.value.fields == ("key_map",)
+    ckpt = tmp_path / "theirs.pth"
+    torch.save(theirs.state_dict(), ckpt)
+    (tmp_path / "rules.toml").write_text("".join(f"[[rename]]\npattern = '{r.rpartition('=')[0]}'\n"
+                                                 f"replace = '{r.rpartition('=')[2]}'\n\n" for r in RULES))
+    monkeypatch.chdir(tmp_path)
+    bundle = lc.create_model("file:theirs.pth", arch=f"{ours_py}:ours", normalize=None, key_map=["rules.toml"])
+    portable = bundle.source.portable()  # what another process (a Ray worker) rebuilds it from
+    assert portable.options.key_map == (str(tmp_path / "rules.toml"),)
+    monkeypatch.chdir(ROOT)
+    from layercrit.models.factory import build_source
+
+    assert build_source(portable).checksum() == bundle.checksum()
+
+
 def test_cli_key_map_flag_and_out_file(theirs, ours_py, tmp_path):
     ckpt = tmp_path / "theirs.pth"
     torch.save(theirs.state_dict(), ckpt)
