@@ -35,3 +35,19 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def nll_at(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
     """Mean cross-entropy of ``logits / temperature`` (what the fit minimizes; recorded beside T)."""
     return float(F.cross_entropy(logits.detach().double().cpu() / temperature, labels.detach().cpu()))
+
+
+def logits_of(net: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """The model's fp32 logits on ``images`` (uint8, or float in [0, 1]), in batches, without gradients."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            out.append(net(x.float().div(255) if x.dtype == torch.uint8 else x.float()).float().cpu())
+    return torch.cat(out)
+
+
+def calibration_record(logits: torch.Tensor, labels: torch.Tensor, temperature: float, fingerprint: str) -> dict:
+    """What a run records of its fitted temperature: T, the images it was fitted on, the NLL before and after."""
+    return {"temperature": temperature, "images": len(labels), "data_fingerprint": fingerprint,
+            "nll_at_1": round(nll_at(logits, labels, 1.0), 6), "nll_at_t": round(nll_at(logits, labels, temperature), 6)}

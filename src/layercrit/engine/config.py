@@ -71,6 +71,23 @@ def _batch_size_text(text: str) -> int | str:
         raise ValueError(f"'{text}' is not a number of images (or 'auto')") from None
 
 
+def _temperature(value: Any, name: str) -> float | str | None:
+    """None (the study's softmax), a positive T, or "calibrate" (fitted per model, see engine/calibration.py)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "calibrate"):
+        return value if value is None else "calibrate"
+    t = validate.number(value, name, positive=True)
+    return None if t == 1.0 else t  # T = 1 is no scaling: the same run as without
+
+
+def _temperature_text(text: str) -> float | str:
+    if text.strip().lower() == "calibrate":
+        return "calibrate"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a temperature (a positive number, or 'calibrate')") from None
+
+
 def _patterns(value: Any, name: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -114,6 +131,13 @@ class MeasureConfig:
                                      "half-width of its criticality is at most PP percentage points",
                                      check=validate.target_ci, parse=float, metavar="PP", group="speed",
                                      default_text="off: every image, the study's method")
+    temperature: float | str | None = option(
+        None, "divide the logits by T before every softmax metric (criticality included); calibrate: fit T per model "
+        "by minimizing the NLL of the unmodified model on {calibration_samples} labelled images drawn after the "
+        "measured ones (disjoint), so that models are compared at equal calibration", check=_temperature,
+        parse=_temperature_text, metavar="T|calibrate", default_text="none: the study's softmax")
+    calibration_samples: int = option(2000, "with {temperature} calibrate: held-out images to fit T on",
+                                      check=validate.samples, parse=int, group="data")
     channels_last: bool = option(True, "convolutions in channels-last memory format", group="speed")
     split: str = option("test", "split of torchvision-format CIFAR-10", choices=SPLITS, group="data")
     input_size: int | None = option(None, "input resolution of the images", check=validate.input_size, parse=int,

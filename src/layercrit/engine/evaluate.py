@@ -83,6 +83,10 @@ class _Evaluation:
             self.graph = try_cached_graph(self.net, sorted({"model." + j.unit.name for j in jobs}))
         for j in jobs:  # draw every reset once, up front: the same draw for every batch
             j.values = {k: v.detach().to(device) for k, v in j.reset.values(self.network, j.unit, j.trial).items()}
+        # temperature scaling: every softmax metric sees logits / T (plan_measurement has fitted a "calibrate")
+        if isinstance(config.temperature, str):
+            raise ValueError("evaluate: temperature 'calibrate' must be fitted first (plan_measurement does)")
+        self.temperature = config.temperature or 1.0
         self.base = BaselineMetrics()
         self.base_correct_by_n = {0: 0.0}  # images seen -> unmodified top-1 hits, for each job's recovered_acc
         self.active = [j for j in jobs if j.metrics.n < self.n_total]
@@ -102,6 +106,7 @@ class _Evaluation:
         base_logits = (graph.run_base(x) if graph is not None else self.net(x)).float()
         if not bool(torch.isfinite(base_logits).all()):
             raise nonfinite_base_error()
+        base_logits = base_logits / self.temperature if self.temperature != 1.0 else base_logits
         self.base.update(base_logits.cpu(), y.cpu())
         self.offset += len(y)
         self.base_correct_by_n[self.offset] = self.base.sums["top1_acc"]
@@ -111,7 +116,7 @@ class _Evaluation:
             assert j.values is not None
             with parameters_set(self.network, j.unit.name, j.values):
                 logits = graph.run_reset("model." + j.unit.name) if graph is not None else self.net(x)
-            j.metrics.update(logits.float().cpu(), base_logits.cpu(), y.cpu())
+            j.metrics.update(logits.float().cpu() / self.temperature, base_logits.cpu(), y.cpu())
             bar.update(len(y))  # counted in images, shown in layer resets (one job over all images)
             if self._done(j):
                 finished.append(self._row(j))

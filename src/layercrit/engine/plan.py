@@ -7,6 +7,7 @@ every executor starts from the resulting :class:`MeasurePlan`.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +19,12 @@ from ..errors import ConfigError, LayercritError
 from ..models import ModelBundle, NormalizedModel
 from ..resets import Reset, ResetContext, Unit, discover_blocks, discover_layers, parse_reset
 from .batching import choose_for_plan
+from .calibration import calibration_record, fit_temperature, logits_of
 from .config import MeasureConfig
 from .hardware import warn_if_slow
 from .metrics import ResetMetrics
+
+log = logging.getLogger("layercrit")
 
 JobKey = tuple[str, str, int]  # (unit name, reset name, trial): a result row's key
 Row = dict[str, Any]  # one finished job: the columns of store.RESULT_COLUMNS
@@ -79,6 +83,7 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
     data's classes; a driver that only prepares work for other machines probes on the CPU.
     """
     probe_device = probe_device or device
+    source = data  # the folder or EvalData the measured images are drawn from (held-out images come from it too)
     if isinstance(data, EvalData):
         if config.samples is not None and config.samples != len(data):
             data = data.subset(config.samples, config.seed)
@@ -111,6 +116,15 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
         raise ConfigError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
                           f"classes: pass {{num_classes}} {data.num_classes} (or use matching data)", ("num_classes",))
     warn_if_slow(config.precision, device)
+    calibration = None
+    if config.temperature == "calibrate":  # fitted once here; the jobs see a number (config.temperature)
+        held_out = _held_out(data, source, config, bundle, progress)
+        logits = logits_of(net, held_out.images, probe_device)
+        fitted = fit_temperature(logits, held_out.labels)
+        calibration = calibration_record(logits, held_out.labels, fitted, held_out.fingerprint)
+        log.info(f"{bundle.model_id}: temperature {fitted:g} fitted on {len(held_out)} held-out images "
+                 f"(NLL {calibration['nll_at_1']:.4f} at T = 1, {calibration['nll_at_t']:.4f} at T = {fitted:g})")
+        config = config.replace(temperature=fitted)
     auto = None
     if config.batch_size == "auto":  # the fastest batch size whose memory fits the budget (batching.py)
         auto = choose_for_plan(net, data.images, [u.name for u in units], engine=config.engine,
@@ -123,6 +137,8 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
                 "target_ci": config.target_ci}
     if bundle.arch_code is not None:  # an architecture from the user's code: a changed file is a changed model
         identity["arch_code"] = dict(bundle.arch_code)
+    if calibration is not None or config.temperature is not None:  # only then: older runs have no such key
+        identity["temperature"] = "calibrate" if calibration is not None else config.temperature
     record = {**identity, "model_spec": bundle.spec, "num_classes": data.num_classes, "samples": len(data),
               "data_source": data.source, "trials": config.trials, "resets": [r.name for r in resets],
               "unit": config.unit, "types": list(config.types) if config.unit == "layer" else [],
@@ -130,10 +146,37 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
               "engine": config.engine}
     if bundle.key_map is not None:  # a checkpoint named otherwise: how its tensors found their places
         record["key_map"] = bundle.key_map
+    if calibration is not None:
+        record["calibration"] = calibration  # the fitted T, its held-out images and the NLL it reached
     if auto is not None:
         record["batch_size_auto"] = auto.record()  # how it was chosen: budget, bytes per image, images/s
     return MeasurePlan(bundle, data, config, device, units, resets, jobs, bundle.model_id, bundle.category, identity,
                        record)
+
+
+def _held_out(data: EvalData, source: EvalData | str | os.PathLike[str], config: MeasureConfig,
+              bundle: ModelBundle, progress: bool) -> EvalData:
+    """{calibration_samples} labelled images drawn after the measured ones in the same seeded order: disjoint
+    from them, and the measured images are the same as without calibration."""
+    n = config.calibration_samples
+    if isinstance(source, EvalData):
+        if len(data) == len(source):
+            raise ConfigError("{temperature} calibrate fits T on images held out from the measured ones, but all of "
+                              "the given data is measured: give {samples} fewer than its images (or a folder)",
+                              ("temperature", "samples"))
+    size = data.images.shape[-1]
+    try:
+        if isinstance(source, EvalData):
+            return source.subset(n if n is not None else len(source) - len(data), config.seed, skip=len(data))
+        return load_data(os.fspath(source), input_size=config.input_size or bundle.input_size or size, samples=n,
+                         seed=config.seed, split=config.split, progress=progress, cache=config.data_cache,
+                         skip=len(data))
+    except ConfigError as e:
+        if e.fields != ("samples",):
+            raise
+        raise ConfigError(f"{{temperature}} calibrate needs {{calibration_samples}} images beside the {len(data)} "
+                          f"measured ({e.template.replace('{samples}', '{calibration_samples}')}): lower {{samples}} or "
+                          "{calibration_samples}", ("temperature", "calibration_samples", "samples")) from None
 
 
 def _normalization(model: NormalizedModel) -> list[list[float]] | None:
