@@ -252,3 +252,22 @@ def test_a_diverging_loss_stops_training_with_one_clear_error(tiny_cifar, tmp_pa
     assert not (tmp_path / "x" / "run.json").exists() and not (tmp_path / "x" / "model.safetensors").exists()
     with pytest.raises(LayercritError, match="lr must be a positive number"):
         make_config("standard", lr=float("nan"))
+
+
+def test_bf16_training_on_a_cpu_without_native_bf16_warns(tiny_cifar, tmp_path, monkeypatch, caplog):
+    # on an AVX2-only CPU (e.g. an AMD EPYC without AVX512-BF16) bf16 autocast is emulated: ~8x slower than fp32
+    from layercrit.engine.hardware import _warn_once
+
+    _warn_once.cache_clear()  # the warning is once per process: an earlier bf16 test may have given it
+    monkeypatch.setattr("layercrit.engine.hardware.cpu_flags", lambda: frozenset({"avx2"}))
+    with caplog.at_level("WARNING", logger="layercrit"):
+        train("standard", tiny_cifar, tmp_path / "bf16", progress=False, epochs=1, batch_size=32, train_samples=32,
+              precision="bf16")
+    assert [r for r in caplog.records if "bf16" in r.getMessage() and "slower than fp32" in r.getMessage()]
+    caplog.clear()
+    _warn_once.cache_clear()
+    monkeypatch.setattr("layercrit.engine.hardware.cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    with caplog.at_level("WARNING", logger="layercrit"):
+        train("standard", tiny_cifar, tmp_path / "bf16-fast", progress=False, epochs=1, batch_size=32,
+              train_samples=32, precision="bf16")
+    assert not [r for r in caplog.records if "slower than fp32" in r.getMessage()]
