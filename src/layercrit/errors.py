@@ -36,7 +36,19 @@ class Message:
 
 
 class LayercritError(Exception):
-    """A user-facing error: the message says what is wrong and how to fix it."""
+    """A user-facing error: the message says what is wrong and how to fix it.
+
+    Everything layercrit refuses (a bad setting, a missing file, a resume with other data) raises it or its
+    subclass :class:`ConfigError` (also a ``ValueError``), whose ``fields`` name the parameters at fault.
+
+    Examples:
+        >>> import layercrit as lc
+        >>> try:
+        ...     lc.MeasureConfig(trials=0)
+        ... except lc.LayercritError as e:
+        ...     print(e.fields, isinstance(e, ValueError))
+        ('trials',) True
+    """
 
 
 class NamedFields(Exception):

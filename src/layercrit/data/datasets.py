@@ -45,7 +45,29 @@ class DataOrigin:
 
 @dataclass
 class EvalData:
-    """A fixed evaluation set: the same images for every layer and trial."""
+    """A fixed evaluation set: the same images for every layer and trial.
+
+    Made by :func:`layercrit.load_data` (from a folder), :meth:`from_tensors`, or by :func:`layercrit.measure`
+    from a torch Dataset, a DataLoader or tensors (:func:`layercrit.data.adapters.as_eval_data`).
+
+    Args:
+        images: ``[N, 3, H, W]`` images, 8-bit (uint8) or float in [0, 1] (or, measured with
+            ``data_space="input"``, floats in the network's input space).
+        labels: ``[N]`` class indices (int64).
+        classes: the class names; index = label.
+        fingerprint: a hash of the images, labels and classes (:func:`fingerprint_tensors`): a results database
+            refuses to resume a run on other data.
+        source: what it came from, in words (recorded in a run).
+        origin: how to load it again (:class:`DataOrigin`); None for data built in memory.
+
+    Examples:
+        >>> import torch
+        >>> import layercrit as lc
+        >>> images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+        >>> data = lc.EvalData.from_tensors(images, torch.tensor([0, 1, 2, 0, 1, 2]), ["ant", "bee", "cat"])
+        >>> len(data), data.num_classes, len(data.subset(4, seed=0))
+        (6, 3, 4)
+    """
 
     images: torch.Tensor  # uint8 [N, 3, H, W] (or float in [0, 1])
     labels: torch.Tensor  # int64 [N]
@@ -187,16 +209,47 @@ def _list_items(root: Path, split: str) -> tuple[list, list[str], str]:
 def load_data(path: str | Path, *, input_size: int = 224, samples: int | None = None, seed: int = 0,
               split: str = "test", resize: int | None = None, crop: int | None = None,
               num_workers: int | None = None, progress: bool = True, cache: bool = True, skip: int = 0) -> EvalData:
-    """Draw ``samples`` images with ``seed`` (all if None) and decode them once.
+    """Draw ``samples`` images of a data folder with ``seed`` and decode them once.
 
-    Decoded images are kept in the cache folder (``$LAYERCRIT_CACHE/data``) keyed by the
-    files, the draw and the transform, so a later run on the same data skips decoding
-    (``cache=False`` turns this off).
+    Decoded images are kept in the cache folder (``$LAYERCRIT_CACHE/data``) keyed by the files, the draw and
+    the transform, so a later run on the same data skips decoding. Transform: Resize(resize) ->
+    CenterCrop(crop) -> 8-bit tensor, the study's Resize 256 / CenterCrop 224 by default for 224 px models
+    (:func:`eval_sizes`). What is a class, an image, skipped or refused: ``docs/data.md``.
 
-    Transform: Resize(resize) -> CenterCrop(crop) -> [0, 1] tensor, the study's
-    Resize 256 / CenterCrop 224 by default for 224 px models (see :func:`eval_sizes`).
-    ``skip``: draw after the first ``skip`` images of the seeded order (images disjoint from
-    ``load_data(path, samples=skip, seed=seed)``: held out, e.g. to fit a temperature on).
+    Args:
+        path: an image folder (one folder per class, in the ImageNet val layout; sorted order = class index),
+            CIFAR-10 as an image folder, or a folder holding torchvision's ``cifar-10-batches-py``.
+        input_size: the model's resolution (default 224).
+        samples: how many images (default None: all, in the seeded order).
+        seed: the seed of the draw; the order stays shuffled, so every prefix is a random subsample.
+        split: ``"test"`` or ``"train"``: the split of torchvision-format CIFAR-10.
+        resize: the shorter side images are resized to (default from ``input_size``).
+        crop: the center crop (default ``input_size``).
+        num_workers: decoding processes (default: none below 256 images, else up to 4).
+        progress: show a progress bar.
+        cache: keep decoded images in the cache folder (``cache=False`` turns this off).
+        skip: draw after the first ``skip`` images of the seeded order (images disjoint from
+            ``load_data(path, samples=skip, seed=seed)``: held out, e.g. to fit a temperature on).
+
+    Returns:
+        An :class:`EvalData` of 8-bit images and labels, with its fingerprint and origin.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> from PIL import Image
+        >>> import layercrit as lc
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for c in ("ant", "bee"):
+        ...     (root / c).mkdir()
+        ...     for i in range(3):
+        ...         Image.new("RGB", (40, 36), (40 * i, 90, 0)).save(root / c / f"{i}.png")
+        >>> data = lc.load_data(root, input_size=32, samples=4, seed=0, progress=False)
+        >>> tuple(data.images.shape), data.classes
+        ((4, 3, 32, 32), ['ant', 'bee'])
+
+        The study's CIFAR-10 test images (``../shared/data``):
+
+        >>> data = lc.load_data("../shared/data/cifar10/test", input_size=32, samples=500)  # doctest: +SKIP
     """
     root = Path(path)
     if not root.is_dir():

@@ -34,7 +34,22 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """How to build a model again: ``create_model(spec, **options)``, e.g. on another machine."""
+    """How to build a model again: ``create_model(spec, **options)``, e.g. on another machine (a Ray worker).
+
+    :func:`layercrit.create_model` sets it as ``bundle.source``; :func:`layercrit.measure` also takes one as its
+    model (built there, or on the executor's workers).
+
+    Args:
+        spec: the model spec, e.g. ``"arch:cifar_resnet50"`` or ``"file:w.safetensors"``.
+        options: the other keyword arguments of ``create_model`` (:class:`ModelOptions`).
+
+    Examples:
+        >>> import layercrit as lc
+        >>> from layercrit.models import ModelOptions
+        >>> source = lc.ModelSource("arch:cifar_resnet50", ModelOptions(name="untrained"))
+        >>> lc.create_model("arch:cifar_resnet50", name="untrained").source == source
+        True
+    """
 
     spec: str
     options: ModelOptions = field(default_factory=ModelOptions)
@@ -72,7 +87,34 @@ def _absolute_code(arch: str) -> str:
 
 @dataclass
 class ModelBundle:
-    """A model ready for measurement, plus how to build fresh instances of its architecture."""
+    """A model ready for measurement, plus how to build fresh instances of its architecture.
+
+    Made by :func:`layercrit.create_model` (from a spec) or :meth:`from_module` (from a module in memory);
+    :func:`layercrit.measure` takes either.
+
+    Args:
+        model: the trained network inside its normalization wrapper (:class:`NormalizedModel`), eval mode.
+        factory: builds a freshly initialized (unwrapped) network of the same architecture, what ``random``
+            resets draw from; None where unknown (then only ``zero``, ``init:`` and ``interpolate:<alpha>:<file>``
+            resets can be measured).
+        spec: what the model is, as recorded in a results database.
+        arch: its architecture's name.
+        num_classes: its class count (None where unknown: a module given directly).
+        input_size: the resolution it takes (None where unknown).
+        model_id: its name in a results database.
+        category: its category there (e.g. the zoo's), or None.
+        source: how to build it again (:class:`ModelSource`); None: this object is the only copy.
+        arch_code: an architecture from the user's code: its file, callable and sha256.
+        key_map: how a ``file:`` checkpoint's names were mapped to the architecture's.
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> import layercrit as lc
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+        >>> bundle = lc.ModelBundle.from_module(net, normalize=None, model_id="tiny", category="demo")
+        >>> bundle.model_id, bundle.network is net
+        ('tiny', True)
+    """
 
     model: NormalizedModel  # trained network inside its normalization wrapper, eval mode
     factory: Callable[[], nn.Module] | None  # builds a freshly initialized (unwrapped) network; uses torch's RNG
@@ -97,12 +139,28 @@ class ModelBundle:
     @classmethod
     def from_module(cls, module: nn.Module, factory: Callable[[], nn.Module] | None = None, *,
                     normalize: Any = "auto", model_id: str | None = None, category: str | None = None) -> ModelBundle:
-        """Wrap any classifier. ``factory`` builds a freshly initialized instance of its architecture (what
-        ``random`` and ``interpolate`` resets draw from; without it only ``zero``, ``init:`` and
-        ``interpolate:<alpha>:<checkpoint>`` resets can be measured). ``normalize``: ``(mean, std)``, or
-        ``None`` for a module that takes [0, 1] images as they are (it normalizes itself, or was trained on
-        raw input); a :class:`NormalizedModel` keeps its own. Any other module without ``normalize`` is
-        an error: measuring it with the wrong input normalization would measure a broken model."""
+        """Wrap any classifier, naming it in the results.
+
+        Args:
+            module: the trained network (or a :class:`NormalizedModel`, which keeps its own normalization).
+            factory: builds a freshly initialized instance of its architecture (what ``random`` and
+                ``interpolate`` resets draw from; without it only ``zero``, ``init:`` and
+                ``interpolate:<alpha>:<checkpoint>`` resets can be measured).
+            normalize: ``(mean, std)``, or ``None`` for a module that takes [0, 1] images as they are (it
+                normalizes itself, or was trained on raw input). Required for a plain module: measuring it with
+                the wrong input normalization would measure a broken model.
+            model_id: its name in the results (default: the class name).
+            category: its category there (default: none).
+
+        Returns:
+            The :class:`ModelBundle`, in eval mode.
+
+        Examples:
+            >>> import torch.nn as nn
+            >>> net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+            >>> ModelBundle.from_module(net, normalize=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))).model_id
+            'Sequential'
+        """
         if isinstance(module, NormalizedModel):
             if not (isinstance(normalize, str) and normalize == "auto"):
                 raise ConfigError("{normalize} applies to a plain module: this NormalizedModel has its own",

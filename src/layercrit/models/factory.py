@@ -120,19 +120,47 @@ def create_model(spec: str, *, arch: str | None = None, num_classes: int | None 
                  key_map: Any = None) -> ModelBundle:
     """Resolve a model spec into a :class:`ModelBundle` (eval mode, on the CPU) that knows its source.
 
-    ``arch``: the architecture of a ``file:`` checkpoint: a registered name, a timm name,
-    ``torchvision/<name>``, or a callable in your own code (``path/to/file.py:callable``,
-    ``package.module:callable``; ``arch:path/to/file.py:callable`` is an untrained instance).
-    ``num_classes``: default from the weights (a layercrit file's record, else the output count of the
-    checkpoint's last ``Linear``), else the architecture's. ``normalize``: the input normalization,
-    ``(mean, std)`` or ``None`` (raw [0, 1] input, or a model that normalizes itself); the default
-    takes the weights' or architecture's own, and is an error where none is known (``mean=``/``std=``
-    are the same as ``normalize=(mean, std)``). ``name`` is its model id in a results database
-    (default: from the spec), ``category`` its category there (default: the zoo's, else none).
-    ``key_map``: for a ``file:`` checkpoint whose names differ from the architecture's: ``"auto"`` (pairs
-    tensors by kind and shape in order, only where that is unique), a TOML file of rules, a rule
-    ``"PATTERN=REPLACEMENT"`` or a list of rules and files (:mod:`layercrit.models.keymap`); the result is
-    strict, said in one info line, and ``bundle.key_map`` (recorded in a run's config) holds it.
+    Args:
+        spec: what the model is: ``"arch:<name>"`` (an untrained instance of a registered, timm or torchvision
+            architecture, or ``arch:path/to/file.py:callable``), ``"file:<checkpoint>"`` (with ``arch``),
+            ``"zoo:<id>"`` (the study's models), or another registered spec kind.
+        arch: the architecture of a ``file:`` checkpoint: a registered name, a timm name,
+            ``torchvision/<name>``, or a callable in your own code (``path/to/file.py:callable``,
+            ``package.module:callable``).
+        num_classes: default from the weights (a layercrit file's record, else the output count of the
+            checkpoint's last ``Linear``), else the architecture's.
+        init_seed: the seed of an untrained (``arch:``) model's initialization.
+        name: its model id in a results database (default: from the spec).
+        trust_pickle: allow checkpoints that need arbitrary unpickling (only files you trust).
+        mean: the input normalization's mean (the same as ``normalize=(mean, std)``).
+        std: its standard deviation.
+        checkpoint: for a ``zoo:`` model: its weights from a file instead of the zoo's download (a folder holding
+            the files under their cache names, or comma-separated files where the model has several).
+        category: its category in a results database (default: the zoo's, else none).
+        normalize: the input normalization, ``(mean, std)``, or None (raw [0, 1] input, or a model that
+            normalizes itself); the default takes the weights' or architecture's own, and is an error where
+            none is known.
+        key_map: for a ``file:`` checkpoint whose names differ from the architecture's: ``"auto"`` (pairs
+            tensors by kind and shape in order, only where that is unique), a TOML file of rules, a rule
+            ``"PATTERN=REPLACEMENT"`` or a list of rules and files (:mod:`layercrit.models.keymap`); the result
+            is strict, said in one info line, and ``bundle.key_map`` (recorded in a run's config) holds it.
+
+    Returns:
+        A :class:`ModelBundle`: the network inside its normalization, a factory of fresh instances (what
+        ``random`` resets draw from), its input size, class count, model id and :class:`ModelSource`.
+
+    Examples:
+        >>> import layercrit as lc
+        >>> model = lc.create_model("arch:cifar_resnet50", name="untrained")
+        >>> model.model_id, model.input_size, model.num_classes
+        ('untrained', 32, 10)
+        >>> model.source.spec
+        'arch:cifar_resnet50'
+
+        A checkpoint of an architecture in your own code, with the normalization its training used:
+
+        >>> model = lc.create_model("file:resnet20.th", arch="my_models.py:resnet20",
+        ...                         normalize=((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))  # doctest: +SKIP
     """
     key_map = _key_map_arg(key_map)
     mean, std, raw = normalize_arg(normalize, mean, std)

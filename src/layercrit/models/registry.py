@@ -51,13 +51,35 @@ REMOVE_MARK = ":remove="  # "<arch>:remove=layer3.2,layer4.1": <arch> without th
 def register_arch(name: str, build: Build | None = None, *, num_classes: int, input_size: int,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                   normalize: Any = AUTO) -> Any:
-    """Register ``build(num_classes=...) -> nn.Module`` (a function or an ``nn.Module`` class) under ``name``.
+    """Register an architecture under ``name``: then ``create_model("arch:<name>")``, ``arch=<name>`` and
+    ``--arch <name>`` build it.
 
     A call, ``register_arch("net", build, num_classes=10, input_size=32, mean=..., std=...)``, or a
-    decorator, ``@register_arch("net", num_classes=10, input_size=32, ...)`` above the function. The
-    input normalization its weights expect: ``mean``/``std`` (or ``normalize=(mean, std)``),
-    ``normalize=None`` for raw [0, 1] input, or neither: then each model of it must be given one when
-    it is created (``create_model(..., normalize=...)``).
+    decorator, ``@register_arch("net", num_classes=10, input_size=32, ...)`` above the function.
+
+    Args:
+        name: the architecture's name.
+        build: ``build(num_classes=...) -> nn.Module`` (a function or an ``nn.Module`` class) building a freshly
+            initialized network; omitted: ``register_arch`` returns a decorator.
+        num_classes: its default class count.
+        input_size: the resolution its models take (images are resized and cropped to it).
+        mean: the input normalization its weights expect (or ``normalize=(mean, std)``).
+        std: its standard deviation.
+        normalize: ``(mean, std)``, or None for raw [0, 1] input; neither this nor ``mean``/``std``: each model
+            of it must be given one when it is created (``create_model(..., normalize=...)``).
+
+    Returns:
+        ``build`` (unchanged), or, without it, a decorator that registers the function it decorates.
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> import layercrit as lc
+        >>> @lc.register_arch("tiny_net", num_classes=4, input_size=16, normalize=None)
+        ... def tiny_net(num_classes=4):
+        ...     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                          nn.Linear(8, num_classes))
+        >>> lc.create_model("arch:tiny_net").num_classes
+        4
     """
     validate.text(name, "{name}")
     num_classes = validate.integer(num_classes, "{num_classes}", low=1, high=validate.MAX_NUM_CLASSES,
@@ -103,7 +125,20 @@ def registered_arch(name: str) -> ArchSpec | None:
 
 
 def list_archs() -> list[str]:
-    """Names registered by layercrit itself (timm's names are accepted as well)."""
+    """The architectures registered by name: layercrit's own and those of :func:`register_arch`.
+
+    Args:
+        (none)
+
+    Returns:
+        Their names, sorted. timm's names (``resnet50``, ``tf_efficientnet_lite0``) and ``torchvision/<name>``
+        are accepted as architectures as well without being listed.
+
+    Examples:
+        >>> import layercrit as lc
+        >>> "cifar_resnet50" in lc.list_archs()
+        True
+    """
     return sorted(_ARCHS)
 
 

@@ -57,11 +57,31 @@ def _kind_of(module: nn.Module, types: tuple[str, ...]) -> str | None:
 
 def discover_layers(network: nn.Module, input_size: int, *, types: Sequence[str] = DEFAULT_TYPES,
                     patterns: list[str] | None = None, in_channels: int = 3) -> list[Unit]:
-    """Layers of the chosen ``types`` with parameters, in forward-execution order.
+    """The layers :func:`layercrit.measure` would measure (``unit="layer"``), in forward-execution order.
 
-    One forward pass on a dummy input records the call order with hooks (modules the
-    forward pass never runs are left out). ``patterns`` are fnmatch globs over module
-    names; a pattern starting with ``!`` excludes. Each pattern must match something.
+    One forward pass on a dummy input records the call order with hooks (modules the forward pass never
+    runs are left out).
+
+    Args:
+        network: the network (unwrapped: ``bundle.network`` for a :class:`~layercrit.ModelBundle`).
+        input_size: the resolution of the dummy input.
+        types: layer kinds with parameters: some of conv, linear, norm, embedding (default conv, linear).
+        patterns: fnmatch globs over module names; a pattern starting with ``!`` excludes. Each pattern
+            must match something.
+        in_channels: channels of the dummy input.
+
+    Returns:
+        One :class:`~layercrit.resets.Unit` per layer (``name``, ``index``, ``kind``).
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> import layercrit as lc
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                     nn.Linear(8, 4))
+        >>> [u.name for u in lc.discover_layers(net, 16)]
+        ['0', '4']
+        >>> [u.name for u in lc.discover_layers(net, 16, types=["conv", "linear", "norm"], patterns=["!4"])]
+        ['0', '1']
     """
     unknown = [t for t in types if t not in LAYER_TYPES]
     if unknown:

@@ -27,9 +27,24 @@ def to_paper_layout(tidy: pd.DataFrame, reset: str = "random") -> pd.DataFrame:
 
 def export(db: str | Path, out: str | Path, *, layout: str = "tidy", reset: str = "random",
            unit: str | None = None) -> pd.DataFrame:
-    """Write the database's results to ``out`` (.csv or .parquet); returns the written table.
+    """Write a results database's rows to a .csv or .parquet file.
 
-    ``unit`` keeps only "layer" or "block" rows (default: all for tidy, layers for the paper layout)."""
+    Args:
+        db: the results database (written by :func:`layercrit.measure` with ``store=``).
+        out: the file written: ``.csv`` or ``.parquet``.
+        layout: ``"tidy"`` (default: one row per unit x reset x trial, every column) or ``"paper"`` (the
+            original study's raw-results columns, layer names inside its wrapper: ``model.<layer>``).
+        reset: with ``layout="paper"``: the reset kind whose rows are written (default ``"random"``).
+        unit: keep only ``"layer"`` or ``"block"`` rows (default: all for tidy, layers for the paper layout).
+
+    Returns:
+        The table written, as a ``pandas.DataFrame``.
+
+    Examples:
+        >>> import layercrit as lc
+        >>> table = lc.export("study.db", "study.csv")  # doctest: +SKIP
+        >>> paper = lc.export("study.db", "raw.csv", layout="paper", reset="random")  # doctest: +SKIP
+    """
     out = Path(out)
     if out.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"{{out}} {out}: use a .csv or .parquet file name")

@@ -1,0 +1,313 @@
+"""Data a researcher already holds, as an :class:`EvalData`: a ``torch.utils.data.Dataset``, a ``DataLoader``,
+or a pair of tensors ``(x, y)``. The engine only ever sees an :class:`EvalData` or a data folder.
+
+- A ``Dataset`` (items ``(image, label)``, the image a PIL image or a ``[C, H, W]`` tensor) is drawn from as a
+  folder is: ``samples`` items chosen with ``seed`` (:func:`~layercrit.data.datasets.draw_indices`, the same
+  indices and order as :func:`~layercrit.data.load_data` for a folder of as many images).
+- A ``DataLoader`` (or an ``IterableDataset``) is consumed in its own order; ``samples`` caps how many images.
+- Tensors ``(x, y)`` (``x`` of shape ``[N, C, H, W]``) are measured whole unless ``samples`` is given, as an
+  :class:`EvalData` is.
+
+PIL images get the transform folder images get for the model's resolution (Resize, CenterCrop, 8-bit,
+:func:`~layercrit.data.datasets.eval_sizes`), after the folder rules' conversion to 8-bit RGB. Tensors are kept
+as given (their size is the user's transform's); float tensors that are exactly 8-bit images (``ToTensor()`` of a
+PIL image) are stored as 8-bit, so the same images have the same fingerprint whichever way they came.
+
+What the values mean is explicit (``data_space``): ``"images"`` (the default) are [0, 1] images (or 8-bit), and
+the model's normalization is applied to them, as to folder images; ``"input"`` are what the network itself takes
+(already normalized), fed as they are. A float tensor far outside [0, 1] given as images to a model that
+normalizes its input is refused (:func:`check_data_space`): it was almost surely normalized already.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+from torchvision import transforms
+
+from ..errors import ConfigError
+from .datasets import EvalData, draw_indices, eval_sizes
+from .folder import Notes, _to_rgb
+
+IMAGES, INPUT = "images", "input"
+DATA_SPACES = (IMAGES, INPUT)
+FAR_BELOW, FAR_ABOVE = -0.5, 1.5  # a float "image" beyond these was normalized already (ImageNet's: about -2.1..2.6)
+INPUT_SIZE_PY = "input_size=N (the resolution the model was trained on)"
+
+
+def is_folder(data: Any) -> bool:
+    """A data folder (a path), which :func:`~layercrit.data.load_data` reads."""
+    return isinstance(data, (str, os.PathLike))
+
+
+def is_tensor_pair(data: Any) -> bool:
+    """``(x, y)``: a tuple or list of two tensors."""
+    return isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
+
+
+def is_data(data: Any) -> bool:
+    """Anything :func:`as_eval_data` converts (a folder is not converted: :func:`~layercrit.data.load_data` reads it)."""
+    return isinstance(data, (EvalData, Dataset, DataLoader)) or is_tensor_pair(data)
+
+
+def data_space_arg(value: Any) -> str:
+    """``data_space`` checked: ``"images"`` or ``"input"``."""
+    if value not in DATA_SPACES:
+        raise ConfigError(f"{{data_space}} {value!r}: give 'images' ([0, 1] images, or 8-bit: the model's "
+                          "normalization is applied) or 'input' (tensors already in the network's input space, "
+                          "fed as they are)", ("data_space",))
+    return str(value)
+
+
+def as_eval_data(data: Any, *, input_size: int | None = None, samples: int | None = None, seed: int = 0,
+                 data_space: str = IMAGES, num_workers: int | None = None, draw: bool = True) -> EvalData:
+    """Convert data held in memory into an :class:`EvalData`.
+
+    Args:
+        data: an :class:`EvalData` (returned as it is, or drawn from with ``samples``), a pair of tensors
+            ``(x, y)`` (``x``: ``[N, C, H, W]`` images, 8-bit or float; ``y``: ``[N]`` integer labels), a
+            ``torch.utils.data.Dataset`` whose items are ``(image, label)`` (the image a PIL image or a
+            ``[C, H, W]`` tensor), or a ``DataLoader`` yielding ``(x, y)`` batches (or lists of such items).
+        input_size: the model's resolution: what PIL images are resized and cropped to (needed only for them).
+        samples: how many images: drawn with ``seed`` from a Dataset (as from a folder; default all, in the
+            seeded order), from tensors or an EvalData (default all, in their order); the first ``samples`` of
+            a DataLoader (default all it yields).
+        seed: the seed of the draw.
+        data_space: ``"images"`` ([0, 1] floats or 8-bit) or ``"input"`` (float tensors in the network's input
+            space; kept as float, never stored as 8-bit).
+        num_workers: processes decoding a Dataset's items (default: none below 256 images, else up to 4).
+        draw: False: all of a Dataset's items in its own order (``samples`` must be None), for a caller that
+            draws from the result as from a folder (:meth:`EvalData.subset` makes the same draw).
+
+    Returns:
+        The images and labels as an :class:`EvalData`, with a fingerprint of the decoded tensors and labels.
+        Class names are the Dataset's ``classes`` where it has them, else ``"0"``, ``"1"``, ... up to the
+        largest label.
+
+    Examples:
+        >>> import torch
+        >>> from layercrit.data.adapters import as_eval_data
+        >>> x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+        >>> data = as_eval_data((x, y), samples=4, seed=0)
+        >>> len(data), data.classes
+        (4, ['0', '1', '2'])
+    """
+    space = data_space_arg(data_space)
+    if isinstance(data, EvalData):
+        return data if samples is None or samples == len(data) else data.subset(samples, seed)
+    if is_tensor_pair(data):
+        x, y = data
+        whole = _eval_data(_images(x, space), _labels(y), None, "tensors")
+        return whole if samples is None or samples == len(whole) else whole.subset(samples, seed)
+    if isinstance(data, DataLoader):
+        return _consume(data, input_size, samples, space, f"dataloader:{_name(data.dataset)}")
+    if isinstance(data, IterableDataset) or (isinstance(data, Dataset) and not hasattr(data, "__len__")):
+        return _consume(cast(Iterable[Any], data), input_size, samples, space, f"dataset:{_name(data)}")
+    if isinstance(data, Dataset):
+        if not draw and samples is not None:
+            raise ValueError("as_eval_data(draw=False) converts all of a Dataset: samples must be None")
+        return _draw(data, input_size, samples, seed, space, num_workers, draw)
+    raise ConfigError(f"{{data}} must be a data folder, an EvalData, a torch Dataset or DataLoader, or a pair of "
+                      f"tensors (x, y), got {type(data).__name__}", ("data",), python={"data": "data"})
+
+
+def check_data_space(data: EvalData, *, normalizes: bool, data_space: str) -> None:
+    """Refuse a mismatch that can be seen: float images far outside [0, 1] given as images (``data_space``
+    "images") to a model that normalizes its input (they were normalized already), and 8-bit images given as
+    the network's input (``"input"``), which they cannot be."""
+    images = data.images
+    if data_space == INPUT:
+        if images.dtype == torch.uint8:
+            raise ConfigError("{data_space} 'input' is for float tensors in the network's input space, but these are "
+                              "8-bit images: leave {data_space} out (the model's normalization is applied to them)",
+                              ("data_space",))
+        return
+    if not normalizes or not images.is_floating_point() or images.numel() == 0:
+        return
+    low, high = float(images.min()), float(images.max())
+    if low < FAR_BELOW or high > FAR_ABOVE:
+        raise ConfigError(f"the images hold values in [{low:.3g}, {high:.3g}], far outside [0, 1], and the model "
+                          "normalizes its input with its mean/std: they look normalized already. Pass "
+                          "{data_space}='input' to feed them to the network as they are (the model's normalization "
+                          "is then not applied), or give [0, 1] images (e.g. ToTensor() without Normalize)",
+                          ("data_space",))
+
+
+def with_num_classes(data: EvalData, n: int) -> EvalData:
+    """``data`` with ``n`` classes where its class names were only numbered from its labels (``"0"`` .. ``"k-1"``,
+    ``k < n``): tensors and unnamed datasets hold the labels they hold, not the classes the model knows."""
+    k = data.num_classes
+    if n <= k or data.classes != [str(i) for i in range(k)]:
+        return data
+    return _eval_data(data.images, data.labels, [str(i) for i in range(n)], data.source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def _name(obj: Any) -> str:
+    inner = obj.dataset if isinstance(obj, Subset) else obj
+    return type(inner).__name__
+
+
+def _classes(obj: Any) -> list[str] | None:
+    """A dataset's class names (torchvision's ``classes``), where it has them."""
+    inner = obj.dataset if isinstance(obj, Subset) else obj
+    classes = getattr(inner, "classes", None)
+    if isinstance(classes, Sequence) and not isinstance(classes, str) and all(isinstance(c, str) for c in classes):
+        return list(classes)
+    return None
+
+
+def _eval_data(images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None, source: str) -> EvalData:
+    if len(images) != len(labels):
+        raise ConfigError(f"{{data}} holds {len(images)} images but {len(labels)} labels", ("data",))
+    if len(labels) == 0:
+        raise ConfigError("{data} holds no images", ("data",))
+    if int(labels.min()) < 0:
+        raise ConfigError(f"{{data}}: labels must be class indices (0, 1, ...), got {int(labels.min())}", ("data",))
+    top = int(labels.max())
+    if classes is not None and top >= len(classes):
+        raise ConfigError(f"{{data}}: label {top} is beyond its {len(classes)} classes", ("data",))
+    return EvalData.from_tensors(images, labels, classes, source)
+
+
+def _labels(y: Any) -> torch.Tensor:
+    labels = torch.as_tensor(y)
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ConfigError(f"{{data}}: labels must be integer class indices, one per image (shape [N]), got "
+                          f"{labels.dtype} of shape {tuple(labels.shape)}", ("data",))
+    return labels.to(torch.int64)
+
+
+def _images(x: torch.Tensor, space: str) -> torch.Tensor:
+    """``[N, C, H, W]`` images as stored: 8-bit where float images are exactly 8-bit ones (``space`` "images")."""
+    if x.dim() != 4:
+        raise ConfigError(f"{{data}}: images must have shape [N, C, H, W], got {tuple(x.shape)}", ("data",))
+    x = x.detach().cpu()
+    if x.dtype == torch.uint8 or not x.is_floating_point():
+        if x.dtype != torch.uint8:
+            raise ConfigError(f"{{data}}: images must be 8-bit or float tensors, got {x.dtype}", ("data",))
+        return x.contiguous()
+    if not bool(torch.isfinite(x).all()):
+        raise ConfigError("{data}: the images hold NaN or Inf values", ("data",))
+    if space == IMAGES and float(x.min()) >= 0 and float(x.max()) <= 1:
+        eight = x.float().mul(255).round_().to(torch.uint8)
+        if torch.equal(eight.float().div_(255), x.float()):
+            return eight  # ToTensor() of 8-bit images: stored (and fingerprinted) as the 8-bit images they are
+    return x.float().contiguous()
+
+
+def _transform(input_size: int | None):
+    if input_size is None:
+        raise ConfigError("the data holds PIL images, and the model's input resolution is unknown, so they cannot be "
+                          "resized for it: give {input_size}: the image size it was trained on (e.g. 32 for CIFAR-10, "
+                          "224 for ImageNet)", ("input_size",), python={"input_size": INPUT_SIZE_PY})
+    resize, crop = eval_sizes(input_size)
+    return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.PILToTensor()])
+
+
+class _Converted:
+    """One ``(image, label)`` item as ``(image tensor, label)``: a PIL image converted to 8-bit RGB by the folder
+    rules and transformed as folder images are; a tensor as it is. Picklable (DataLoader workers)."""
+
+    def __init__(self, input_size: int | None):
+        self.input_size = input_size
+        self.transform: Any = None
+
+    def __call__(self, item: Any) -> tuple[torch.Tensor, Any]:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ConfigError(f"{{data}}: items must be (image, label) pairs, got {type(item).__name__}", ("data",))
+        image, label = item[0], item[1]
+        if isinstance(image, Image.Image):
+            if self.transform is None:
+                self.transform = _transform(self.input_size)
+            image = self.transform(_to_rgb(image, "an image of the dataset", Notes()))
+        elif not isinstance(image, torch.Tensor) or image.dim() != 3:
+            what = f"a tensor of shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else \
+                type(image).__name__
+            raise ConfigError(f"{{data}}: each image must be a PIL image or a [C, H, W] tensor, got {what}", ("data",))
+        return image, label
+
+
+class _ConvertAll:
+    """A DataLoader's ``collate_fn``: the converted items of one batch, as a list."""
+
+    def __init__(self, input_size: int | None):
+        self.convert = _Converted(input_size)
+
+    def __call__(self, items: list[Any]) -> list[tuple[torch.Tensor, Any]]:
+        return [self.convert(i) for i in items]
+
+
+def _is_image(obj: Any) -> bool:
+    return isinstance(obj, Image.Image) or (isinstance(obj, torch.Tensor) and obj.dim() == 3)
+
+
+def _batch_items(part: Any, convert: _Converted) -> list[tuple[torch.Tensor, Any]]:
+    """One DataLoader batch as (image, label) items: ``(x, y)`` tensors (the default collate), ``(images, labels)``
+    lists, or a list of ``(image, label)`` pairs (a collate_fn that keeps the items)."""
+    if not isinstance(part, (tuple, list)) or not part:
+        raise ConfigError(f"{{data}}: the DataLoader must yield (images, labels) batches, got {type(part).__name__}",
+                          ("data",))
+    first = part[0]
+    if isinstance(first, (tuple, list)) and len(first) >= 2 and _is_image(first[0]) and not _is_image(first[1]):
+        return [convert(p) for p in part]
+    if len(part) == 2 and isinstance(first, torch.Tensor) and first.dim() == 4:
+        return list(zip(first, _labels(part[1]).tolist()))
+    if len(part) == 2 and isinstance(first, (tuple, list)):
+        return [convert(p) for p in zip(part[0], part[1])]
+    raise ConfigError("{data}: the DataLoader must yield (images, labels) batches: images as an [N, C, H, W] tensor "
+                      "or a list of PIL images", ("data",))
+
+
+def _stack(images: list[torch.Tensor], labels: list[Any], space: str) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes = {tuple(t.shape) for t in images}
+    if len(shapes) > 1:
+        raise ConfigError(f"{{data}}: the images have different shapes ({', '.join(map(str, sorted(shapes)[:3]))}): "
+                          "give images of one size (resize them in the dataset's transform, or return PIL images, "
+                          "which are resized for the model)", ("data",))
+    dtypes = {t.dtype for t in images}
+    if len(dtypes) > 1:
+        images = [t.float().div(255) if t.dtype == torch.uint8 else t.float() for t in images]
+    return _images(torch.stack(images), space), _labels([int(v) for v in labels])
+
+
+def _draw(ds: Dataset, input_size: int | None, samples: int | None, seed: int, space: str,
+          num_workers: int | None, draw: bool = True) -> EvalData:
+    """``samples`` items of a map-style dataset drawn with ``seed``, as a folder's images are drawn (``draw``
+    False: every item in its order)."""
+    total = len(ds)  # type: ignore[arg-type]
+    idx = draw_indices(total, samples, seed) if draw else list(range(total))
+    if num_workers is None:
+        num_workers = 0 if len(idx) < 256 else min(4, os.cpu_count() or 1)
+    loader = DataLoader(Subset(ds, idx), batch_size=64, num_workers=num_workers, collate_fn=_ConvertAll(input_size))
+    pairs = [p for batch in loader for p in batch]
+    images, labels = _stack([p[0] for p in pairs], [p[1] for p in pairs], space)
+    return _eval_data(images, labels, _classes(ds), f"dataset:{_name(ds)}")
+
+
+def _consume(source: Iterable[Any], input_size: int | None, samples: int | None, space: str,
+             description: str) -> EvalData:
+    """The first ``samples`` images of a DataLoader (batches) or an iterable dataset (items), in their order."""
+    convert = _Converted(input_size)
+    images: list[torch.Tensor] = []
+    labels: list[Any] = []
+    batched = isinstance(source, DataLoader) and source.batch_sampler is not None
+    for part in source:
+        items = _batch_items(part, convert) if batched else [convert(part)]
+        for image, label in items:
+            if samples is not None and len(images) >= samples:
+                break
+            images.append(image)
+            labels.append(label)
+        if samples is not None and len(images) >= samples:
+            break
+    if not images:
+        raise ConfigError("{data} yielded no images", ("data",))
+    inner = source.dataset if isinstance(source, DataLoader) else source
+    x, y = _stack(images, labels, space)
+    return _eval_data(x, y, _classes(inner), description)

@@ -1,0 +1,159 @@
+"""``lc.measure`` takes the data a researcher already holds (issue 23, part 1): a folder, an EvalData, a torch
+Dataset (PIL or tensor items), a DataLoader and tensors ``(x, y)`` give the same rows for the same images; what
+tensor values mean is explicit (``data_space``); a store refuses a resume with other data."""
+from __future__ import annotations
+
+from functools import partial
+
+import pandas as pd
+import pytest
+import torch
+from conftest import TinyCNN
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+
+import layercrit as lc
+from layercrit.data.datasets import draw_indices
+from layercrit.errors import ConfigError, LayercritError
+
+SIZE = 16  # the model's input size: 20 x 24 images are resized (shorter side 16) and center-cropped
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+SAMPLES, SEED = 10, 3
+KW = dict(factory=partial(TinyCNN, 3), normalize=(MEAN, STD), reset=["random", "zero"], trials=2, seed=SEED, batch_size=4,
+          progress=False)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    root = tmp_path / "images"
+    for c in ("ant", "bee", "cat"):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            pixels = torch.randint(0, 256, (20, 24, 3), dtype=torch.uint8, generator=g).numpy()
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return TinyCNN(3)
+
+
+def _transform(last):
+    return transforms.Compose([transforms.Resize(SIZE), transforms.CenterCrop(SIZE), last])
+
+
+def _tensors(root):
+    """The folder's images as the model sees them, in the dataset's (sorted) order: 8-bit, and labels."""
+    ds = ImageFolder(str(root), transform=_transform(transforms.PILToTensor()))
+    return torch.stack([ds[i][0] for i in range(len(ds))]), torch.tensor(ds.targets)
+
+
+def _rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["elapsed_seconds"])
+
+
+def test_every_data_kind_gives_the_same_rows_for_the_same_images(folder, net):
+    x, y = _tensors(folder)
+    drawn = draw_indices(len(y), SAMPLES, SEED)  # the order a folder's draw measures in
+    kinds = {
+        "folder": str(folder),
+        "EvalData": lc.EvalData.from_tensors(x, y, ["ant", "bee", "cat"]),
+        "tensors": (x, y),
+        "float tensors": (x.float() / 255, y),  # ToTensor()'s [0, 1] floats: the same images
+        "Dataset of PIL images": ImageFolder(str(folder)),
+        "Dataset of tensors": ImageFolder(str(folder), transform=_transform(transforms.ToTensor())),
+        "DataLoader": DataLoader(Subset(ImageFolder(str(folder), transform=_transform(transforms.PILToTensor())),
+                                        drawn), batch_size=4, shuffle=False),
+        "DataLoader of PIL images": DataLoader(Subset(ImageFolder(str(folder)), drawn), batch_size=3,
+                                               collate_fn=lambda items: items),
+    }
+    tables = {kind: lc.measure(net, data, samples=SAMPLES, input_size=SIZE, **KW) for kind, data in kinds.items()}
+    reference = _rows(tables["folder"])
+    assert len(reference) == 3 * 3 and set(reference.n_samples) == {SAMPLES}
+    for kind, table in tables.items():
+        pd.testing.assert_frame_equal(_rows(table), reference, check_exact=True, obj=kind)
+
+
+def test_a_dataloader_is_consumed_in_its_own_order_and_samples_caps_it(folder, net):
+    x, y = _tensors(folder)
+    loader = DataLoader(ImageFolder(str(folder), transform=_transform(transforms.PILToTensor())), batch_size=5,
+                        shuffle=False)
+    whole = lc.measure(net, loader, samples=None, **KW)  # every image, in the loader's order
+    pd.testing.assert_frame_equal(_rows(whole), _rows(lc.measure(net, (x, y), **KW)), check_exact=True)
+    first = lc.measure(net, loader, samples=7, **KW)
+    assert set(first.n_samples) == {7}
+    pd.testing.assert_frame_equal(_rows(first), _rows(lc.measure(net, (x[:7], y[:7]), **KW)), check_exact=True)
+
+
+def test_a_calibrated_run_draws_from_a_dataset_as_from_a_folder(folder, net):
+    kw = {**KW, "temperature": "calibrate", "calibration_samples": 2, "samples": 8, "input_size": SIZE}
+    from_folder = lc.measure(net, str(folder), **kw)
+    pd.testing.assert_frame_equal(_rows(lc.measure(net, ImageFolder(str(folder)), **kw)), _rows(from_folder),
+                                  check_exact=True)
+    with pytest.raises(ConfigError) as e:
+        lc.measure(net, DataLoader(ImageFolder(str(folder)), collate_fn=lambda items: items), **kw)
+    assert e.value.fields == ("temperature", "data")
+
+
+def test_a_resume_with_other_data_is_refused(folder, net, tmp_path):
+    x, y = _tensors(folder)
+    db = str(tmp_path / "kinds.db")
+    lc.measure(net, (x, y), store=db, **KW)
+    again = lc.measure(net, lc.EvalData.from_tensors(x, y), store=db, **KW)  # the same images: resumed, not refused
+    assert len(again) == 3 * 3
+    with pytest.raises(LayercritError, match="data_fingerprint"):
+        lc.measure(net, (x.flip(-1), y), store=db, **KW)  # other images
+    with pytest.raises(LayercritError, match="data_fingerprint"):
+        lc.measure(net, (x, y.roll(1)), store=db, **KW)  # other labels
+    with pytest.raises(LayercritError, match="data_fingerprint"):
+        lc.measure(net, ImageFolder(str(folder)), samples=SAMPLES, input_size=SIZE, store=db, **KW)  # a draw
+
+
+def test_normalized_tensors_are_refused_as_images_and_measured_as_input(folder, net):
+    x, y = _tensors(folder)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    normalized = (x.float().div(255) - mean) / std  # what a Normalize transform hands over
+    with pytest.raises(ConfigError) as e:
+        lc.measure(net, (normalized, y), **KW)
+    assert e.value.fields == ("data_space",) and "data_space='input'" in str(e.value)
+    as_input = lc.measure(net, (normalized, y), data_space="input", **KW)
+    as_images = lc.measure(net, (x, y), **KW)
+    pd.testing.assert_frame_equal(_rows(as_input), _rows(as_images), check_exact=False, rtol=1e-4, atol=1e-3)
+    # without a normalization there is nothing to mismatch: the tensors are fed as they are
+    lc.measure(net, (normalized, y), **{**KW, "normalize": None})
+
+
+def test_data_space_is_checked(folder, net):
+    x, y = _tensors(folder)
+    for data, space, fields in [((x, y), "input", ("data_space",)),  # 8-bit images are not the network's input
+                                (str(folder), "input", ("data_space",)),
+                                ((x, y), "pixels", ("data_space",))]:
+        with pytest.raises(ConfigError) as e:
+            lc.measure(net, data, data_space=space, input_size=SIZE, **KW)
+        assert e.value.fields == fields
+
+
+def test_pil_images_need_the_models_input_size(folder, net):
+    with pytest.raises(ConfigError) as e:
+        lc.measure(net, ImageFolder(str(folder)), samples=4, **KW)
+    assert e.value.fields == ("input_size",)
+
+
+def test_bad_data_is_one_error_naming_data(net):
+    x = torch.rand(6, 3, 8, 8)
+    for data in [(x, torch.rand(6)), (x[0], torch.zeros(6, dtype=torch.long)), (x, torch.zeros(5, dtype=torch.long)),
+                 [1, 2, 3], (x.mul(float("nan")), torch.zeros(6, dtype=torch.long))]:
+        with pytest.raises(ConfigError) as e:
+            lc.measure(net, data, normalize=None, reset="zero", progress=False)
+        assert e.value.fields == ("data",)
+
+
+def test_tensor_labels_need_not_cover_every_class_of_the_model(net):
+    x = torch.rand(8, 3, 8, 8)
+    df = lc.measure(net, (x, torch.zeros(8, dtype=torch.long)), normalize=None, reset="zero", progress=False)
+    assert len(df) == 3
