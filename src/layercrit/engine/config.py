@@ -99,7 +99,45 @@ def _patterns(value: Any, name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """How to measure: which units, which resets, how many trials and images, how to compute."""
+    """How to measure: which units, which resets, how many trials and images, how to compute.
+
+    Frozen; every value is checked (and brought into canonical form) when it is made, and a bad one is a
+    :class:`~layercrit.errors.ConfigError` naming the field. Each field is also a keyword parameter of
+    :func:`layercrit.measure` (which overrides a config given there), a flag of ``layercrit measure`` and
+    ``layercrit study run`` (``batch_size`` is ``--batch-size``) and a key of a study file's ``[measure]``.
+
+    Args:
+        reset: what a unit is reset to, one kind or several (default ``("random",)``).
+        trials: trials of stochastic resets (default 3).
+        seed: seed of the image draw and the reset draws (default 0).
+        samples: images drawn (default 10,000; None or ``"all"``: every image).
+        unit: ``"layer"`` (default) or ``"block"``.
+        types: layer kinds with ``unit="layer"`` (default conv, linear; also norm, embedding).
+        layers: glob patterns over module names, ``!`` excludes (default: all).
+        engine: ``"cached"`` (default) or ``"naive"``.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
+        batch_size: images per batch (default 128) or ``"auto"``.
+        max_memory: the memory budget of ``batch_size="auto"``.
+        target_ci: adaptive sampling's target 95 % CI half-width in percentage points (default off).
+        output: what is compared (default ``"probs"``; ``"logits"``, ``"module:<name>"``, a callable).
+        temperature: T dividing the logits before every softmax metric, or ``"calibrate"`` (default none).
+        calibration_samples: held-out images to fit T on (default 2,000).
+        channels_last: channels-last convolutions (default True).
+        split: the split of torchvision-format CIFAR-10 (default ``"test"``).
+        input_size: the resolution images are loaded at (default: the model's).
+        data_cache: cache decoded images (default True).
+        trust_pickle: allow checkpoints that need arbitrary unpickling (default False).
+
+    Examples:
+        >>> import layercrit as lc
+        >>> config = lc.MeasureConfig(reset=["random", "zero"], trials=2, layers="layer4.*")
+        >>> config.reset, config.layers, config.replace(trials=1).trials
+        (('random', 'zero'), ('layer4.*',), 1)
+        >>> lc.MeasureConfig(batch_size=0)
+        Traceback (most recent call last):
+        ...
+        layercrit.errors.ConfigError: batch_size 0: must be a batch size from 1 to 1000000
+    """
 
     reset: tuple[str, ...] = option(
         ("random",), "what a unit is reset to, repeatable (kinds below)", check=lambda v, _: reset_names(v),

@@ -139,7 +139,26 @@ def _now() -> str:
 
 
 class ResultStore:
-    """A study database. Safe to reopen: resuming is just opening the same file again."""
+    """A results database (SQLite): one run per model id, its rows, baselines and saved progress. Safe to
+    reopen: resuming is just opening the same file again; a run opened again with another model, data or
+    settings is refused.
+
+    :func:`layercrit.measure` and :func:`layercrit.measure_models` write it (``store=``);
+    :func:`layercrit.export`, ``layercrit.analysis.load_results`` and ``layercrit report`` read it.
+
+    Args:
+        path: the database file.
+        create: open for writing, creating the file if missing (default); False: read-only, the file is never
+            changed.
+
+    Examples:
+        >>> import os, tempfile
+        >>> import layercrit as lc
+        >>> path = os.path.join(tempfile.mkdtemp(), "study.db")
+        >>> with lc.ResultStore(path) as store:
+        ...     len(store.results())
+        0
+    """
 
     def __init__(self, path: str | Path, *, create: bool = True):
         """Open ``path``: with ``create`` for writing (created if missing); else read-only, and the file is
