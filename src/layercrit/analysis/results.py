@@ -17,7 +17,7 @@ from ..patterns import select_names
 from . import tables
 from .layers import architecture_groups, layer_frame
 from . import metadata as _metadata
-from .sources import METRICS, Source, read_database, read_paper_csv
+from .sources import METRICS, Source, common_output, read_database, read_paper_csv
 from .stats import DEFAULT_WITHOUT, correlation_table, correlations
 
 UNCATEGORIZED = "uncategorized"
@@ -49,6 +49,7 @@ class Results:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     nonfinite: dict[str, int] = field(default_factory=dict)  # model id -> rows whose criticality is NaN or Inf
+    output: str = "probs"  # what the runs compared (sources.compared_output): "probs", "logits", "module:<name>"
 
     @property
     def model_ids(self) -> list[str]:
@@ -61,8 +62,9 @@ class Results:
 
     @property
     def metric_label(self) -> str:
-        """What the values are: "criticality" or "top-1 disagreement" (percent either way)."""
-        return METRICS[self.metric]
+        """What the values are: "criticality" or "top-1 disagreement" (percent either way), with the output
+        compared where it is not the study's softmax: "criticality of module:global_pool", "... of logits"."""
+        return METRICS[self.metric] + ("" if self.output == "probs" else f" of {self.output}")
 
     @property
     def archs(self) -> list[str]:
@@ -156,6 +158,7 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
         rows = rows[rows["model_id"].isin(kept)].reset_index(drop=True)
         runs = runs[runs["model_id"].isin(kept)].reset_index(drop=True)
 
+    output = common_output(runs, metric)  # one measure: the runs compared the same output
     found: list[str] = []  # warnings for the user
     nonfinite = _nonfinite_rows(rows, found)
     study_meta = runs[["model_id", "category", "accuracy"]]
@@ -176,8 +179,8 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     arch_of = architecture_groups(rows, _arch_names(runs))
     models["arch"] = models["model_id"].map(arch_of)
     return Results(rows=rows, runs=runs, models=models, layers=_layers(rows, models), baseline=chosen, reset=reset,
-                   metric=metric,
-                   without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite)
+                   metric=metric, without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite,
+                   output=output)
 
 
 def _arch_names(runs: pd.DataFrame) -> dict[str, str]:

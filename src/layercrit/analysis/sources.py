@@ -80,6 +80,30 @@ def read_database(path: str | Path, reset: str = "random", unit: str = "layer", 
     return Source(rows, table[RUN_COLUMNS])
 
 
+def compared_output(config: dict) -> str:
+    """What a run compared (its ``output``): "probs" (the study's softmax; runs from before it was recorded),
+    "logits", "module:<name>" or "callable:<module>.<name>"."""
+    value = config.get("output") if isinstance(config, dict) else None
+    return str(value) if value else "probs"
+
+
+def common_output(runs: pd.DataFrame, metric: str = "criticality") -> str:
+    """The one output the runs (``RUN_COLUMNS``, config a dict) compared; an error where they differ (their
+    criticalities are different measures) or where ``metric`` needs class scores that a run lacks."""
+    by_output: dict[str, list[str]] = {}
+    for model_id, config in zip(runs["model_id"], runs["config"]):
+        by_output.setdefault(compared_output(config), []).append(str(model_id))
+    if len(by_output) > 1:
+        shown = "; ".join(f"{o}: {', '.join(m[:3])}{', ...' if len(m) > 3 else ''}" for o, m in by_output.items())
+        raise LayercritError(f"these results compare different outputs ({shown}): their criticalities are different "
+                             "measures; report them separately")
+    output = next(iter(by_output), "probs")
+    if metric == "disagreement" and output not in ("probs", "logits"):
+        raise LayercritError(f"top-1 disagreement needs class scores, but these results compare {output} "
+                             "(no top-1): report --metric criticality")
+    return output
+
+
 def tempered(config: dict) -> bool:
     """Whether a run's outputs were temperature-scaled (a fixed T other than 1, or one fitted per model)."""
     t = config.get("temperature")

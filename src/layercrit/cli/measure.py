@@ -132,8 +132,11 @@ def run_measure(args: argparse.Namespace) -> int:
     if "criticality" in table.columns:  # NULL in the database: a NaN that SQLite could not store
         bad |= table["criticality"].isna().to_numpy()
     summary = table[~bad].groupby("reset")["criticality"].mean()
-    line = (f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {table['base_top1_acc'].iloc[0]:.2f}%; "
-            + ", ".join(f"mean criticality ({r}) {v:.2f}%" for r, v in summary.items()))
+    base = float(table["base_top1_acc"].iloc[0]) if len(table) else float("nan")
+    what = "criticality" if config.output == "probs" else f"criticality of {config.output}"
+    base_text = f"{base:.2f}%" if np.isfinite(base) else f"n/a (--output {config.output} has no class scores)"
+    line = (f"{bundle.model_id}: {len(table)} rows in {args.db}; base top-1 {base_text}; "
+            + ", ".join(f"mean {what} ({r}) {v:.2f}%" for r, v in summary.items()))
     if bad.any():  # never a clean-looking summary over NaN: count them, say where they are
         by_reset = table[bad].groupby("reset").size()
         line += ("; " if len(summary) else "") + f"{int(bad.sum())} of {len(table)} rows have non-finite metrics (" + \

@@ -88,6 +88,44 @@ def _temperature_text(text: str) -> float | str:
         raise ValueError(f"'{text}' is not a temperature (a positive number, or 'calibrate')") from None
 
 
+OUTPUTS = ("probs", "logits")  # besides "module:<name>" and (Python only) a callable (network, x) -> tensor
+
+
+def _output(value: Any, name: str) -> str | Callable[..., Any]:
+    """What a measurement compares: "probs" (the study's softmax), "logits", "module:<name>", or a callable."""
+    if callable(value) and not isinstance(value, str):
+        return value
+    if not isinstance(value, str):
+        validate.fail(name, f"{name} {validate.show(value)}: use probs, logits, module:<name> (a module of the "
+                            "network, e.g. module:global_pool) or, in Python, a callable (model, x) -> tensor")
+    text = validate.text(value, name).strip()
+    if text.lower() in OUTPUTS:
+        return text.lower()
+    kind, sep, module = text.partition(":")
+    if kind.strip().lower() == "module" and sep:
+        module = module.strip()
+        if not module:
+            validate.fail(name, f"{name} {validate.show(value)}: name the module after module:, e.g. "
+                                "module:global_pool")
+        return f"module:{module}"
+    validate.fail(name, f"{name} {validate.show(value)}: use probs, logits or module:<name> (a module of the network, "
+                        "e.g. module:global_pool)")
+
+
+def output_label(output: str | Callable[..., Any]) -> str:
+    """How a run records and a report names its ``output``: the text, or ``callable:<module>.<qualname>``."""
+    if isinstance(output, str):
+        return output
+    fn = getattr(output, "func", output)  # functools.partial: the function it wraps
+    return f"callable:{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def compares_classes(output: str | Callable[..., Any]) -> bool:
+    """Whether ``output`` is the model's class scores ("probs", "logits"): only then are the class metrics
+    (top-1/top-5 accuracy, loss, agreement, recovered accuracy, cross-entropy and KL) defined."""
+    return output in OUTPUTS
+
+
 def _patterns(value: Any, name: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -169,6 +207,14 @@ class MeasureConfig:
                                      "half-width of its criticality is at most PP percentage points",
                                      check=validate.target_ci, parse=float, metavar="PP", group="speed",
                                      default_text="off: every image, the study's method")
+    output: str | Callable[..., Any] = option(
+        "probs", "what is compared with the unmodified model: probs (the softmax, the study's criticality), logits "
+        "(raw class scores), or module:<name> (the output of that module of the network, flattened per image, e.g. "
+        "module:global_pool, the pooled features of a headless backbone; layers that run after it are refused); "
+        "criticality is 100 x (1 - cosine) of these vectors; the class metrics (top-1/top-5, loss, agreement, "
+        "recovered accuracy, cross-entropy, KL) need probs or logits and are empty otherwise. In Python also a "
+        "callable (model, x) -> tensor, called with the network and its normalized input (see docs/engine.md)",
+        check=_output, metavar="probs|logits|module:NAME")
     temperature: float | str | None = option(
         None, "divide the logits by T before every softmax metric (criticality included); calibrate: fit T per model "
         "by minimizing the NLL of the unmodified model on {calibration_samples} labelled images drawn after the "
@@ -190,6 +236,9 @@ class MeasureConfig:
         if self.max_memory is not None and self.batch_size != "auto":
             raise ConfigError("{max_memory} is the memory budget of {batch_size} auto: add {batch_size} auto "
                               "(or leave {max_memory} out)", ("max_memory", "batch_size"))
+        if self.temperature is not None and self.output != "probs":
+            raise ConfigError(f"{{temperature}} scales the softmax, but {{output}} {output_label(self.output)} compares "
+                              "no softmax: leave {temperature} out (or use {output} probs)", ("temperature", "output"))
         blocks_only = [r for r in self.reset if getattr(get_reset_kind(r.partition(":")[0]), "blocks_only", False)]
         if blocks_only and self.unit != "block":
             raise ConfigError(f"{{reset}} {blocks_only[0]} removes residual blocks: add {{unit}} block",

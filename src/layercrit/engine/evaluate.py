@@ -23,10 +23,12 @@ from tqdm.auto import tqdm
 
 from ..data import EvalData
 from ..models import ModelBundle
+from ..errors import Message
 from ..models.state import out_of_place, parameters_set
 from .config import MeasureConfig
 from .graph import try_cached_graph
 from .metrics import BaselineMetrics
+from .outputs import Output
 from .plan import Job, JobKey, Row, nonfinite_base_error
 
 log = logging.getLogger("layercrit")
@@ -79,8 +81,14 @@ class _Evaluation:
         if self.conv:
             self.net.to(memory_format=torch.channels_last)
         self.graph = None
+        self.output = Output(config.output, self.net)  # what is compared: class scores, a module's output, ...
         if config.engine == "cached" and jobs:
-            self.graph = try_cached_graph(self.net, sorted({"model." + j.unit.name for j in jobs}))
+            if self.output.traceable:
+                self.graph = try_cached_graph(self.net, sorted({"model." + j.unit.name for j in jobs}),
+                                              self.output.graph_path)
+            else:
+                log.warning(Message(f"{{output}} {self.output.label}: the cached engine cannot see inside a callable; "
+                                    "using {engine} naive"))
         for j in jobs:  # draw every reset once, up front: the same draw for every batch
             j.values = {k: v.detach().to(device) for k, v in j.reset.values(self.network, j.unit, j.trial).items()}
         # temperature scaling: every softmax metric sees logits / T (plan_measurement has fitted a "calibrate")
@@ -103,11 +111,12 @@ class _Evaluation:
             x = x.contiguous(memory_format=torch.channels_last)
         batch_jobs = [j for j in self.active if j.metrics.n == self.offset]
         graph = self.graph if batch_jobs else None
-        base_logits = (graph.run_base(x) if graph is not None else self.net(x)).float()
+        base_logits = (graph.run_base(x) if graph is not None else self.output(x)).float()
         if not bool(torch.isfinite(base_logits).all()):
             raise nonfinite_base_error()
         base_logits = base_logits / self.temperature if self.temperature != 1.0 else base_logits
-        self.base.update(base_logits.cpu(), y.cpu())
+        if self.output.classes:  # features have no top-1: the unmodified model's class metrics stay NaN
+            self.base.update(base_logits.cpu(), y.cpu())
         self.offset += len(y)
         self.base_correct_by_n[self.offset] = self.base.sums["top1_acc"]
         finished: list[Row] = []
@@ -115,8 +124,8 @@ class _Evaluation:
         for j in batch_jobs:
             assert j.values is not None
             with parameters_set(self.network, j.unit.name, j.values):
-                logits = graph.run_reset("model." + j.unit.name) if graph is not None else self.net(x)
-            j.metrics.update(logits.float().cpu() / self.temperature, base_logits.cpu(), y.cpu())
+                logits = graph.run_reset("model." + j.unit.name) if graph is not None else self.output(x)
+            j.metrics.update(logits.float().cpu() / self.temperature, base_logits.cpu(), y.cpu(), self.output.compare)
             bar.update(len(y))  # counted in images, shown in layer resets (one job over all images)
             if self._done(j):
                 finished.append(self._row(j))
@@ -140,7 +149,7 @@ class _Evaluation:
         base_top1 = 100 * self.base_correct_by_n[n] / n
         return {"layer": j.unit.name, "layer_index": j.unit.index, "layer_type": j.unit.module_type,
                 "unit": j.unit.level, "reset": j.reset.name, "trial": j.trial,
-                **j.metrics.result(base_top1, self.n_total), "n_samples": n,
+                **j.metrics.result(base_top1, self.n_total, self.output.classes), "n_samples": n,
                 "elapsed_seconds": time.perf_counter() - self.start}
 
 

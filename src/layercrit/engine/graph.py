@@ -34,9 +34,10 @@ _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, 
 
 
 class _Tracer(fx.Tracer):
-    """fx tracer that respects timm's "do not trace" modules and functions."""
+    """fx tracer that respects timm's "do not trace" modules and functions; ``keep``: a module path kept as one
+    node (the measured output module), so that its output is a value of the graph."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: str | None = None) -> None:
         leaf_types: tuple[type[nn.Module], ...] = ()
         autowrap: tuple[Callable[..., Any], ...] = ()
         try:
@@ -45,10 +46,11 @@ class _Tracer(fx.Tracer):
         except Exception:  # timm's private helpers moved or changed: plain fx
             pass
         self._leaf_types = leaf_types
+        self._keep = keep
         super().__init__(autowrap_functions=autowrap)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, self._leaf_types) or super().is_leaf_module(m, qualname)
+        return qualname == self._keep or isinstance(m, self._leaf_types) or super().is_leaf_module(m, qualname)
 
 
 def _make_out_of_place(graph: fx.Graph) -> None:
@@ -65,14 +67,25 @@ def _make_out_of_place(graph: fx.Graph) -> None:
 class CachedGraph:
     """A traced model that can re-evaluate just the part of the graph below one layer."""
 
-    def __init__(self, model: nn.Module, layer_paths: list[str]):
-        """``layer_paths``: module paths inside ``model`` (e.g. ``model.layer1.0.conv1``)."""
-        graph = _Tracer().trace(model)
+    def __init__(self, model: nn.Module, layer_paths: list[str], output_path: str | None = None):
+        """``layer_paths``: module paths inside ``model`` (e.g. ``model.layer1.0.conv1``). ``output_path``: a
+        module whose output is what the runs return (default: the model's output); only the nodes it depends on
+        are then evaluated."""
+        graph = _Tracer(keep=output_path).trace(model)
         _make_out_of_place(graph)
         self.gm = fx.GraphModule(model, graph)
-        self.nodes = list(self.gm.graph.nodes)
+        self.nodes = self._all = list(self.gm.graph.nodes)
         self.order = {n: i for i, n in enumerate(self.nodes)}
-        self.output = next(n for n in self.nodes if n.op == "output")
+        if output_path is None:
+            self.output = next(n for n in self.nodes if n.op == "output")
+        else:
+            found = [n for n in self.nodes if n.op == "call_module" and n.target == output_path]
+            if len(found) != 1:
+                raise ValueError(f"the output module {output_path} is {len(found)} nodes of the traced graph, not one")
+            self.output = found[0]
+            needed = _ancestors(self.output)
+            self.nodes = [n for n in self.nodes if n in needed]  # nothing after the output module is evaluated
+        kept = set(self.nodes)
         self.affected: dict[str, list[fx.Node]] = {}
         self._frees: dict[str, list[list[fx.Node]]] = {}
         frontier: set[fx.Node] = set()
@@ -80,6 +93,7 @@ class CachedGraph:
             nodes = self._affected(path)
             if nodes is None:
                 raise ValueError(f"layer {path} does not appear in the traced graph")
+            nodes = [n for n in nodes if n in kept]
             self.affected[path] = nodes
             self._frees[path] = self._free_plan(nodes)
             inside = set(nodes)
@@ -92,6 +106,7 @@ class CachedGraph:
             for a in n.all_input_nodes:
                 self._last_use[a] = n
         self.cache: dict[fx.Node, Any] = {}
+        self._base: Any = None  # the output of the last run_base (what a reset that cannot change it returns)
 
     @staticmethod
     def _free_plan(nodes: list[fx.Node]) -> list[list[fx.Node]]:
@@ -113,7 +128,7 @@ class CachedGraph:
 
     def _affected(self, path: str) -> list[fx.Node] | None:
         """Nodes whose value depends on ``path``'s parameters, in graph order."""
-        seeds = [n for n in self.nodes  # the module, a leaf containing it, or (a block) any module inside it
+        seeds = [n for n in self._all  # the module, a leaf containing it, or (a block) any module inside it
                  if (n.op == "call_module" and (n.target == path or path.startswith(n.target + ".")
                                                 or n.target.startswith(path + ".")))
                  or (n.op == "get_attr" and n.target.startswith(path + "."))]
@@ -164,6 +179,7 @@ class CachedGraph:
             for a in node.all_input_nodes:  # free what no later node reads
                 if self._last_use.get(a) is node:
                     values.pop(a, None)
+        self._base = result
         return result
 
     def run_reset(self, path: str) -> torch.Tensor:
@@ -173,6 +189,8 @@ class CachedGraph:
         def lookup(n: fx.Node) -> Any:
             return values[n] if n in values else self.cache[n]
 
+        if not self.affected[path]:  # the output module runs before this layer: the reset cannot change it
+            return self._base
         for node, frees in zip(self.affected[path], self._frees[path]):
             values[node] = self._call(node, lookup)
             for f in frees:
@@ -193,10 +211,21 @@ def _nbytes(value) -> int:
     return 0
 
 
-def try_cached_graph(model: nn.Module, layer_paths: list[str]) -> CachedGraph | None:
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    """``node`` and every node its value depends on."""
+    seen, stack = {node}, [node]
+    while stack:
+        for a in stack.pop().all_input_nodes:
+            if a not in seen:
+                seen.add(a)
+                stack.append(a)
+    return seen
+
+
+def try_cached_graph(model: nn.Module, layer_paths: list[str], output_path: str | None = None) -> CachedGraph | None:
     """A :class:`CachedGraph`, or None (with a one-line warning) where the model cannot be traced."""
     try:
-        return CachedGraph(model, layer_paths)
+        return CachedGraph(model, layer_paths, output_path)
     except Exception as e:
         log.warning(Message(f"cannot trace {type(model).__name__} for the cached engine ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:100] if str(e) else ''}); using {{engine}} naive"))

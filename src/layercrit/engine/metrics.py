@@ -6,6 +6,13 @@ cross-entropy between the logit sets (-sum p_base log p_reset), KL(p_base || p_r
 top-1 agreement [%]. Criticality = 100 * (1 - cosine similarity), with the 95 % confidence
 half-width of that mean (normal approximation, finite-population corrected: the "exact"
 value is the mean over the whole evaluation set, so the interval shrinks to 0 there).
+
+What is compared (``output``, see outputs.py) changes the vectors, not the formulas: ``"probs"`` compares
+softmax vectors (the study); ``"logits"`` compares the raw class scores with cosine, L1 and L2 (cross-entropy,
+KL, agreement and the label metrics still come from their softmax and argmax); ``"features"`` (a module's or
+a callable's output, flattened per image) compares those vectors with cosine, L1 and L2 only, and every
+metric that needs class scores (top-1/top-5, loss, cross-entropy, KL, agreement, recovered accuracy) is
+None (NULL in the database, NaN in tables): undefined, not zero.
 """
 from __future__ import annotations
 
@@ -37,6 +44,9 @@ class BaselineMetrics:
         self.n += len(labels)
 
     def result(self) -> dict[str, float]:
+        """Means over the images seen; NaN where none were (an output without class scores: features)."""
+        if self.n == 0:
+            return dict.fromkeys(self.sums, float("nan"))
         r = {k: v / self.n for k, v in self.sums.items()}
         r["top1_acc"] *= 100
         r["top5_acc"] *= 100
@@ -46,6 +56,9 @@ class BaselineMetrics:
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 SUM_KEYS = ("top1_acc", "top5_acc", "loss", "pred_cos_sim", "pred_cos_sim_sq", "pred_l1_err", "pred_l2_err",
             "pred_ce_loss", "pred_kl_div", "pred_agreement")
+COMPARES = ("probs", "logits", "features")
+# defined only where the output is class scores ("probs", "logits"); None for "features"
+CLASS_METRICS = ("top1_acc", "top5_acc", "loss", "pred_ce_loss", "pred_kl_div", "pred_agreement", "recovered_acc")
 
 
 class ResetMetrics:
@@ -68,21 +81,31 @@ class ResetMetrics:
         m.sums = {k: float(state[k]) for k in SUM_KEYS}
         return m
 
-    def update(self, logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> None:
-        s = _label_sums(logits, labels)
-        logp, base_logp = F.log_softmax(logits.double(), 1), F.log_softmax(base_logits.double(), 1)
-        p, base_p = logp.exp(), base_logp.exp()
-        cos = F.cosine_similarity(p, base_p, dim=1)
+    def update(self, logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor,
+               compare: str = "probs") -> None:
+        """Add a batch: the reset model's outputs, the unmodified model's, the labels. ``compare``: "probs"
+        (softmax vectors), "logits" (raw class scores) or "features" (any tensor, one row per image)."""
+        if compare not in COMPARES:
+            raise ValueError(f"compare must be one of {', '.join(COMPARES)}, not {compare!r}")
+        s: dict[str, float] = {}
+        if compare == "features":
+            v, base_v = logits.double().reshape(len(logits), -1), base_logits.double().reshape(len(base_logits), -1)
+        else:
+            s = _label_sums(logits, labels)
+            logp, base_logp = F.log_softmax(logits.double(), 1), F.log_softmax(base_logits.double(), 1)
+            p, base_p = logp.exp(), base_logp.exp()
+            s["pred_ce_loss"] = -(base_p * logp).sum(1).sum().item()
+            s["pred_kl_div"] = (base_p * (base_logp - logp)).sum(1).sum().item()
+            s["pred_agreement"] = (logits.argmax(1) == base_logits.argmax(1)).sum().item()
+            v, base_v = (p, base_p) if compare == "probs" else (logits.double(), base_logits.double())
+        cos = F.cosine_similarity(v, base_v, dim=1)
         s["pred_cos_sim"] = cos.sum().item()
         s["pred_cos_sim_sq"] = cos.square().sum().item()
-        s["pred_l1_err"] = (p - base_p).abs().sum(1).sum().item()
-        s["pred_l2_err"] = (p - base_p).norm(dim=1).sum().item()
-        s["pred_ce_loss"] = -(base_p * logp).sum(1).sum().item()
-        s["pred_kl_div"] = (base_p * (base_logp - logp)).sum(1).sum().item()
-        s["pred_agreement"] = (logits.argmax(1) == base_logits.argmax(1)).sum().item()
-        for k, v in s.items():
-            self.sums[k] += v
-        self.n += len(labels)
+        s["pred_l1_err"] = (v - base_v).abs().sum(1).sum().item()
+        s["pred_l2_err"] = (v - base_v).norm(dim=1).sum().item()
+        for k, x in s.items():
+            self.sums[k] += x
+        self.n += len(logits)
 
     def criticality_ci(self, population: int) -> float:
         """95 % half-width of the criticality [percentage points] after ``self.n`` of ``population`` images."""
@@ -94,12 +117,16 @@ class ResetMetrics:
         fpc = (population - n) / (population - 1) if population > 1 else 0.0
         return 100 * Z95 * math.sqrt(var / n * max(fpc, 0.0))
 
-    def result(self, base_top1: float, population: int) -> dict[str, float]:
-        """Means over the images seen; ``base_top1`` is the unmodified model's top-1 on the same images."""
+    def result(self, base_top1: float, population: int, classes: bool = True) -> dict[str, float | None]:
+        """Means over the images seen; ``base_top1`` is the unmodified model's top-1 on the same images.
+        ``classes=False`` (features compared): the :data:`CLASS_METRICS` are None."""
         r = {k: v / self.n for k, v in self.sums.items() if k != "pred_cos_sim_sq"}
         for k in ("top1_acc", "top5_acc", "pred_agreement"):
             r[k] *= 100
         r["recovered_acc"] = r["top1_acc"] / base_top1 if base_top1 > 0 else float("nan")
         r["criticality"] = 100 * (1 - r["pred_cos_sim"])
         r["criticality_ci"] = self.criticality_ci(population)
-        return r
+        out: dict[str, float | None] = dict(r)
+        if not classes:
+            out.update(dict.fromkeys(CLASS_METRICS))
+        return out

@@ -20,9 +20,10 @@ from ..models import ModelBundle, NormalizedModel
 from ..resets import Reset, ResetContext, Unit, discover_blocks, discover_layers, parse_reset
 from .batching import choose_for_plan
 from .calibration import calibration_record, fit_temperature, logits_of
-from .config import MeasureConfig
+from .config import MeasureConfig, output_label
 from .hardware import warn_if_slow
 from .metrics import ResetMetrics
+from .outputs import Output
 
 log = logging.getLogger("layercrit")
 
@@ -104,17 +105,28 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
         units = discover_blocks(bundle.network, size, patterns=list(config.layers))
     else:
         units = discover_layers(bundle.network, size, types=config.types, patterns=list(config.layers))
+    output = Output(config.output, net)  # what is compared (outputs.py): checked on the probe pass
     with torch.inference_mode():
-        first = data.images[:1].to(probe_device)
-        probe = net(first.float().div(255) if first.dtype == torch.uint8 else first.float())
+        first = data.images[:2].to(probe_device)
+        probe, after = output.probe(first.float().div(255) if first.dtype == torch.uint8 else first.float(),
+                                    [u.name for u in units])
     if not bool(torch.isfinite(probe).all()):
         raise nonfinite_base_error()
-    if probe.dim() != 2:
-        raise LayercritError(f"the model's output has shape {tuple(probe.shape)} for one image: a classifier "
-                             "returns one row of class scores (logits) per image")
-    if probe.shape[1] != data.num_classes:
+    if output.classes and probe.dim() != 2:
+        raise ConfigError(
+            f"the model's output has shape {tuple(probe.shape)} for {len(first)} image(s): a classifier returns one "
+            "row of class scores (logits) per image; to compare another output (e.g. the pooled features of a "
+            "headless backbone) give {output} module:<name>", ("output",))
+    if output.classes and probe.shape[1] != data.num_classes:
         raise ConfigError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
-                          f"classes: pass {{num_classes}} {data.num_classes} (or use matching data)", ("num_classes",))
+                          f"classes: pass {{num_classes}} {data.num_classes} (or use matching data; to compare "
+                          "features instead of class scores give {output} module:<name>)", ("num_classes", "output"))
+    if after:
+        raise ConfigError(f"{{output}} {output.label}: {len(after)} of the {len(units)} selected unit(s) run after "
+                          f"that module ({', '.join(after[:3])}{', ...' if len(after) > 3 else ''}), so a reset of "
+                          "them cannot change it: leave them out with {layers} "
+                          + " ".join(f"'!{n}'" for n in after[:3]) + (" ..." if len(after) > 3 else "")
+                          + " (or compare a later module)", ("output", "layers"))
     warn_if_slow(config.precision, device)
     calibration = None
     if config.temperature == "calibrate":  # fitted once here; the jobs see a number (config.temperature)
@@ -139,11 +151,13 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
         identity["arch_code"] = dict(bundle.arch_code)
     if calibration is not None or config.temperature is not None:  # only then: older runs have no such key
         identity["temperature"] = "calibrate" if calibration is not None else config.temperature
+    if config.output != "probs":  # likewise: runs from before it compared the softmax
+        identity["output"] = output_label(config.output)
     record = {**identity, "model_spec": bundle.spec, "num_classes": data.num_classes, "samples": len(data),
               "data_source": data.source, "trials": config.trials, "resets": [r.name for r in resets],
               "unit": config.unit, "types": list(config.types) if config.unit == "layer" else [],
               "layers": list(config.layers), "batch_size": config.batch_size, "device": str(device),
-              "engine": config.engine}
+              "engine": config.engine, "output": output.label}
     if bundle.key_map is not None:  # a checkpoint named otherwise: how its tensors found their places
         record["key_map"] = bundle.key_map
     if calibration is not None:

@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import LayercritError
 from ..provenance import package_versions
 from ..store import RESULT_COLUMNS, ResultStore
-from ..store.sqlite import BASELINE_METRICS, nonfinite_metrics
+from ..store.sqlite import BASELINE_METRICS, METRICS, nonfinite_metrics
 from .batching import resumed_batch_size
 from .metrics import ResetMetrics
 from .plan import Job, JobKey, MeasurePlan, Row
@@ -118,6 +118,8 @@ class Recorder:
             table["model_spec"] = run.spec
             table["nonfinite"] = [nonfinite_metrics(r) for r in rows]
             table["base_top1_acc"] = base["top1_acc"]
+            for m in METRICS:  # None (a metric undefined for the compared output) as NaN, as from the database
+                table[m] = pd.to_numeric(table[m]).astype(float)
         return table[list(TIDY_COLUMNS)].reset_index(drop=True)
 
     def _stored_baseline(self, run_id: int, n_samples: int) -> dict[str, float] | None:

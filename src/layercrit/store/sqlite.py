@@ -463,11 +463,16 @@ class ResultStore:
         with self._reading():
             df = pd.read_sql_query(query + " ORDER BY x.run_id, x.reset, x.trial, x.layer_index", self.conn,
                                    params=params)
-        return df.drop(columns=["created"]).rename(columns={"seconds": "elapsed_seconds"})  # read-only older files
+        df = df.drop(columns=["created"]).rename(columns={"seconds": "elapsed_seconds"})  # read-only older files
+        for m in (*METRICS, "base_top1_acc"):  # all NULL (a metric undefined for the compared output): NaN, not None
+            if m in df.columns and df[m].isna().all():
+                df[m] = df[m].astype(float)
+        return df
 
 
 def nonfinite_metrics(row: dict) -> str | None:
-    """Comma-separated names of the row's metrics that are NaN or infinite (None: all finite)."""
+    """Comma-separated names of the row's metrics that are NaN or infinite (None: all finite). A metric that is
+    None is undefined (class metrics where features are compared) and stored as NULL without being named."""
     bad = [m for m in METRICS if isinstance(row.get(m), float) and not math.isfinite(row[m])]
     return ",".join(bad) or None
 
