@@ -100,7 +100,7 @@ def common_output(runs: pd.DataFrame, metric: str = "criticality") -> str:
     output = next(iter(by_output), "probs")
     if metric == "disagreement" and output not in ("probs", "logits"):
         raise LayercritError(f"top-1 disagreement needs class scores, but these results compare {output} "
-                             "(no top-1): report --metric criticality")
+                             "(no top-1): report their criticality")
     return output
 
 
