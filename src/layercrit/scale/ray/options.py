@@ -7,7 +7,7 @@ from types import ModuleType
 import torch
 
 from ... import validate
-from ...errors import ConfigError, LayercritError
+from ...errors import ConfigError
 
 DATA_MODES = ("object_store", "path")
 
@@ -45,19 +45,13 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        try:
-            if self.address is not None:
-                set_(self, "address", validate.text(self.address, "{address}"))
-        except LayercritError as e:
-            raise ConfigError(str(e), ("address",)) from None
+        if self.address is not None:  # the checkers raise ConfigErrors of the field named "{field}"
+            set_(self, "address", validate.text(self.address, "{address}"))
         for name in ("gpus_per_task", "cpus_per_task"):
             value = getattr(self, name)
             if value is None:
                 continue
-            try:
-                value = validate.number(value, "{" + name + "}")
-            except LayercritError as e:
-                raise ConfigError(str(e), (name,)) from None
+            value = validate.number(value, "{" + name + "}")
             if value < 0 or (name == "cpus_per_task" and value == 0):
                 limit = "at least 0" if name == "gpus_per_task" else "above 0"
                 raise ConfigError(f"{{{name}}} {value:g}: must be {limit}", (name,))
@@ -65,10 +59,7 @@ class RayOptions:
         for name, low in (("layers_per_task", 1), ("max_retries", 0)):
             value = getattr(self, name)
             if value is not None or name == "max_retries":
-                try:
-                    set_(self, name, validate.integer(value, "{" + name + "}", low=low, what="a whole number"))
-                except LayercritError as e:
-                    raise ConfigError(str(e), (name,)) from None
+                set_(self, name, validate.integer(value, "{" + name + "}", low=low, what="a whole number"))
         if self.data_mode not in DATA_MODES:
             raise ConfigError(f"{{data_mode}} {self.data_mode!r}: use {' or '.join(DATA_MODES)}", ("data_mode",))
 
