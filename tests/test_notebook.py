@@ -27,7 +27,8 @@ def test_the_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERCRIT_ROOT", str(ROOT))
     monkeypatch.setenv("LAYERCRIT_QUICKSTART_SAMPLES", "64")
     monkeypatch.setenv("LAYERCRIT_QUICKSTART_TRIALS", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # Jupyter's own backend, which shows a returned Figure as a PNG (the test process may have set Agg)
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
