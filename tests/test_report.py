@@ -383,6 +383,38 @@ def test_bad_input_is_one_clean_line(tmp_path, tiny_db):
         _assert_clean_error(run_cli("report", *args, "--out", str(out)), needle, out)
 
 
+def test_python_callers_read_parameter_names(tmp_path):
+    """The same problems from Python name the parameters called (issue 22); the CLI (above) shows its flags."""
+    from layercrit.analysis import read_claims, read_lab_csv, read_metadata_csv, read_paper_csv
+    from layercrit.cli import with_flags
+    from layercrit.cli.report import REPORT_FLAGS
+    from layercrit.errors import ConfigError
+
+    csv, none = write_paper_csv(tmp_path / "raw.csv"), tmp_path / "none.csv"
+    cases = [(lambda: load_results(), "pass at least one dbs STUDY.db or paper_csvs FILE",
+              "pass at least one --db STUDY.db or --paper-csv FILE"),
+             (lambda: load_results(paper_csvs=[none]), "check paper_csvs", "check --paper-csv"),
+             (lambda: read_paper_csv(none), "check path", "check --paper-csv"),
+             (lambda: load_results(paper_csvs=[csv], metadata=none), "check metadata", "check --metadata"),
+             (lambda: read_metadata_csv(none), "check path", "check --metadata"),
+             (lambda: load_results(paper_csvs=[csv], baseline="nope"), "baseline nope is not among",
+              "--baseline nope is not among"),
+             (lambda: load_results(paper_csvs=[csv], only=["toy*", "!toy*"]), "only toy* !toy* leaves no model",
+              "--only toy* !toy* leaves no model"),
+             (lambda: read_lab_csv(none), "or check path", "or check --lab"),
+             (lambda: read_claims(tmp_path / "none.toml"), "check path", "check --claims")]
+    for call, python, cli in cases:
+        with pytest.raises(ConfigError) as e, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ReportWarning)
+            call()
+        assert python in str(e.value) and "--" not in str(e.value), str(e.value)
+        assert cli in with_flags(e.value, REPORT_FLAGS)
+    with pytest.warns(ReportWarning, match="give one with metadata FILE.csv"):
+        study = load_results(paper_csvs=[csv])
+    assert study.notes[0].endswith("choose one with baseline")
+    assert study.notes[0].naming({"baseline": "--baseline"}).endswith("choose one with --baseline")
+
+
 def test_failure_while_rendering_leaves_no_half_written_report(tmp_path, monkeypatch):
     csv = write_paper_csv(tmp_path / "raw.csv", ids=["toy_base", "toy_aug_a"])
     out = tmp_path / "report"

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from .. import validate
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from .lab import AGGREGATIONS, AVG, accuracy_matched, aggregated, budget_family, seed_std, stage_columns, \
     standard_error
 from .layers import HEAD, OTHER, STEM
@@ -123,11 +123,16 @@ TESTS = ("z", "welch")
 WELCH_ONLY = ("confidence", "aggregations", "primary_measure", "primary_aggregation")
 
 
+# read_claims' messages name the file as the report's parameter (write_report's claims; the CLI's flag); its own
+# callers read their parameter: path
+_AS_PATH = {"claims": "path"}
+
+
 def read_claims(path: str | Path) -> Claims:
     """Parse and check a claims file (see the module's docstring); one clear error naming the key."""
     path = Path(path)
     if not path.is_file():
-        raise LayercritError(f"claims file not found: {path}: check --claims")
+        raise ConfigError(f"claims file not found: {path}: check {{claims}}", ("claims",), python=_AS_PATH)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -135,7 +140,8 @@ def read_claims(path: str | Path) -> Claims:
     except UnicodeDecodeError:
         raise LayercritError(f"{path} is not a text file: give a .toml claims file") from None
     except OSError as e:
-        raise LayercritError(f"cannot read {path} ({e.strerror or e}): check --claims") from None
+        raise ConfigError(f"cannot read {path} ({e.strerror or e}): check {{claims}}", ("claims",),
+                          python=_AS_PATH) from None
     return claims_from_dict(raw, str(path))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from .layers import HEAD, STEM, ordered_stages
 from .results import Results
 from .stats import rank_correlation
@@ -42,27 +42,38 @@ MECHANISM_AGAINST = {"clean_test_acc": "clean top-1", "mean_confidence": "mean c
                      "mean_entropy": "mean entropy"}
 
 
+# The lab table's messages name it as the report's parameter (write_report's and lab_table's lab; the CLI's
+# flag); a caller of read_lab_csv reads its own parameter: path.
+_AS_PATH = {"lab": "path"}
+
+
 def read_lab_csv(path: str | Path) -> pd.DataFrame:
     """The table of ``layercrit study accuracies`` (one row per model: method, seed, epoch, accuracies, confidence)."""
     path = Path(path)
     if not path.is_file():
-        raise LayercritError(f"lab table not found: {path}: make it with `layercrit study accuracies`, or check --lab")
+        raise ConfigError(f"lab table not found: {path}: make it with `layercrit study accuracies`, or check {{lab}}",
+                          ("lab",), python=_AS_PATH)
     try:
         df = pd.read_csv(path, dtype={"model_id": str, "method": str, "variant": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LayercritError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}): check --lab") from None
-    return check_lab_frame(df, str(path))
+        raise ConfigError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}): check {{lab}}", ("lab",),
+                          python=_AS_PATH) from None
+    return check_lab_frame(df, str(path), python=_AS_PATH)
 
 
-def check_lab_frame(df: pd.DataFrame, where: str = "the lab table") -> pd.DataFrame:
-    """The frame with its numeric columns as floats; one clear error for a missing column or a bad value."""
+def check_lab_frame(df: pd.DataFrame, where: str = "the lab table", *,
+                    python: dict[str, str] | None = None) -> pd.DataFrame:
+    """The frame with its numeric columns as floats; one clear error for a missing column or a bad value (a
+    :class:`ConfigError` about ``lab``, which ``python`` may call otherwise, see :class:`layercrit.errors.NamedFields`)."""
+    def check(problem: str) -> ConfigError:
+        return ConfigError(problem + ": check {lab}", ("lab",), python=python)
+
     missing = [c for c in LAB_REQUIRED if c not in df.columns]
     if missing:
-        raise LayercritError(f"{where} has no column {', '.join(missing)} (it is the CSV of "
-                             "`layercrit study accuracies`): check --lab")
+        raise check(f"{where} has no column {', '.join(missing)} (it is the CSV of `layercrit study accuracies`)")
     dupes = df["model_id"][df["model_id"].duplicated()].unique()
     if len(dupes):
-        raise LayercritError(f"{where} lists model id(s) {', '.join(map(str, dupes))} more than once: check --lab")
+        raise check(f"{where} lists model id(s) {', '.join(map(str, dupes))} more than once")
     df = df.copy()
     for col in LAB_NUMERIC:
         if col not in df.columns:
@@ -70,7 +81,7 @@ def check_lab_frame(df: pd.DataFrame, where: str = "the lab table") -> pd.DataFr
         values = pd.to_numeric(df[col], errors="coerce")
         bad = df[col][values.isna() & df[col].notna()]
         if len(bad):
-            raise LayercritError(f"{where}: {col} '{bad.iloc[0]}' is not a number: check --lab")
+            raise check(f"{where}: {col} '{bad.iloc[0]}' is not a number")
         df[col] = values.astype(float)
     df["model_id"] = df["model_id"].astype(str)
     # runs of one variant (method + settings beyond the seed) are seeds of each other; tables without the
@@ -93,8 +104,8 @@ def lab_table(results: Results, lab: pd.DataFrame) -> pd.DataFrame:
     keep = [c for c in (*LAB_REQUIRED, *LAB_OPTIONAL) if c in lab.columns]
     table = lab[keep].merge(values, left_on="model_id", right_index=True, how="inner")
     if table.empty:
-        raise LayercritError("no model is both in the results and in the lab table: check that --lab belongs to "
-                             "these databases")
+        raise ConfigError("no model is both in the results and in the lab table: check that {lab} belongs to "
+                          "these databases", ("lab",))
     # a given model (no epochs known) counts as final: it is the model as its authors finished it
     final = (table["epoch"] == table["final_epoch"]) | table["epoch"].isna()
     table.insert(table.columns.get_loc("final_epoch") + 1, "final", final)

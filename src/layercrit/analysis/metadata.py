@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import LayercritError
+from ..errors import ConfigError
 from ..zoo.registry import zoo_metadata
 
 META_COLUMNS = ["model_id", "category", "accuracy", "epsilon", "norm", "display_name"]
@@ -25,28 +25,34 @@ def registry_metadata() -> pd.DataFrame:
     return _typed(zoo_metadata())
 
 
+def _check_file(problem: str) -> ConfigError:
+    """``problem``: check the file, named as load_results' parameter (``metadata``; the CLI's flag), or to a
+    caller of read_metadata_csv itself as its own (``path``)."""
+    return ConfigError(problem + ": check {metadata}", ("metadata",), python={"metadata": "path"})
+
+
 def read_metadata_csv(path: str | Path) -> pd.DataFrame:
     """A user's metadata CSV: ``model_id`` and any of the other META_COLUMNS (others are ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise LayercritError(f"metadata file not found: {path}: check --metadata")
+        raise _check_file(f"metadata file not found: {path}")
     try:
         df = pd.read_csv(path, dtype={"model_id": str, "category": str, "norm": str, "display_name": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LayercritError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}): check --metadata") from None
+        raise _check_file(f"{path} is not a readable CSV ({str(e).splitlines()[0]})") from None
     if "model_id" not in df.columns:
-        raise LayercritError(f"{path} has no model_id column (columns: {', '.join(META_COLUMNS)}): check --metadata")
+        raise _check_file(f"{path} has no model_id column (columns: {', '.join(META_COLUMNS)})")
     if not any(c in df.columns for c in META_COLUMNS[1:]):
-        raise LayercritError(f"{path} has none of the columns {', '.join(META_COLUMNS[1:])}: check --metadata")
+        raise _check_file(f"{path} has none of the columns {', '.join(META_COLUMNS[1:])}")
     dupes = df["model_id"][df["model_id"].duplicated()].unique()
     if len(dupes):
-        raise LayercritError(f"{path} lists model id(s) {', '.join(map(str, dupes))} more than once: check --metadata")
+        raise _check_file(f"{path} lists model id(s) {', '.join(map(str, dupes))} more than once")
     for col in NUMERIC:
         if col in df.columns:
             values = pd.to_numeric(df[col], errors="coerce")
             bad = df[col][values.isna() & df[col].notna()]
             if len(bad):
-                raise LayercritError(f"{path}: {col} '{bad.iloc[0]}' is not a number: check --metadata")
+                raise _check_file(f"{path}: {col} '{bad.iloc[0]}' is not a number")
     return _typed(df)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError, Message, name_fields
 from ..patterns import select_names
 from . import tables
 from .layers import architecture_groups, layer_frame
@@ -29,6 +29,29 @@ STUDY_CATEGORIES = ("baseline", "adversarial training", "augmentation", "self-su
 
 class ReportWarning(UserWarning):
     """Something the report works around (missing metadata, ...) but the user should know."""
+
+
+class Note(str, Message):
+    """A warning or note of :class:`Results`: a ``str`` that names options as ``{field}`` placeholders, like
+    :class:`layercrit.errors.Message`. The text names the Python parameters (``metadata``); the CLI renders
+    ``naming(flags)`` (``--metadata``)."""
+
+    template: str
+    fields: tuple[str, ...]
+
+    def __new__(cls, template: str, fields: tuple[str, ...]) -> Note:
+        note = super().__new__(cls, name_fields(template, {}, fields))
+        note.template, note.fields = template, tuple(fields)
+        return note
+
+    def __init__(self, template: str, fields: tuple[str, ...]) -> None:  # the text was made by __new__
+        pass
+
+    def naming(self, names: dict[str, str]) -> str:
+        return name_fields(self.template, names, self.fields)
+
+    def __reduce__(self):
+        return Note, (self.template, self.fields)
 
 
 @dataclass
@@ -132,29 +155,33 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     """
     dbs, paper_csvs = list(dbs), list(paper_csvs)
     if not dbs and not paper_csvs:
-        raise LayercritError("no results given: pass at least one --db STUDY.db or --paper-csv FILE")
+        raise ConfigError("no results given: pass at least one {dbs} STUDY.db or {paper_csvs} FILE",
+                          ("dbs", "paper_csvs"))
     if paper_csvs and reset != "random":
-        raise LayercritError(f"a raw-results CSV holds the study's random resets only, not '{reset}': "
-                             "leave out --reset, or report the CSV separately")
+        raise ConfigError(f"a raw-results CSV holds the study's random resets only, not '{reset}': "
+                          "leave out {reset}, or report the CSV separately", ("reset",))
     if paper_csvs and unit != "layer":
-        raise LayercritError("a raw-results CSV holds layers only: report --unit block from databases alone")
+        raise ConfigError("a raw-results CSV holds layers only: report {unit} block from databases alone", ("unit",))
     user_meta = None
     if metadata is not None:
-        user_meta = metadata if isinstance(metadata, pd.DataFrame) else _metadata.read_metadata_csv(metadata)
+        user_meta = metadata if isinstance(metadata, pd.DataFrame) else _given(_metadata.read_metadata_csv, metadata)
     if metric not in METRICS:
         raise LayercritError(f"unknown metric '{metric}': use {' or '.join(METRICS)}")
     if paper_csvs and metric != "criticality":
-        raise LayercritError("a raw-results CSV records no top-1 agreement: report --metric disagreement from "
-                             "databases alone")
-    sources = [read_database(p, reset, unit, metric) for p in dbs] + [read_paper_csv(p) for p in paper_csvs]
+        raise ConfigError("a raw-results CSV records no top-1 agreement: report {metric} disagreement from "
+                          "databases alone", ("metric",))
+    sources = [read_database(p, reset, unit, metric) for p in dbs] + [_given(read_paper_csv, p) for p in paper_csvs]
     _check_unique_models(sources)
     rows = pd.concat([s.rows for s in sources], ignore_index=True)
     runs = pd.concat([s.runs for s in sources], ignore_index=True)
     if only:
-        kept = select_names(list(dict.fromkeys(rows["model_id"])), only, what="model",
-                            hint="the ids are in `layercrit export` or the report's summary.json; check --only")
+        try:
+            kept = select_names(list(dict.fromkeys(rows["model_id"])), only, what="model",
+                                hint="the ids are in `layercrit export` or the report's summary.json; check {only}")
+        except LayercritError as e:  # a pattern that matches no model: the message names the parameter
+            raise ConfigError(str(e), ("only",)) from None
         if not kept:
-            raise LayercritError(f"--only {' '.join(only)} leaves no model to report: loosen it")
+            raise ConfigError(f"{{only}} {' '.join(only)} leaves no model to report: loosen it", ("only",))
         rows = rows[rows["model_id"].isin(kept)].reset_index(drop=True)
         runs = runs[runs["model_id"].isin(kept)].reset_index(drop=True)
 
@@ -169,7 +196,8 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     if user_meta is not None:
         unknown = set(user_meta["model_id"]) - set(models["model_id"])
         if unknown:
-            found.append(f"--metadata lists model id(s) without results: {_few(unknown)}; check the ids")
+            found.append(Note(f"{{metadata}} lists model id(s) without results: {_few(unknown)}; check the ids",
+                              ("metadata",)))
 
     notes: list[str] = []
     chosen = _choose_baseline(models, baseline, notes)
@@ -181,6 +209,15 @@ def load_results(dbs: Sequence[str | Path] = (), paper_csvs: Sequence[str | Path
     return Results(rows=rows, runs=runs, models=models, layers=_layers(rows, models), baseline=chosen, reset=reset,
                    metric=metric, without=tuple(without), warnings=found, notes=notes, nonfinite=nonfinite,
                    output=output)
+
+
+def _given(read, path):
+    """``read(path)`` for :func:`load_results`: its errors name the file as load_results' parameter
+    (``paper_csvs``, ``metadata``), not as the reader's ``path``."""
+    try:
+        return read(path)
+    except ConfigError as e:
+        raise ConfigError(e.template, e.fields) from None
 
 
 def _arch_names(runs: pd.DataFrame) -> dict[str, str]:
@@ -229,22 +266,23 @@ def _check_unique_models(sources: list[Source]) -> None:
     for s in sources:
         for model_id, origin in zip(s.runs["model_id"], s.runs["source"]):
             if model_id in where:
-                raise LayercritError(f"model id '{model_id}' is in both {where[model_id]} and {origin}: "
-                                     "report them separately, or rename one (layercrit measure --name)")
+                raise ConfigError(f"model id '{model_id}' is in both {where[model_id]} and {origin}: "
+                                  "report them separately, or rename one ({name})", ("name",),
+                                  python={"name": "create_model(..., name=...)"})
             where[model_id] = origin
 
 
 def _fill_gaps(models: pd.DataFrame, found: list[str]) -> None:
     missing = models["category"].isna()
     if missing.any():
-        found.append(f"no category for {_few(models.loc[missing, 'model_id'])}: shown as '{UNCATEGORIZED}'; "
-                     "give one with --metadata FILE.csv (columns model_id, category, accuracy, epsilon, norm, "
-                     "display_name)")
+        found.append(Note(f"no category for {_few(models.loc[missing, 'model_id'])}: shown as '{UNCATEGORIZED}'; "
+                          "give one with {metadata} FILE.csv (columns model_id, category, accuracy, epsilon, norm, "
+                          "display_name)", ("metadata",)))
         models.loc[missing, "category"] = UNCATEGORIZED
     no_acc = models["accuracy"].isna()
     if no_acc.any():
-        found.append(f"no accuracy for {_few(models.loc[no_acc, 'model_id'])}: left out of the accuracy "
-                     "correlation and scatter; give one with --metadata FILE.csv")
+        found.append(Note(f"no accuracy for {_few(models.loc[no_acc, 'model_id'])}: left out of the accuracy "
+                          "correlation and scatter; give one with {metadata} FILE.csv", ("metadata",)))
     models["display_name"] = models["display_name"].where(models["display_name"].notna(), models["model_id"])
 
 
@@ -252,17 +290,17 @@ def _choose_baseline(models: pd.DataFrame, baseline: str | None, notes: list[str
     ids = list(models["model_id"])
     if baseline is not None:
         if baseline not in ids:
-            raise LayercritError(f"--baseline {baseline} is not among the reported models ({_few(ids)}): "
-                                 "choose one of them")
+            raise ConfigError(f"{{baseline}} {baseline} is not among the reported models ({_few(ids)}): "
+                              "choose one of them", ("baseline",))
         return baseline
     named = [m for m, c in zip(ids, models["category"]) if c == BASELINE_CATEGORY]
     if len(named) == 1:
-        notes.append(f"baseline: {named[0]} (the only model of category '{BASELINE_CATEGORY}'; choose another "
-                     "with --baseline)")
+        notes.append(Note(f"baseline: {named[0]} (the only model of category '{BASELINE_CATEGORY}'; choose "
+                          "another with {baseline})", ("baseline",)))
         return named[0]
     why = "no model has" if not named else f"{len(named)} models have"
-    notes.append(f"baseline: {ids[0]}, the first model, since {why} category '{BASELINE_CATEGORY}'; "
-                 "choose one with --baseline")
+    notes.append(Note(f"baseline: {ids[0]}, the first model, since {why} category '{BASELINE_CATEGORY}'; "
+                      "choose one with {baseline}", ("baseline",)))
     return ids[0]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..store.sqlite import ResultStore
 from .layers import strip_prefix
 
@@ -45,10 +45,12 @@ def read_database(path: str | Path, reset: str = "random", unit: str = "layer", 
         tidy = store.results(unit=unit)
         runs = store.runs()
     if tidy.empty:
-        raise LayercritError(f"{path} holds no {unit} results yet: run `layercrit measure --unit {unit}` first")
+        raise LayercritError("{path} holds no {unit} results yet: run `layercrit measure --unit {unit}` first"
+                             .format(path=path, unit=unit))  # one literal: the command stays whole in its quotes
     kinds = sorted(tidy["reset"].unique())
     if reset not in kinds:
-        raise LayercritError(f"{path} holds no '{reset}' resets (it has {', '.join(kinds)}): choose one with --reset")
+        raise ConfigError(f"{path} holds no '{reset}' resets (it has {', '.join(kinds)}): choose one with {{reset}}",
+                          ("reset",))
     tidy = tidy[tidy["reset"] == reset]
     if metric == "calibrated":
         plain = [m for m, c in zip(runs["model_id"], runs["config"])
@@ -110,21 +112,28 @@ def tempered(config: dict) -> bool:
     return t is not None and t != 1 and t != 1.0
 
 
+# read_paper_csv's messages name the file as load_results' parameter (paper_csvs), which the CLI calls --paper-csv;
+# a caller of read_paper_csv itself reads its own: path
+_AS_PATH = {"paper_csvs": "path"}
+
+
 def read_paper_csv(path: str | Path) -> Source:
     """Rows of a raw-results CSV in the original study's layout (re-randomization resets)."""
     path = Path(path)
     if not path.is_file():
-        raise LayercritError(f"raw-results CSV not found: {path}: check --paper-csv")
+        raise ConfigError(f"raw-results CSV not found: {path}: check {{paper_csvs}}", ("paper_csvs",), python=_AS_PATH)
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LayercritError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}): check --paper-csv") from None
+        raise ConfigError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}): check {{paper_csvs}}",
+                          ("paper_csvs",), python=_AS_PATH) from None
     missing = [c for c in PAPER_REQUIRED if c not in df.columns]
     if missing:
-        raise LayercritError(f"{path} lacks the raw-results column(s) {', '.join(missing)} "
-                             "(the original study's layout, see METHOD.md): check --paper-csv")
+        raise ConfigError(f"{path} lacks the raw-results column(s) {', '.join(missing)} "
+                          "(the original study's layout, see METHOD.md): check {paper_csvs}",
+                          ("paper_csvs",), python=_AS_PATH)
     if df.empty:
-        raise LayercritError(f"{path} holds no rows: check --paper-csv")
+        raise ConfigError(f"{path} holds no rows: check {{paper_csvs}}", ("paper_csvs",), python=_AS_PATH)
     numeric = {}
     for col in ("trial", "pred_cos_sim", "top1_acc", "recovered_acc"):
         values = pd.to_numeric(df[col], errors="coerce")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import re
 import sys
 import warnings
 
@@ -17,6 +18,10 @@ metadata (--metadata FILE.csv): columns model_id, category, accuracy, epsilon, n
 example:
   layercrit report --db study.db --paper-csv raw_results.csv --baseline tv_resnet50 --out report/
 """
+
+# The Python parameters (load_results, write_report, read_lab_csv, ...) whose flag here is not "--" + the name;
+# the others (reset, unit, metric, baseline, metadata, only, lab, lab_reference, claims, out) are.
+REPORT_FLAGS = {"dbs": "--db", "paper_csvs": "--paper-csv", "name": "layercrit measure --name"}
 
 
 def register(sub) -> None:
@@ -54,7 +59,18 @@ def register(sub) -> None:
                    help="with --lab: claims and the rules that judge them, fixed in advance (see docs/report.md); "
                         "adds lab_claims.csv, lab_verdicts.csv and a Claims section to lab.md")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files in it replaced)")
-    r.set_defaults(func=run_report)
+    r.set_defaults(func=run_report, flags=REPORT_FLAGS)
+
+
+def _with_flags(message) -> str:
+    """A warning or note of the results (an ``analysis.Note``, or a plain text) with this command's flags."""
+    from ..errors import Message
+    from . import flag
+
+    if not isinstance(message, Message):
+        return str(message)
+    fields = getattr(message, "fields", None) or re.findall(r"\{([a-z_][a-z0-9_]*)\}", message.template)
+    return message.naming({f: flag(f, REPORT_FLAGS) for f in fields})
 
 
 def run_report(args) -> int:
@@ -95,9 +111,9 @@ def run_report(args) -> int:
         if lab is not None:
             table, _ = checked_lab(study, lab, args.lab_reference)  # a misfit: one error, before any output
     for message in study.warnings:
-        print(f"layercrit: warning: {message}", file=sys.stderr)
+        print(f"layercrit: warning: {_with_flags(message)}", file=sys.stderr)
     for note in study.notes:
-        print(f"layercrit: {note}")
+        print(f"layercrit: {_with_flags(note)}")
     if claims is not None:
         absent = sorted(claims.variants - set(table["variant"]))
         if absent:

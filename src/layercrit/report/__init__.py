@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..analysis import Results, summary
 from ..analysis.claims import Claims
-from ..errors import LayercritError
+from ..errors import ConfigError
 from ..paths import writing_into
 from . import style
 from .bars import layer_bar_figure
@@ -50,11 +50,12 @@ def write_report(study: Results, out: str | Path, *, lab: pd.DataFrame | None = 
     """
     out = Path(out)
     if claims is not None and lab is None:
-        raise LayercritError("claims are judged on a lab table: pass lab= as well (CLI: --lab ACCURACIES.csv)")
+        raise ConfigError("{claims} are judged on a lab table: pass {lab} as well (the table of "
+                          "`layercrit study accuracies`)", ("claims", "lab"))
     if out.exists() and not out.is_dir():
-        raise LayercritError(f"--out {out} is a file: choose a folder")
+        raise ConfigError(f"{{out}} {out} is a file: choose a folder", ("out",))
     if not out.parent.is_dir():
-        raise LayercritError(f"folder for --out does not exist: {out.parent}: create it first")
+        raise ConfigError(f"folder for {{out}} does not exist: {out.parent}: create it first", ("out",))
     with writing_into(out):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         try:

@@ -11,7 +11,7 @@ from ..analysis import Results
 from ..analysis.claims import ALL_VARIANTS, COMPARISONS, Claims, judge_claims, sensitivity
 from ..analysis.lab import (AVG, SPREAD_QUANTITIES, accuracy_matched, lab_table, mechanism_table, seed_spread,
                             stage_columns, trajectories, versus_reference)
-from ..errors import LayercritError
+from ..errors import ConfigError
 from ..provenance import first_commit, is_ancestor
 from .stages import markdown_table
 from .style import save_figure
@@ -91,8 +91,8 @@ def checked_lab(study: Results, lab: pd.DataFrame, reference: str | None = None)
     table = lab_table(study, lab)
     variants = set(table["variant"])
     if reference is not None and reference not in variants:
-        raise LayercritError(f"--lab-reference {reference} is not a variant of the lab table "
-                             f"({', '.join(sorted(variants))}): choose one of them")
+        raise ConfigError(f"{{lab_reference}} {reference} is not a variant of the lab table "
+                          f"({', '.join(sorted(variants))}): choose one of them", ("lab_reference",))
     return table, reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in variants else None)
 
 

@@ -31,7 +31,7 @@ def accuracy_figure(models: pd.DataFrame, correlations: dict, colors: dict[str, 
     ax = fig.add_axes((0.09, 0.25, 0.56, 0.66))
     data = models.dropna(subset=["accuracy", "avg_criticality"])
     if data.empty:
-        ax.text(0.5, 0.5, "no model has an accuracy:\ngive them one with --metadata", ha="center", va="center",
+        ax.text(0.5, 0.5, "no model has an accuracy:\ngive them one in a metadata CSV", ha="center", va="center",
                 transform=ax.transAxes)
     else:
         order = [c for c in colors if c in set(data["category"])]
@@ -60,7 +60,7 @@ def epsilon_figure(models: pd.DataFrame, baseline: str) -> Figure:
     adv = models.dropna(subset=["epsilon", "avg_criticality"]).copy()
     if adv.empty:
         ax.text(0.5, 0.5, "no model has a training epsilon:\ngive adversarially trained models one\n"
-                "(columns epsilon, norm) with --metadata", ha="center", va="center", transform=ax.transAxes)
+                "(columns epsilon, norm) in a metadata CSV", ha="center", va="center", transform=ax.transAxes)
     else:
         adv["norm"] = adv["norm"].fillna("norm unknown").astype(str)
         sns.lineplot(data=adv.sort_values("epsilon"), x="epsilon", y="avg_criticality", hue="norm", style="norm",
