@@ -267,8 +267,9 @@ def test_the_report_names_what_was_compared(tiny_model, tiny_data, tmp_path):
     assert load_results([logits]).metric_label == "criticality of logits"
     assert load_results([probs]).metric_label == "criticality"
     assert load_results([logits], metric="disagreement").metric_label == "top-1 disagreement of logits"
-    with pytest.raises(LayercritError, match="class scores"):
+    with pytest.raises(ConfigError, match="class scores") as e:
         load_results([feats], metric="disagreement")
+    assert e.value.fields == ("metric",)
     with ResultStore(probs) as store:  # another model id so that the two databases can be reported together
         store.conn.execute("UPDATE runs SET model_id = 'other'")
         store.conn.commit()

@@ -101,8 +101,8 @@ def common_output(runs: pd.DataFrame, metric: str = "criticality") -> str:
                              "measures; report them separately")
     output = next(iter(by_output), "probs")
     if metric == "disagreement" and output not in ("probs", "logits"):
-        raise LayercritError(f"top-1 disagreement needs class scores, but these results compare {output} "
-                             "(no top-1): report their criticality")
+        raise ConfigError(f"{{metric}} disagreement needs class scores, but these results compare {output} "
+                          "(no top-1): use {metric} criticality", ("metric",))
     return output
 
 
