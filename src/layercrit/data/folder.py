@@ -109,11 +109,7 @@ class _Walk:
                 self.skip("link", str(folder))
                 continue
             self.seen_dirs.add(real)
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError as e:
-                raise LayercritError(f"cannot read data folder {show(folder)}: {describe_os_error(e)}: check its "
-                                     "permissions") from None
+            entries = sorted_entries(folder)
             subdirs: list[Path] = []
             group: list[tuple[str, int]] = []
             groups.append((str(folder), group))
@@ -201,11 +197,7 @@ def list_image_folder(root: Path, split: str = "test") -> FolderListing:
     with an image name (:data:`EXTENSIONS`) below them that are regular files. Skips are reported
     in one warning line per kind; refusals raise one :class:`LayercritError`.
     """
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError as e:
-        raise LayercritError(f"cannot read data folder {show(root)}: {describe_os_error(e)}: check its "
-                             "permissions") from None
+    entries = sorted_entries(root)
     classes: list[str] = []
     skipped: dict[str, list[str]] = {}
     for entry in entries:
@@ -430,3 +422,12 @@ def _to_rgb8(im: Image.Image, path: str) -> Image.Image:
             eight = np.rint(part * scale) if scale is not None else part
         out[s:s + CHUNK] = np.clip(eight, 0, 255)
     return Image.fromarray(out.reshape(a.shape)).convert("RGB")  # uint8, 2-D: mode L
+
+
+def sorted_entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` in name order; one error line where it cannot be read."""
+    try:
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        raise LayercritError(f"cannot read data folder {show(folder)}: {describe_os_error(e)}: check its "
+                             "permissions") from None
