@@ -108,3 +108,26 @@ def test_measure_takes_model_data_config_by_position_and_the_rest_by_keyword():
     assert list(params)[:3] == ["model", "data", "config"]
     assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in list(params.values())[3:])
     assert {"store", "executor", "device", "progress"} <= set(params)
+
+
+def test_no_submodule_shadows_a_public_name():
+    """Importing a submodule binds it on its package, so a submodule named like a name the package exports
+    (engine/measure.py beside ``engine.measure``) turns ``lc.measure`` into a module once someone imports the
+    submodule directly. Checked in a fresh interpreter after importing every submodule first."""
+    script = """
+import importlib, pkgutil, types, layercrit
+for info in pkgutil.walk_packages(layercrit.__path__, 'layercrit.'):
+    if '.scale.ray' in info.name or info.name.endswith('__main__'):
+        continue  # Ray is an extra; its package is checked like the rest when installed
+    importlib.import_module(info.name)
+bad = []
+for name, module in list(__import__('sys').modules.items()):
+    if not name.startswith('layercrit') or not hasattr(module, '__path__'):
+        continue
+    for public in getattr(module, '__all__', []):
+        if isinstance(getattr(module, public), types.ModuleType):
+            bad.append(f'{name}.{public}')
+print(bad)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -298,7 +298,7 @@ def test_forward_order_restores_each_submodules_own_mode():
 
 
 FUNCTIONS = {("study/spec.py", "load_study"), ("scale/ray/driver.py", "RayExecutor.run"),
-             ("study/run.py", "run_study"), ("engine/evaluate.py", "evaluate")}
+             ("study/run.py", "run_study"), ("engine/evaluation.py", "evaluate")}
 
 
 def _length(path: Path, qualified: str) -> int:

@@ -13,16 +13,16 @@ from .config import MeasureConfig
 
 if TYPE_CHECKING:
     from ..models.state import kept_as_found
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .executor import Executor, LocalExecutor, resolve_device
-    from .measure import measure, measure_models
+    from .measuring import measure, measure_models
     from .metrics import BaselineMetrics, ResetMetrics
     from .plan import Job, JobKey, MeasurePlan, Row, plan_measurement
     from .recorder import Recorder, Run
 
-_LAZY = {"evaluate": ".evaluate", "kept_as_found": "..models.state", "Executor": ".executor",
-         "LocalExecutor": ".executor", "resolve_device": ".executor", "measure": ".measure",
-         "measure_models": ".measure", "BaselineMetrics": ".metrics", "ResetMetrics": ".metrics", "Job": ".plan",
+_LAZY = {"evaluate": ".evaluation", "kept_as_found": "..models.state", "Executor": ".executor",
+         "LocalExecutor": ".executor", "resolve_device": ".executor", "measure": ".measuring",
+         "measure_models": ".measuring", "BaselineMetrics": ".metrics", "ResetMetrics": ".metrics", "Job": ".plan",
          "JobKey": ".plan", "MeasurePlan": ".plan", "Row": ".plan", "plan_measurement": ".plan",
          "Recorder": ".recorder", "Run": ".recorder"}
 

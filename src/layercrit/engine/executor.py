@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, LayercritError
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .plan import MeasurePlan
 from .recorder import Recorder
 
