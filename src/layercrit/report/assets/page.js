@@ -157,7 +157,7 @@ function niceTicks(lo, hi, n = 5) {
   svg.setAttribute("height", H);
   const pts = D.models.filter((p) => isNum(p.accuracy) && isNum(p.avg));
   if (!pts.length) {
-    el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, svg, "no model has an accuracy (see --metadata)");
+    el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, svg, "no model has an accuracy: give them one in a metadata CSV");
     return;
   }
   const pad = (lo, hi) => { const d = (hi - lo) || Math.abs(hi) || 1; return [lo - 0.08 * d, hi + 0.08 * d]; };
