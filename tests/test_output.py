@@ -309,11 +309,24 @@ class Backbone(nn.Module):
 
     def forward(self, x):
         return self.proj(self.pool(torch.relu(self.conv2(torch.relu(self.conv1(x))))).flatten(1))
+
+
+class Trunk(nn.Module):  # no Linear at all: no class count to find, and none asked for
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(torch.relu(self.conv2(torch.relu(self.conv1(x))))).flatten(1)
 '''
 
 
-def test_cli_measures_a_headless_backbone(tmp_path):
+@pytest.mark.parametrize("source", ["arch", "file"])
+def test_cli_measures_a_headless_backbone(tmp_path, source):
     from PIL import Image
+    from safetensors.torch import save_file
 
     root = tmp_path / "data"
     g = torch.Generator().manual_seed(0)
@@ -324,7 +337,13 @@ def test_cli_measures_a_headless_backbone(tmp_path):
             Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
     (tmp_path / "backbone.py").write_text(BACKBONE_FILE)
     db = tmp_path / "b.db"
-    proc = run_cli("measure", "--model", f"arch:{tmp_path / 'backbone.py'}:Backbone", "--data", str(root),
+    model = ["--model", f"arch:{tmp_path / 'backbone.py'}:Backbone"]
+    if source == "file":  # trained weights of a network without a Linear: no --num-classes needed
+        namespace: dict = {}
+        exec(BACKBONE_FILE, namespace)
+        save_file(namespace["Trunk"]().state_dict(), str(tmp_path / "trunk.safetensors"))
+        model = ["--model", f"file:{tmp_path / 'trunk.safetensors'}", "--arch", f"{tmp_path / 'backbone.py'}:Trunk"]
+    proc = run_cli("measure", *model, "--data", str(root),
                    "--input-size", "8", "--normalize", "none", "--samples", "8", "--trials", "1",
                    "--output", "module:pool", "--layers", "conv*", "--db", str(db), "--no-progress",
                    "--no-data-cache")

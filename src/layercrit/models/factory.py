@@ -104,8 +104,9 @@ def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
         return factory()
 
 
-def arch_factory(arch: ArchSpec, num_classes: int) -> Callable[[], nn.Module]:
-    """Builds a freshly initialized network of ``arch`` with ``num_classes`` outputs."""
+def arch_factory(arch: ArchSpec, num_classes: int | None) -> Callable[[], nn.Module]:
+    """Builds a freshly initialized network of ``arch`` with ``num_classes`` outputs (None: what a callable
+    without a ``num_classes`` parameter builds)."""
     return lambda: arch.build(num_classes=num_classes)
 
 
@@ -199,7 +200,7 @@ def build_source(source: ModelSource) -> ModelBundle:
     return create_model(source.spec, **dataclasses.asdict(source.options))
 
 
-def _bundle(net: nn.Module, a: ArchSpec, nc: int, spec: str, model_id: str, mean: Any, std: Any) -> ModelBundle:
+def _bundle(net: nn.Module, a: ArchSpec, nc: int | None, spec: str, model_id: str, mean: Any, std: Any) -> ModelBundle:
     return ModelBundle(NormalizedModel(net, mean, std).eval(), arch_factory(a, nc), spec, a.name, nc, a.input_size,
                        model_id, arch_code=a.code)
 
@@ -218,24 +219,22 @@ def _normalization(a: ArchSpec, o: ModelOptions, what: str, recorded: tuple | No
     return a.mean, a.std
 
 
-def _classes(a: ArchSpec, o: ModelOptions, spec: str) -> int:
+def _classes(a: ArchSpec, o: ModelOptions, spec: str) -> int | None:
     nc = o.num_classes or a.num_classes
     if nc is None:
         ua = a.extra.get("user_arch")
         if ua is not None and not ua.accepts_num_classes():
-            return _built_classes(a, spec)
+            return _built_classes(a)
         raise ConfigError(f"{spec}: the class count of {a.name} is unknown (its num_classes parameter has no "
                           "default): give {num_classes}", ("num_classes",))
     return nc
 
 
-def _built_classes(a: ArchSpec, spec: str) -> int:
-    """The class count an architecture builds on its own (a callable without num_classes)."""
-    found = last_linear_classes(build_seeded(lambda: a.build(num_classes=None), 0))
-    if found is None:
-        raise ConfigError(f"{spec}: cannot tell the class count of {a.name} (no Linear layer): give {{num_classes}}",
-                          ("num_classes",))
-    return found
+def _built_classes(a: ArchSpec) -> int | None:
+    """The class count an architecture builds on its own (a callable without num_classes): its last Linear's
+    outputs; None for a network without one (a headless backbone), whose output size the measurement reads
+    from a forward pass like a module given directly, and whose features ``output="module:..."`` compares."""
+    return last_linear_classes(build_seeded(lambda: a.build(num_classes=None), 0))
 
 
 def _arch(rest: str, spec: str, o: ModelOptions) -> ModelBundle:
@@ -295,12 +294,12 @@ def _show(values: Sequence[float] | None) -> str:
     return ",".join(f"{v:g}" for v in values or ())
 
 
-def _head_classes(a: ArchSpec, state: dict[str, torch.Tensor], spec: str) -> tuple[int, str | None]:
+def _head_classes(a: ArchSpec, state: dict[str, torch.Tensor], spec: str) -> tuple[int | None, str | None]:
     """The class count of a checkpoint: the output count of its last ``Linear`` (whatever it is called),
     found by building the architecture once; and that weight, described (None: not from the checkpoint)."""
     ua = a.extra.get("user_arch")
     if ua is not None and not ua.accepts_num_classes():
-        return _built_classes(a, spec), None
+        return _built_classes(a), None
     probe = build_seeded(lambda: a.build(num_classes=a.num_classes or 10), 0)
     heads = [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)]
     weight = state.get(f"{heads[-1]}.weight") if heads else None
