@@ -283,6 +283,46 @@ def test_cli_key_map_flag_and_out_file(theirs, ours_py, tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "under --key-map rules" in proc.stderr
 
 
+
+def test_a_study_file_key_map_measures_a_foreign_checkpoint(theirs, ours_py, tmp_path):
+    from PIL import Image
+
+    from layercrit.study import load_study, run_study
+
+    study_dir = tmp_path / "study"
+    (study_dir / "weights").mkdir(parents=True)
+    torch.save(theirs.state_dict(), study_dir / "weights" / "theirs.pth")
+    (study_dir / "weights" / "rules.toml").write_text(
+        "".join(f"[[rename]]\npattern = '{r.rpartition('=')[0]}'\nreplace = '{r.rpartition('=')[2]}'\n\n"
+                for r in RULES))
+    g = torch.Generator().manual_seed(0)
+    for c in range(5):
+        (study_dir / "data" / f"c{c}").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(torch.randint(0, 256, (8, 8, 3), dtype=torch.uint8, generator=g).numpy()).save(
+                study_dir / "data" / f"c{c}" / f"{i}.png")
+    model = (f'spec = "file:weights/theirs.pth"\narch = "{ours_py}:ours"\nnormalize = "none"\n'
+             'input_size = 8\n')
+    text = ('[study]\ndata = "data"\nsamples = 10\ntrials = 1\n[measure]\nlayers = ["classifier"]\n'
+            f'[[models]]\nid = "rules"\n{model}key_map = "weights/rules.toml"\n'
+            f'[[models]]\nid = "auto"\n{model}key_map = "auto"\n')
+    (study_dir / "s.toml").write_text(text)
+    study = load_study(study_dir / "s.toml")
+    assert study.models[0].key_map == (str((study_dir / "weights" / "rules.toml").resolve()),)
+    run_study(study_dir / "s.toml", tmp_path / "s.db", progress=False)
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        rows = dict(con.execute("SELECT model_id, config FROM runs").fetchall())
+    methods = {mid: json.loads(config)["key_map"]["method"] for mid, config in rows.items()}
+    assert methods == {"rules": "rules", "auto": "auto"}
+    for bad, message in [('key_map = "nope.toml"', "nope.toml"), ("key_map = 3", "key_map = 3"),
+                         ('key_map = ["auto", "^a=b"]', "key_map auto pairs every tensor by itself")]:
+        (study_dir / "bad.toml").write_text(text.replace('key_map = "auto"', bad))
+        with pytest.raises(lc.LayercritError, match=message.replace("^", r"\^")):
+            load_study(study_dir / "bad.toml")
+    (study_dir / "bad.toml").write_text(text + '[[models]]\nid = "x"\nspec = "arch:cifar_resnet50"\nkey_map = "auto"\n')
+    with pytest.raises(lc.LayercritError, match="models.x|applies to file: checkpoints"):
+        load_study(study_dir / "bad.toml")
+
 # --- the real one: EfficientNet-Lite0 from PyPI in timm's tf_efficientnet_lite0 -------------------------------
 
 def _lite0_file() -> Path:

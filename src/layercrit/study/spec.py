@@ -37,6 +37,8 @@
     input_size = 32                      # what layercrit cannot know about your code: the input resolution
     mean = [0.485, 0.456, 0.406]         # and the normalization (or normalize = "none")
     std = [0.229, 0.224, 0.225]
+                                         # key_map = "auto" (or "map.toml", or rules): a checkpoint whose
+                                         # names come from another codebase (README: "A checkpoint from another codebase")
 """
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ from ..train import HYPERPARAMETERS, list_methods
 
 STUDY_ONLY_KEYS = {"name", "description", "data", "eval_data", "arch", "runs", "device"}
 MODEL_KEYS = {"id", "name", "category", "method", "spec", "arch", "checkpoint", "num_classes", "init_seed", "input_size",
-              "mean", "std", "normalize"}
-SPEC_ONLY_KEYS = ("spec", "checkpoint", "num_classes", "init_seed", "input_size", "mean", "std", "normalize")
+              "mean", "std", "normalize", "key_map"}
+SPEC_ONLY_KEYS = ("spec", "checkpoint", "num_classes", "init_seed", "input_size", "mean", "std", "normalize", "key_map")
 TOP_KEYS = {"study", "measure", "train", "models"}
 LAB_INIT = "init"  # a reset of the study file only: each lab-trained model's own initial weights
 # What does not make a lab model a different variant of its method: runs that differ only in these are seeds
@@ -89,6 +91,7 @@ class ModelEntry:
     mean: tuple[float, ...] | None = None  # spec models: the input normalization (create_model's mean/std)
     std: tuple[float, ...] | None = None
     raw_input: bool = False  # normalize = "none": [0, 1] images as they are
+    key_map: tuple[str, ...] | None = None  # file: specs from another codebase: "auto", rules, rule files
     variant: str | None = None  # lab models: the method and what this entry sets beyond the seed ("pgd-linf eps=8/255")
 
     def spec_options(self) -> dict:
@@ -100,6 +103,8 @@ class ModelEntry:
             del options["init_seed"]  # create_model's default
         if self.raw_input:
             options["normalize"] = None
+        if self.key_map is not None:
+            options["key_map"] = list(self.key_map)
         return options
 
 
@@ -332,7 +337,29 @@ def _spec_entry(study: Study, m: dict[str, Any], mid: str, where: str) -> ModelE
                       arch=_code_path(base, arch) if arch else arch,
                       checkpoint=str(_resolve(base, m["checkpoint"])) if "checkpoint" in m else None,
                       num_classes=m.get("num_classes"), init_seed=m.get("init_seed", study.seed),
-                      input_size=m.get("input_size"), mean=mean, std=std, raw_input=m.get("normalize") == "none")
+                      input_size=m.get("input_size"), mean=mean, std=std, raw_input=m.get("normalize") == "none",
+                      key_map=_key_map(base, m["key_map"], kind, where) if "key_map" in m else None)
+
+
+def _key_map(base: Path, value: Any, kind: str, where: str) -> tuple[str, ...]:
+    """A spec model's ``key_map`` (``create_model``'s): "auto", a rule "PATTERN=REPLACEMENT", a TOML file of
+    rules (relative to the study file), or a list of rules and files. Read in full here, so that a wrong map
+    stops the study before anything is measured."""
+    from ..models.keymap import KeyMap  # imports torch: only for a study that uses key maps
+
+    if kind != "file":
+        raise LayercritError(f"{where}: key_map applies to file: checkpoints (names from another codebase); "
+                             f"a {kind}: spec names its weights itself")
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+        raise LayercritError(f"{where}: key_map = {value!r}: give \"auto\", a TOML file of rules, a rule "
+                             "\"PATTERN=REPLACEMENT\", or a list of rules and files")
+    resolved = tuple(v if v == "auto" or "=" in v else str(_resolve(base, v)) for v in items)
+    try:
+        KeyMap.parse(list(resolved))
+    except ConfigError as e:
+        raise LayercritError(f"{where}: {e}") from None  # str() names the study file's key_map
+    return resolved
 
 
 def _code_path(base: Path, arch: str) -> str:
