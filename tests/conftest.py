@@ -19,6 +19,22 @@ CIFAR_TEST = SHARED_DATA / "cifar10" / "test"
 IMAGENET_VAL = SHARED_DATA / "imagenet-sample" / "val"
 
 
+def noise_image_folder(root: Path, classes: int | list[str] = 10, per_class: int = 2,
+                       size: int | tuple[int, int] = 32, seed: int = 0) -> Path:
+    """An image folder of uniform-noise PNGs (class folders ``class0``... or the names given), drawn class by
+    class from one seeded generator: the same folder, pixel for pixel, in every test that asks for it."""
+    from PIL import Image
+
+    h, w = (size, size) if isinstance(size, int) else size
+    g = torch.Generator().manual_seed(seed)
+    for c in (classes if isinstance(classes, list) else [f"class{c}" for c in range(classes)]):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).numpy()).save(
+                root / c / f"{i}.png")
+    return root
+
+
 def need(path: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent (the shared data lies beside the project in ../shared/data)")

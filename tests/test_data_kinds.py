@@ -8,8 +8,7 @@ from functools import partial
 import pandas as pd
 import pytest
 import torch
-from conftest import TinyCNN
-from PIL import Image
+from conftest import TinyCNN, noise_image_folder
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
@@ -27,14 +26,7 @@ KW = dict(factory=partial(TinyCNN, 3), normalize=(MEAN, STD), reset=["random", "
 
 @pytest.fixture
 def folder(tmp_path):
-    g = torch.Generator().manual_seed(1)
-    root = tmp_path / "images"
-    for c in ("ant", "bee", "cat"):
-        (root / c).mkdir(parents=True)
-        for i in range(4):
-            pixels = torch.randint(0, 256, (20, 24, 3), dtype=torch.uint8, generator=g).numpy()
-            Image.fromarray(pixels).save(root / c / f"{i}.png")
-    return root
+    return noise_image_folder(tmp_path / "images", ["ant", "bee", "cat"], per_class=4, size=(20, 24), seed=1)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import layercrit as lc
-from conftest import IMAGENET_VAL, ROOT, need, run_cli
+from conftest import IMAGENET_VAL, ROOT, need, noise_image_folder, run_cli
 from layercrit.errors import ConfigError
 from layercrit.models.keymap import KeyMap, KeyMapping, auto_map, mapping_toml, remap
 
@@ -285,7 +285,6 @@ def test_cli_key_map_flag_and_out_file(theirs, ours_py, tmp_path):
 
 
 def test_a_study_file_key_map_measures_a_foreign_checkpoint(theirs, ours_py, tmp_path):
-    from PIL import Image
 
     from layercrit.study import load_study, run_study
 
@@ -295,12 +294,7 @@ def test_a_study_file_key_map_measures_a_foreign_checkpoint(theirs, ours_py, tmp
     (study_dir / "weights" / "rules.toml").write_text(
         "".join(f"[[rename]]\npattern = '{r.rpartition('=')[0]}'\nreplace = '{r.rpartition('=')[2]}'\n\n"
                 for r in RULES))
-    g = torch.Generator().manual_seed(0)
-    for c in range(5):
-        (study_dir / "data" / f"c{c}").mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(torch.randint(0, 256, (8, 8, 3), dtype=torch.uint8, generator=g).numpy()).save(
-                study_dir / "data" / f"c{c}" / f"{i}.png")
+    noise_image_folder(study_dir / "data", classes=5, per_class=2, size=8)
     model = (f'spec = "file:weights/theirs.pth"\narch = "{ours_py}:ours"\nnormalize = "none"\n'
              'input_size = 8\n')
     text = ('[study]\ndata = "data"\nsamples = 10\ntrials = 1\n[measure]\nlayers = ["classifier"]\n'

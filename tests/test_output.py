@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-from conftest import TinyCNN, run_cli
+from conftest import TinyCNN, noise_image_folder, run_cli
 
 import layercrit as lc
 from layercrit import EvalData, MeasureConfig
@@ -325,16 +325,9 @@ class Trunk(nn.Module):  # no Linear at all: no class count to find, and none as
 
 @pytest.mark.parametrize("source", ["arch", "file"])
 def test_cli_measures_a_headless_backbone(tmp_path, source):
-    from PIL import Image
     from safetensors.torch import save_file
 
-    root = tmp_path / "data"
-    g = torch.Generator().manual_seed(0)
-    for c in range(2):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(4):
-            arr = torch.randint(0, 256, (8, 8, 3), dtype=torch.uint8, generator=g).numpy()
-            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
+    root = noise_image_folder(tmp_path / "data", classes=2, per_class=4, size=8)
     (tmp_path / "backbone.py").write_text(BACKBONE_FILE)
     db = tmp_path / "b.db"
     model = ["--model", f"arch:{tmp_path / 'backbone.py'}:Backbone"]

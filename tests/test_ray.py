@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-from conftest import run_cli
-from PIL import Image
+from conftest import noise_image_folder, run_cli
 
 import layercrit as lc
 from layercrit.models import ModelOptions
@@ -65,14 +64,7 @@ def _killing_once(marker: str):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    g = torch.Generator().manual_seed(0)
-    for c in range(10):
-        (root / f"class{c}").mkdir()
-        for i in range(4):
-            arr = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g).numpy()
-            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
-    return root
+    return noise_image_folder(tmp_path_factory.mktemp("tmp") / "data", per_class=4)
 
 
 def _args(folder, db, *extra):

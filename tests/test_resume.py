@@ -7,22 +7,10 @@ import sys
 import time
 
 import numpy as np
-import torch
-from PIL import Image
 
 import layercrit as lc
-from conftest import interruptible
+from conftest import interruptible, noise_image_folder
 from layercrit.store import METRICS
-
-
-def _noise_folder(root, n_per_class=16, classes=10):
-    g = torch.Generator().manual_seed(0)
-    for c in range(classes):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(n_per_class):
-            arr = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g).numpy()
-            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
-    return root
 
 
 def _progress(db):
@@ -60,7 +48,7 @@ def _interrupt_after(proc, db, images, sig):
 
 
 def test_interrupted_run_resumes_exactly(tmp_path):
-    data = _noise_folder(tmp_path / "data")
+    data = noise_image_folder(tmp_path / "data", per_class=16)
     db = tmp_path / "resumed.db"
     args = ["measure", "--model", "arch:cifar_resnet50", "--data", str(data), "--samples", "160", "--trials", "2",
             "--seed", "3", "--batch-size", "20", "--db", str(db), "--no-progress"]

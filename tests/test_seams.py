@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-from conftest import run_cli
-from PIL import Image
+from conftest import noise_image_folder, run_cli
 
 import layercrit as lc
 from layercrit import validate
@@ -36,6 +35,14 @@ class WithWarmup(MeasureConfig):
 
 @pytest.fixture
 def extended(monkeypatch):
+    # Modules imported while the patch is active would bind WithWarmup for good (``from .config import
+    # MeasureConfig``) and refuse real MeasureConfigs in later tests: import them all first.
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(lc.__path__, "layercrit."):
+        if ".scale.ray" not in info.name and not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
     monkeypatch.setattr(engine_config, "MeasureConfig", WithWarmup)
     return WithWarmup
 
@@ -159,14 +166,7 @@ def test_noise_is_seeded_by_seed_trial_and_layer_alone(tiny_model):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    g = torch.Generator().manual_seed(0)
-    for c in range(10):
-        (root / f"class{c}").mkdir()
-        for i in range(2):
-            arr = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g).numpy()
-            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
-    return root
+    return noise_image_folder(tmp_path_factory.mktemp("tmp") / "data", per_class=2)
 
 
 OPTIONS = {"samples": 16, "trials": 2, "seed": 5, "batch_size": 8, "layers": ["conv1", "fc"],

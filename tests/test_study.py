@@ -296,3 +296,13 @@ def test_metadata_is_written_per_model(tiny_data_root, tmp_path, monkeypatch):
         run_study(path, tmp_path / "m.db", progress=False)
     with open(tmp_path / "m.metadata.csv") as f:
         assert [r["model_id"] for r in csv.DictReader(f)] == ["standard"]
+
+
+def test_metadata_accuracy_is_written_without_float_noise(tmp_path):
+    from layercrit.study.run import write_metadata
+
+    summary = [{"id": "a", "base_top1_acc": 1612 / 2000 * 100}, {"id": "b", "clean_test_acc": 87.36}]
+    assert repr(summary[0]["base_top1_acc"]) == "80.60000000000001"  # what 100 * correct / n gives
+    path = write_metadata(None, summary, tmp_path / "s.db")  # type: ignore[arg-type]
+    with open(path) as f:
+        assert [r["accuracy"] for r in csv.DictReader(f)] == ["80.6", "87.36"]

@@ -187,7 +187,7 @@ def write_metadata(study: Study, summary: list[dict], db: Path) -> Path:
             eps = round(hp["eps"] * 255, 4) if norm == "linf" else hp["eps"]  # the zoo's units (linf in /255)
         acc = info.get("clean_test_acc", info.get("base_top1_acc"))
         rows[info["id"]] = {"model_id": info["id"], "category": info.get("category") or "", "accuracy":
-                            "" if acc is None else acc, "epsilon": "" if eps is None else eps,
+                            "" if acc is None else round(float(acc), 6), "epsilon": "" if eps is None else eps,
                             "norm": norm or "", "display_name": info.get("name") or info["id"]}
     with atomic_write(path, what="metadata file") as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["model_id", "category", "accuracy", "epsilon", "norm", "display_name"])
