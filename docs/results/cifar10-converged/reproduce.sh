@@ -25,4 +25,7 @@ if [ -f $calibrated ]; then
         --metric calibrated --out $here/report-calibrated
     layercrit report --db $db --calibrated-db $calibrated "${common[@]}" --claims $here/claims-round2.toml \
         --metric calibrated --out $here/report-round2
+    # exploratory (written after the data): round 2's rules at two seeds, i.e. round 1's seeds alone
+    layercrit report --db $db --calibrated-db $calibrated "${common[@]}" \
+        --claims $here/claims-round2-exploratory-2seeds.toml --metric calibrated --out $here/report-round2-exploratory
 fi
