@@ -97,6 +97,13 @@ def test_tiny_study_trains_and_measures_two_models_then_skips_everything(tiny_da
     assert again.stdout.count("trained: done  measured: done") == 2 and "measured: done" in again.stdout.splitlines()[2]
     with ResultStore(db) as store:
         assert len(store.results()) == len(results)
+    # a clone that kept run.json but not the weights: said as such, not "checkpoint not found: check the path"
+    (runs_dir / "frozen" / "model.safetensors").unlink()
+    assert training_table(path).set_index("model_id").loc["frozen", "status"] == "weights missing"
+    gone = run_cli("study", "run", str(path), "--db", str(tmp_path / "other.db"), "--no-progress", "--only", "frozen")
+    errors = [line for line in gone.stderr.splitlines() if line.startswith("layercrit: error:")]
+    assert gone.returncode == 2 and len(errors) == 1 and "Traceback" not in gone.stderr
+    assert "holds a finished frozen-random run (run.json) without its weights model.safetensors" in errors[0]
 
 
 @pytest.mark.parametrize("text, match", [

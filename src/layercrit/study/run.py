@@ -210,7 +210,8 @@ def training_table(path: str | Path, runs: str | Path | None = None) -> pd.DataF
             continue
         out = study.runs / m.id
         sc = read_sidecar(out) or {}
-        status = "trained" if sc else "training" if lock_holder(out) else \
+        status = ("trained" if (out / MODEL_FILE).is_file() else "weights missing") if sc else \
+            "training" if lock_holder(out) else \
             "interrupted" if (out / "resume.pt").is_file() else "not trained"
         robust = sc.get("robust_eval") or {}
         rows.append({"model_id": m.id, "name": m.name, "category": m.category, "method": m.method, "status": status,

@@ -109,10 +109,14 @@ def _remove_empty(folder: Path, up_to: Path) -> None:
 
 
 def _same_settings(done: dict, cfg: TrainConfig, out: Path) -> dict:
-    """A finished run's sidecar, where it was trained with ``cfg``'s settings."""
+    """A finished run's sidecar, where it was trained with ``cfg``'s settings and its weights are there."""
     if not cfg.same_as(done.get("hyperparameters") or {}):
         raise ConfigError(f"{out} holds a finished {done.get('method')} run with other settings: "
                           "use another {out}, or delete that folder to retrain")
+    if not (out / MODEL_FILE).is_file():  # a clone of a repository that kept run.json but not the weights
+        raise LayercritError(f"{out} holds a finished {done.get('method')} run ({SIDECAR_FILE}) without its weights "
+                             f"{MODEL_FILE} (not committed, or deleted): restore the file, or delete {out} to "
+                             "train it again")
     return done
 
 
