@@ -26,8 +26,9 @@ table["confidence"] = acc["mean_confidence"].reindex(table.index)
 from layercrit.report.stages import markdown_table
 print(markdown_table(table.reset_index(names="model_id"), ".3f"))
 variants = acc["variant"]
+final = acc["epoch"] == acc["final_epoch"]  # trajectory checkpoints are not seeds
 def seeds(v, col):
-    ids = [m for m in table.index if variants.get(m) == v]
+    ids = [m for m in table.index if variants.get(m) == v and final.get(m, False)]
     return table.loc[ids, col].to_numpy()
 print()
 for col in ("cosine", "calibrated", "disagreement"):
@@ -36,7 +37,7 @@ for col in ("cosine", "calibrated", "disagreement"):
     r = welch_contrast([(1, seeds("improved", col)), (-1, seeds("standard", col))])
     print(f"improved minus standard (final, 2 vs 2), {col}: {r['delta']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]")
 print()
-lab = table[[variants.get(m) is not None and "resnet20" not in m for m in table.index]]
+lab = table[[variants.get(m) is not None and "resnet20" not in m and final.get(m, False) for m in table.index]]
 for col in ("cosine", "calibrated", "disagreement"):
     rho, p = stats.spearmanr(lab["clean_top1"], lab[col])
     rc, pc = stats.spearmanr(lab["confidence"], lab[col])
