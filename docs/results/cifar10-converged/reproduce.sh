@@ -28,4 +28,10 @@ if [ -f $calibrated ]; then
     # exploratory (written after the data): round 2's rules at two seeds, i.e. round 1's seeds alone
     layercrit report --db $db --calibrated-db $calibrated "${common[@]}" \
         --claims $here/claims-round2-exploratory-2seeds.toml --metric calibrated --out $here/report-round2-exploratory
+    # the README's round-2 tables: every final model under the three measures (and the miniature's reversal), and
+    # the verdict cells (claim x measure x aggregation, 95 % intervals) of round 2 and of its exploratory reading
+    python $here/calibrated_summary.py > $here/calibrated_summary.md
+    for report in report-round2 report-round2-exploratory; do
+        python $here/round2_table.py $report > $here/$report/verdict_table.md
+    done
 fi
