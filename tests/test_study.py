@@ -104,6 +104,15 @@ def test_tiny_study_trains_and_measures_two_models_then_skips_everything(tiny_da
     errors = [line for line in gone.stderr.splitlines() if line.startswith("layercrit: error:")]
     assert gone.returncode == 2 and len(errors) == 1 and "Traceback" not in gone.stderr
     assert "holds a finished frozen-random run (run.json) without its weights model.safetensors" in errors[0]
+    # ... where the weights are read, only: training only, and a model already measured, need none
+    assert run_cli("study", "run", str(path), "--db", str(db), "--no-progress").returncode == 0
+    assert run_cli("study", "run", str(path), "--db", str(tmp_path / "other.db"), "--no-progress",
+                   "--train-only").returncode == 0
+    table = run_cli("study", "accuracies", str(path), "--out", str(tmp_path / "acc.csv"))
+    assert table.returncode == 0 and "without its weights" in table.stderr
+    with open(tmp_path / "acc.csv") as f:
+        frozen_row = {r["model_id"]: r for r in csv.DictReader(f)}["frozen"]
+    assert frozen_row["clean_test_acc"] != "" and frozen_row["mean_confidence"] == ""
 
 
 @pytest.mark.parametrize("text, match", [

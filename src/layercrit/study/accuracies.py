@@ -10,6 +10,7 @@ little room for the cosine to move), so the study's findings can be read against
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +19,11 @@ from ..accuracy import accuracy, confidence
 from ..data import load_data
 from ..errors import LayercritError
 from ..models import create_model
-from ..train import MODEL_FILE, read_sidecar
+from ..train import MODEL_FILE, missing_weights, read_sidecar
 from .run import eval_source, unfinished_run
 from .spec import ModelEntry, Study, load_study
+
+log = logging.getLogger("layercrit")
 
 COLUMNS = ["model_id", "name", "category", "method", "variant", "seed", "epoch", "final_epoch", "clean_test_acc",
            "test_images", "robust_test_acc", "robust_eval", "eval_top1_acc", "mean_confidence", "mean_entropy",
@@ -85,6 +88,11 @@ def accuracy_table(path: str | Path, runs: str | Path | None = None, *, only: li
             if sidecar is None:
                 continue
             row.update(_lab_row(study, entry, sidecar))
+            gone = missing_weights(study.runs / entry.id)
+            if gone:  # the accuracies are in run.json; confidence and entropy need the weights
+                log.warning(f"{gone}; its mean confidence and entropy are left empty")
+                rows.append(row)
+                continue
             model = create_model(f"file:{study.runs / entry.id / MODEL_FILE}", arch=sidecar["arch"],
                                  num_classes=len(sidecar["data"]["classes"]))
         else:

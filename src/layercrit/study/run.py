@@ -22,7 +22,7 @@ from ..models import create_model
 from ..paths import atomic_write, lock_holder
 from ..store import ResultStore
 from ..threads import torch_threads
-from ..train import INIT_FILE, MODEL_FILE, read_sidecar, train
+from ..train import INIT_FILE, MODEL_FILE, missing_weights, read_sidecar, train
 from .spec import LAB_INIT, ModelEntry, Study, load_study
 
 log = logging.getLogger("layercrit")
@@ -150,6 +150,9 @@ def _measure(study: Study, config: MeasureConfig, entry: ModelEntry, prepared: _
         info["measured"] = "done"
     else:
         log.info(f"{tag}: measuring {prepared.spec}")
+        gone = missing_weights(study.runs / entry.id) if entry.method else None
+        if gone:  # checked here, where the weights are read: training-only and finished models need none
+            raise LayercritError(gone)
         model = create_model(prepared.spec, name=entry.id, category=entry.category, **prepared.bundle_kw)
         try:
             with torch_threads(threads):  # like training: on its own core(s) beside other processes
@@ -210,7 +213,7 @@ def training_table(path: str | Path, runs: str | Path | None = None) -> pd.DataF
             continue
         out = study.runs / m.id
         sc = read_sidecar(out) or {}
-        status = ("trained" if (out / MODEL_FILE).is_file() else "weights missing") if sc else \
+        status = ("weights missing" if missing_weights(out) else "trained") if sc else \
             "training" if lock_holder(out) else \
             "interrupted" if (out / "resume.pt").is_file() else "not trained"
         robust = sc.get("robust_eval") or {}

@@ -13,7 +13,8 @@ from . import standard, improved, adversarial, simclr  # noqa: F401
 # isort: on
 from .config import HYPERPARAMETERS, TrainConfig, parse_eps
 from .registry import METHODS, Recipe, get_recipe, list_methods, make_config
-from .run import INIT_FILE, MODEL_FILE, SIDECAR_FILE, read_sidecar, snapshot_file, train
+from .run import INIT_FILE, MODEL_FILE, SIDECAR_FILE, missing_weights, read_sidecar, snapshot_file, train
 
 __all__ = ["HYPERPARAMETERS", "INIT_FILE", "METHODS", "MODEL_FILE", "Recipe", "SIDECAR_FILE", "TrainConfig",
-           "get_recipe", "list_methods", "make_config", "parse_eps", "pgd", "read_sidecar", "snapshot_file", "train"]
+           "get_recipe", "list_methods", "make_config", "missing_weights", "parse_eps", "pgd", "read_sidecar",
+           "snapshot_file", "train"]

@@ -109,15 +109,23 @@ def _remove_empty(folder: Path, up_to: Path) -> None:
 
 
 def _same_settings(done: dict, cfg: TrainConfig, out: Path) -> dict:
-    """A finished run's sidecar, where it was trained with ``cfg``'s settings and its weights are there."""
+    """A finished run's sidecar, where it was trained with ``cfg``'s settings (its weights may be missing: a
+    clone that kept only run.json still has its accuracies; :func:`missing_weights` says so where they are read)."""
     if not cfg.same_as(done.get("hyperparameters") or {}):
         raise ConfigError(f"{out} holds a finished {done.get('method')} run with other settings: "
                           "use another {out}, or delete that folder to retrain")
-    if not (out / MODEL_FILE).is_file():  # a clone of a repository that kept run.json but not the weights
-        raise LayercritError(f"{out} holds a finished {done.get('method')} run ({SIDECAR_FILE}) without its weights "
-                             f"{MODEL_FILE} (not committed, or deleted): restore the file, or delete {out} to "
-                             "train it again")
     return done
+
+
+def missing_weights(out: str | Path) -> str | None:
+    """Why a finished run's weights cannot be read (None: they are there): a clone of a repository that kept
+    run.json but not model.safetensors, or a deleted file."""
+    out = Path(out)
+    if (out / MODEL_FILE).is_file():
+        return None
+    method = (read_sidecar(out) or {}).get("method", "training")
+    return (f"{out} holds a finished {method} run ({SIDECAR_FILE}) without its weights {MODEL_FILE} (not "
+            f"committed, or deleted): restore the file, or delete {out} to train it again")
 
 
 class TrainingRun:
