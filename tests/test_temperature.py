@@ -67,6 +67,38 @@ def test_calibrate_fits_on_held_out_images_and_records_it(tiny_model, tiny_data,
         lc.measure(model, tiny_data, temperature=2.0, calibration_samples=16, store=str(db), **kw)
 
 
+def test_calibrate_again_with_other_held_out_images_is_refused(tiny_model, tiny_data, tmp_path):
+    model, factory = tiny_model
+    with torch.no_grad():  # labels the model mostly predicts: an interior T that depends on the images
+        predicted = model(tiny_data.images.float() / 255).argmax(1)
+    labels = torch.where(torch.arange(48) % 4 == 0, (predicted + 1) % 4, predicted)
+    data = lc.EvalData.from_tensors(tiny_data.images, labels, ["a", "b", "c", "d"])
+    kw = dict(normalize=None, factory=factory, reset="zero", progress=False, samples=20)
+    db = tmp_path / "cal.db"
+    lc.measure(model, data, temperature="calibrate", calibration_samples=16, layers=["conv2"], store=str(db), **kw)
+    rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    with pytest.raises(LayercritError, match=r"measured at the temperature T = .* this fit gave") as e:
+        lc.measure(model, data, temperature="calibrate", calibration_samples=28, layers=["conv1", "conv2"],
+                   store=str(db), **kw)
+    assert e.value.fields == ("calibration_samples", "seed")
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM results").fetchone()[0] == rows  # nothing added
+    # the same held-out images fit the same T: the run resumes and adds the new layer
+    lc.measure(model, data, temperature="calibrate", calibration_samples=16, layers=["conv1", "conv2"],
+               store=str(db), **kw)
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM results").fetchone()[0] == rows + 1
+
+
+def test_a_temperature_at_the_edge_of_the_search_is_a_warning(tiny_data, caplog):
+    torch.manual_seed(0)
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    with torch.no_grad():
+        flat[1].weight.mul_(200)  # huge, wrong logits: the NLL keeps falling as T grows
+    with caplog.at_level("WARNING", logger="layercrit"):
+        lc.measure(flat, tiny_data, normalize=None, temperature="calibrate", samples=20, calibration_samples=16,
+                   reset="zero", progress=False)
+    assert any("edge of the search" in r.getMessage() for r in caplog.records)
+
+
 def test_calibrate_needs_images_beside_the_measured_ones(tiny_model, tiny_data):
     model, factory = tiny_model
     kw = dict(normalize=None, factory=factory, reset="zero", layers=["conv2"], progress=False)
@@ -89,3 +121,21 @@ def test_the_command_line_and_study_files_take_it(tmp_path):
     negative = run_cli("measure", "--model", "arch:cifar_resnet50", "--data", str(tmp_path), "--temperature", "-1",
                        "--db", str(tmp_path / "x.db"))
     assert negative.returncode == 2 and "--temperature" in negative.stderr and "positive" in negative.stderr
+
+
+def test_a_study_measures_again_under_another_temperature_or_output(tiny_model, tiny_data, tmp_path):
+    """study run's "already measured" check: a database measured without a temperature does not stand in for a
+    calibrated measurement (nor a softmax one for logits)."""
+    from layercrit.engine.config import MeasureConfig
+    from layercrit.study.run import _finished
+
+    model, factory = tiny_model
+    db = tmp_path / "s.db"
+    lc.measure(model, tiny_data, normalize=None, factory=factory, reset="random", layers=["conv2"], trials=1,
+               samples=20, progress=False, store=str(db))
+    model_id = sqlite3.connect(db).execute("SELECT model_id FROM runs").fetchone()[0]
+    same = dict(samples=20, trials=1, reset=("random",))
+    assert _finished(db, model_id, MeasureConfig(**same))
+    assert not _finished(db, model_id, MeasureConfig(**same, temperature="calibrate"))
+    assert not _finished(db, model_id, MeasureConfig(**same, temperature=2.0))
+    assert not _finished(db, model_id, MeasureConfig(**same, output="logits"))

@@ -5,6 +5,7 @@ softmax vectors moves less for a confident model, so an uncalibrated comparison 
 """
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -51,3 +52,25 @@ def calibration_record(logits: torch.Tensor, labels: torch.Tensor, temperature: 
     """What a run records of its fitted temperature: T, the images it was fitted on, the NLL before and after."""
     return {"temperature": temperature, "images": len(labels), "data_fingerprint": fingerprint,
             "nll_at_1": round(nll_at(logits, labels, 1.0), 6), "nll_at_t": round(nll_at(logits, labels, temperature), 6)}
+
+
+def at_bound(temperature: float) -> bool:
+    """Whether a fitted T stopped at the search's edge (1/20 or 20): the NLL still fell there, as for an untrained
+    or at-chance model (T -> large flattens its softmax) or one that gets every held-out label right."""
+    return abs(abs(math.log(temperature)) - LOG_T_BOUND) < 1e-3
+
+
+def resumed_temperature_error(stored_config: str | None, record: dict) -> str | None:
+    """Why a run cannot continue with this fit (None: it can): the rows already in the run were measured at
+    the temperature its config recorded, and this fit (other held-out images, another machine's rounding) gave
+    another one. A relative difference below 1e-4 is one temperature."""
+    new = (record.get("calibration") or {}).get("temperature")
+    try:
+        old = (json.loads(stored_config or "{}").get("calibration") or {}).get("temperature")
+    except ValueError:
+        return None
+    if new is None or old is None or abs(new - old) <= 1e-4 * abs(old):
+        return None
+    return (f"this run was measured at the temperature T = {old:g} fitted then; this fit gave T = {new:g} (other "
+            "held-out images: {calibration_samples}, {seed} or data): measure with the same ones, or into "
+            "another results database")

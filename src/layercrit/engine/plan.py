@@ -19,7 +19,7 @@ from ..errors import ConfigError, LayercritError
 from ..models import ModelBundle, NormalizedModel
 from ..resets import Reset, ResetContext, Unit, discover_blocks, discover_layers, parse_reset
 from .batching import choose_for_plan
-from .calibration import calibration_record, fit_temperature, logits_of
+from .calibration import at_bound, calibration_record, fit_temperature, logits_of
 from .config import MeasureConfig, output_label
 from .hardware import warn_if_slow
 from .metrics import ResetMetrics
@@ -136,6 +136,10 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
         calibration = calibration_record(logits, held_out.labels, fitted, held_out.fingerprint)
         log.info(f"{bundle.model_id}: temperature {fitted:g} fitted on {len(held_out)} held-out images "
                  f"(NLL {calibration['nll_at_1']:.4f} at T = 1, {calibration['nll_at_t']:.4f} at T = {fitted:g})")
+        if at_bound(fitted):
+            log.warning(f"{bundle.model_id}: the fitted temperature {fitted:g} is the edge of the search (1/20 to "
+                        "20): the held-out NLL kept falling, as for an untrained or at-chance model; its calibrated "
+                        "criticality describes a nearly flat (or one-hot) softmax")
         config = config.replace(temperature=fitted)
     auto = None
     if config.batch_size == "auto":  # the fastest batch size whose memory fits the budget (batching.py)

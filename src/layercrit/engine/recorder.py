@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..errors import LayercritError
+from ..errors import ConfigError, LayercritError
 from ..provenance import package_versions
 from ..store import RESULT_COLUMNS, ResultStore
 from ..store.sqlite import BASELINE_METRICS, METRICS, nonfinite_metrics
 from .batching import resumed_batch_size
+from .calibration import resumed_temperature_error
 from .metrics import ResetMetrics
 from .plan import Job, JobKey, MeasurePlan, Row
 
@@ -74,8 +75,13 @@ class Recorder:
                                      weights_sha256=plan.weights_sha256, data_fingerprint=plan.data_fingerprint,
                                      identity=plan.identity, config=plan.record, versions=package_versions(),
                                      n_total=plan.n_samples)
+        runs = self.store.runs()
+        stored = runs.loc[runs["run_id"] == run_id, "config"]
+        conflict = resumed_temperature_error(stored.iloc[0] if len(stored) else None, plan.record)
+        if conflict is not None:
+            raise ConfigError(f"{plan.model_id} in {self.store.path}: {conflict}", ("calibration_samples", "seed"))
         done, partial = self.store.done_keys(run_id), self.store.partial_states(run_id, plan.n_samples)
-        kept = resumed_batch_size(plan.record, self.store.runs(), run_id, bool(partial))
+        kept = resumed_batch_size(plan.record, runs, run_id, bool(partial))
         if kept is not None:  # --batch-size auto continues on the interrupted run's batch grid
             plan.config, plan.record["batch_size"] = plan.config.replace(batch_size=kept), kept
         todo = [j for j in plan.jobs if j.key not in done]

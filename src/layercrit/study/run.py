@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ..engine import Executor, MeasureConfig, measure
+from ..engine.config import output_label
 from ..errors import BusyError, LayercritError
 from ..models import create_model
 from ..paths import atomic_write, lock_holder
@@ -50,7 +51,8 @@ def unfinished_run(study: Study, spec: str | None) -> str | None:
 
 
 def _finished(db: Path, model_id: str, config: MeasureConfig) -> bool:
-    """Whether ``model_id`` is measured to the end in ``db`` with these samples, trials and resets."""
+    """Whether ``model_id`` is measured to the end in ``db`` with these samples, trials, resets, temperature and
+    output (anything else that differs is the measurement's to refuse or resume)."""
     with ResultStore(db, create=False) as reader:
         runs = reader.runs()
     row = runs[runs["model_id"] == model_id]
@@ -58,7 +60,9 @@ def _finished(db: Path, model_id: str, config: MeasureConfig) -> bool:
         return False
     recorded = json.loads(row["config"].iloc[0])
     return ((config.samples is None or recorded.get("samples") == config.samples)
-            and recorded.get("trials") == config.trials and recorded.get("resets") == list(config.reset))
+            and recorded.get("trials") == config.trials and recorded.get("resets") == list(config.reset)
+            and recorded.get("temperature") == config.temperature  # absent in runs without one: None
+            and recorded.get("output", "probs") == output_label(config.output))
 
 
 @dataclass
