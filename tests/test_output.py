@@ -345,3 +345,23 @@ def test_cli_measures_a_headless_backbone(tmp_path, source):
     with ResultStore(db) as store:
         rows = store.results()
     assert len(rows) == 2 and rows["criticality"].notna().all() and rows["top1_acc"].isna().all()
+
+
+def test_a_network_without_a_linear_layer_is_not_silently_taken_as_a_classifier(tmp_path, caplog):
+    namespace: dict = {}
+    exec(BACKBONE_FILE, namespace)
+    trunk = namespace["Trunk"]().eval()  # 8 pooled features, no Linear
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    eight = lc.EvalData.from_tensors(images, torch.arange(16) % 8)
+    with caplog.at_level(logging.WARNING, logger="layercrit"):
+        lc.measure(trunk, eight, normalize=None, reset="zero", layers=["conv1"], progress=False)
+    assert any("no Linear layer" in r.getMessage() and "output module:<name>" in r.getMessage()
+               for r in caplog.records)
+    two = lc.EvalData.from_tensors(images, torch.arange(16) % 2)
+    with pytest.raises(ConfigError, match="no Linear layer") as e:
+        lc.measure(trunk, two, normalize=None, reset="zero", layers=["conv1"], progress=False)
+    assert e.value.fields == ("output",) and "num_classes" not in str(e.value)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="layercrit"):  # features compared: nothing to warn about
+        lc.measure(trunk, two, normalize=None, reset="zero", layers=["conv1"], output="module:pool", progress=False)
+    assert not any("no Linear layer" in r.getMessage() for r in caplog.records)

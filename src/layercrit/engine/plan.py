@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from ..data import EvalData, load_data
-from ..errors import ConfigError, LayercritError
+from ..errors import ConfigError, LayercritError, Message
 from ..models import ModelBundle, NormalizedModel
 from ..resets import Reset, ResetContext, Unit, discover_blocks, discover_layers, parse_reset
 from .batching import choose_for_plan
@@ -117,10 +118,22 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
             f"the model's output has shape {tuple(probe.shape)} for {len(first)} image(s): a classifier returns one "
             "row of class scores (logits) per image; to compare another output (e.g. the pooled features of a "
             "headless backbone) give {output} module:<name>", ("output",))
+    # no class count from the model and no Linear layer: its outputs may be features (a headless backbone) or the
+    # class scores of a convolutional head (SqueezeNet): said, since only the data's class count was checked
+    unknown_head = bundle.num_classes is None and not any(isinstance(m, nn.Linear) for m in net.modules())
     if output.classes and probe.shape[1] != data.num_classes:
+        if unknown_head:  # no num_classes would change what such a network builds
+            raise ConfigError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} classes, "
+                              "and no Linear layer: if it is a backbone without a classifier, compare its features "
+                              "with {output} module:<name> (or use data with matching classes)", ("output",))
         raise ConfigError(f"the model has {probe.shape[1]} outputs but the data has {data.num_classes} "
                           f"classes: pass {{num_classes}} {data.num_classes} (or use matching data; to compare "
                           "features instead of class scores give {output} module:<name>)", ("num_classes", "output"))
+    if output.classes and unknown_head:
+        log.warning(Message(f"{bundle.model_id} has no Linear layer and no known class count: its "
+                            f"{probe.shape[1]} outputs are taken as class scores of the data's {data.num_classes} "
+                            "classes; if they are features (a backbone without a classifier), give {output} "
+                            "module:<name>"))
     if after:
         raise ConfigError(f"{{output}} {output.label}: {len(after)} of the {len(units)} selected unit(s) run after "
                           f"that module ({', '.join(after[:3])}{', ...' if len(after) > 3 else ''}), so a reset of "
