@@ -291,18 +291,18 @@ def test_a_study_file_key_map_measures_a_foreign_checkpoint(theirs, ours_py, tmp
     study_dir = tmp_path / "study"
     (study_dir / "weights").mkdir(parents=True)
     torch.save(theirs.state_dict(), study_dir / "weights" / "theirs.pth")
-    (study_dir / "weights" / "rules.toml").write_text(
+    (study_dir / "weights" / "v=1.toml").write_text(
         "".join(f"[[rename]]\npattern = '{r.rpartition('=')[0]}'\nreplace = '{r.rpartition('=')[2]}'\n\n"
                 for r in RULES))
     noise_image_folder(study_dir / "data", classes=5, per_class=2, size=8)
     model = (f'spec = "file:weights/theirs.pth"\narch = "{ours_py}:ours"\nnormalize = "none"\n'
              'input_size = 8\n')
     text = ('[study]\ndata = "data"\nsamples = 10\ntrials = 1\n[measure]\nlayers = ["classifier"]\n'
-            f'[[models]]\nid = "rules"\n{model}key_map = "weights/rules.toml"\n'
+            f'[[models]]\nid = "rules"\n{model}key_map = "weights/v=1.toml"\n'
             f'[[models]]\nid = "auto"\n{model}key_map = "auto"\n')
     (study_dir / "s.toml").write_text(text)
     study = load_study(study_dir / "s.toml")
-    assert study.models[0].key_map == (str((study_dir / "weights" / "rules.toml").resolve()),)
+    assert study.models[0].key_map == (str((study_dir / "weights" / "v=1.toml").resolve()),)  # a file, not a rule
     run_study(study_dir / "s.toml", tmp_path / "s.db", progress=False)
     with sqlite3.connect(tmp_path / "s.db") as con:
         rows = dict(con.execute("SELECT model_id, config FROM runs").fetchall())
@@ -314,7 +314,7 @@ def test_a_study_file_key_map_measures_a_foreign_checkpoint(theirs, ours_py, tmp
         with pytest.raises(lc.LayercritError, match=message.replace("^", r"\^")):
             load_study(study_dir / "bad.toml")
     (study_dir / "bad.toml").write_text(text + '[[models]]\nid = "x"\nspec = "arch:cifar_resnet50"\nkey_map = "auto"\n')
-    with pytest.raises(lc.LayercritError, match="models.x|applies to file: checkpoints"):
+    with pytest.raises(lc.LayercritError, match="model x: key_map applies to file: checkpoints"):
         load_study(study_dir / "bad.toml")
 
 # --- the real one: EfficientNet-Lite0 from PyPI in timm's tf_efficientnet_lite0 -------------------------------

@@ -354,7 +354,9 @@ def _key_map(base: Path, value: Any, kind: str, where: str) -> tuple[str, ...]:
     if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
         raise LayercritError(f"{where}: key_map = {value!r}: give \"auto\", a TOML file of rules, a rule "
                              "\"PATTERN=REPLACEMENT\", or a list of rules and files")
-    resolved = tuple(v if v == "auto" or "=" in v else str(_resolve(base, v)) for v in items)
+    # a file (relative to the study file) wherever one is there, so that a path with "=" is not taken for a rule
+    resolved = tuple(str(_resolve(base, v)) if v != "auto" and ((base / v).is_file() or "=" not in v) else v
+                     for v in items)
     try:
         KeyMap.parse(list(resolved))
     except ConfigError as e:
