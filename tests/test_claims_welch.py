@@ -199,3 +199,12 @@ def test_registration_says_whether_the_claims_were_committed_before_every_run(tm
     unknown = table.assign(started_after_claims=[None if m.startswith("std") else True for m in table["model_id"]])
     _, verdicts = judge_claims({"criticality": unknown}, claims, {"criticality": layers})
     assert verdicts.iloc[0]["registration"] == "unknown: 3 of 6 runs do not record when they started"
+
+
+def test_a_quantity_that_names_no_stage_is_refused_not_pending_forever():
+    table, layers = build(STD + SHORT + ADV)
+    with pytest.raises(LayercritError, match=r"claim c: stage 5 is no stage of the measured models \(they have "
+                                             r"head, stage 1, stage 3, stem\)"):
+        judge_claims({"criticality": table}, welch_claims(quantity=["stage 5"]), {"criticality": layers})
+    with pytest.raises(LayercritError, match="claim c: stage 2 is no stage"):
+        judge_claims({"criticality": table}, welch_claims(minus=["stage 2"]), {"criticality": layers})

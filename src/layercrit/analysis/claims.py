@@ -495,6 +495,11 @@ def sensitivity(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _claim_aggregate(layer_stats: pd.DataFrame, claim: Claim, aggregation: str) -> pd.Series:
+    stages = set(layer_stats["stage"].unique())
+    absent = [s for s in (*claim.quantity, *claim.minus) if s != AVG and s not in stages]
+    if absent:  # else every cell would stay missing and the claim pending for good
+        raise LayercritError(f"claim {claim.id}: {', '.join(absent)} is no stage of the measured models (they have "
+                             f"{', '.join(sorted(stages))}): fix its quantity or minus")
     values = aggregated(layer_stats, claim.quantity, aggregation)
     if claim.minus:
         values = values - aggregated(layer_stats, claim.minus, aggregation)
