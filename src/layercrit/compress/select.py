@@ -38,8 +38,9 @@ def without_blocks(bundle: ModelBundle, blocks: list[str]) -> ModelBundle:
     arch = variant_name(bundle.arch, list(blocks))
     variant, nc = get_arch(arch), bundle.num_classes
     if nc is None:
-        raise LayercritError(f"{bundle.model_id}: blocks can be removed from registered architectures only "
-                             "(create the model with layercrit.create_model)")
+        raise LayercritError(f"{bundle.model_id}: its class count is unknown (a module given directly, or a network "
+                             "without a classifier): removing blocks is judged by accuracy, so it needs a classifier "
+                             "created with layercrit.create_model")
     return ModelBundle(model.eval(), arch_factory(variant, nc), f"{bundle.spec} -{','.join(blocks)}", arch, nc,
                        bundle.input_size, f"{bundle.model_id}-{len(blocks)}blocks", bundle.category)
 
