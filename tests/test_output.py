@@ -114,6 +114,15 @@ def test_features_leave_class_metrics_undefined_not_zero():
     assert all(r[k] is None for k in CLASS_METRICS)
 
 
+def test_identical_zero_features_are_unchanged_and_a_zero_one_is_fully_changed():
+    m = ResetMetrics()
+    zero, one = torch.zeros(1, 3), torch.tensor([[0.0, 2.0, 0.0]])
+    m.update(torch.cat([zero, zero, one]), torch.cat([zero, one, one]), torch.tensor([0, 0, 0]), "features")
+    r = m.result(float("nan"), 3, classes=False)
+    # image 1: both zero (a closed gate in both models): the same output, cosine 1; image 2: one zero: cosine 0
+    assert r["criticality"] == pytest.approx(100 * (1 - (1.0 + 0.0 + 1.0) / 3))
+
+
 def test_a_headless_backbone_is_measured_through_its_pooling_module(tiny_data):
     torch.manual_seed(1)
     net = Backbone()
