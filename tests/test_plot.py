@@ -338,3 +338,24 @@ def test_imports_stay_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_rows_that_share_a_model_layer_and_trial_are_refused_not_averaged():
+    one = tidy(models=("base",))
+    twice = pd.concat([one, one.assign(criticality=one["criticality"] + 40)])  # two networks under one model_id
+    for draw in (plot.layers, plot.heatmap, plot.stages):
+        with pytest.raises(ConfigError, match="share a model, layer and trial") as e:
+            draw(twice)
+        assert e.value.fields == ("df",)
+    prefixed = pd.concat([one, one[one["layer"] == "fc"].assign(layer="model.fc")])  # a wrapper's name for fc
+    with pytest.raises(ConfigError, match="wrapper prefix"):
+        plot.layers(prefixed)
+
+
+def test_heatmap_scale_reaches_200_where_one_minus_cosine_does():
+    df = tidy(models=("base",))
+    df.loc[df["layer"] == "fc", "criticality"] = 190.0  # logits or features: 1 - cosine up to 2
+    (ax,) = heat_axes(plot.heatmap(df))
+    assert ax.collections[0].get_clim() == (0.0, 200.0)
+    (ax,) = heat_axes(plot.heatmap(tidy(models=("base",))))
+    assert ax.collections[0].get_clim() == (0.0, 100.0)

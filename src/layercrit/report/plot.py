@@ -196,7 +196,9 @@ def heatmap(df: pd.DataFrame | Results, metric: str = "criticality", *, reset: s
                             title=arch if len(archs) > 1 else None))
     if vmin is None or vmax is None:
         values = matrix.to_numpy(dtype=float)
-        low, high = (0.0, 100.0) if table.label.endswith("[%]") else (float(np.nanmin(values)), float(np.nanmax(values)))
+        low, high = (float(np.nanmin(values)), float(np.nanmax(values)))
+        if table.label.endswith("[%]"):  # 0-100, or up to 200 where 1 - cosine of logits or features exceeds 100
+            low, high = min(low, 0.0), 100.0 if high <= 100.0 else 200.0
         if low == high:
             low, high = low - 0.5, high + 0.5
         vmin = low if vmin is None else vmin
@@ -362,6 +364,14 @@ def _table(df, metric: str, reset: str | None, unit: str | None) -> _Table:
     else:
         raise ConfigError(f"{{df}} must be a DataFrame (lc.measure's table, an export) or a Results, not "
                           f"{type(df).__name__}", ("df",))
+    doubled = frame.duplicated(["series", "layer", "trial"], keep=False)
+    if doubled.any():  # a plot would average them into one bar or cell without a word
+        first = frame[doubled].iloc[0]
+        raise ConfigError(f"{{df}} has {int(doubled.sum())} rows that share a model, layer and trial (e.g. "
+                          f"{first['series']}, {first['layer']}, trial {first['trial']}): two models measured "
+                          "under one model_id (give each its own: ModelBundle.from_module(net, model_id=...) or "
+                          "create_model(..., name=...)), or layer names that "
+                          "differ only by a wrapper prefix (model.)", ("df",))
     values = pd.to_numeric(frame["value"], errors="coerce").astype(float)
     finite = np.isfinite(values.to_numpy())
     if not finite.any():
