@@ -149,3 +149,24 @@ def test_tensor_labels_need_not_cover_every_class_of_the_model(net):
     x = torch.rand(8, 3, 8, 8)
     df = lc.measure(net, (x, torch.zeros(8, dtype=torch.long)), normalize=None, reset="zero", progress=False)
     assert len(df) == 3
+
+
+# --- the review's defects: a shuffling DataLoader, Dataset labels, refusals from workers, channels, samples,
+# --- and the order target_ci measures in
+
+def _items(n: int, size: int = 8) -> list:
+    torch.manual_seed(0)
+    return [(torch.rand(3, size, size), i % 3) for i in range(n)]
+
+
+def test_a_shuffling_dataloader_is_refused_naming_data():
+    from torch.utils.data import BatchSampler, RandomSampler, TensorDataset
+    ds = TensorDataset(torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2]))
+    sampler = BatchSampler(RandomSampler(ds), batch_size=2, drop_last=False)
+    for loader in [DataLoader(ds, batch_size=2, shuffle=True),  # a RandomSampler on loader.sampler
+                   DataLoader(ds, batch_sampler=sampler)]:  # ... on loader.batch_sampler.sampler
+        with pytest.raises(ConfigError) as e:
+            lc.data.as_eval_data(loader)
+        assert e.value.fields == ("data",)
+        assert "shuffle=False" in str(e.value) and "dataset" in str(e.value) and "each time" in str(e.value)
+    assert len(lc.data.as_eval_data(DataLoader(ds, batch_size=2, shuffle=False))) == 6

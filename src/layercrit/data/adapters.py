@@ -26,7 +26,8 @@ from typing import Any, cast
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+from torch.utils.data import (DataLoader, Dataset, IterableDataset, RandomSampler, Subset, SubsetRandomSampler,
+                              WeightedRandomSampler)
 from torchvision import transforms
 
 from ..errors import ConfigError
@@ -104,6 +105,7 @@ def as_eval_data(data: Any, *, input_size: int | None = None, samples: int | Non
         whole = _eval_data(_images(x, space), _labels(y), None, "tensors")
         return whole if samples is None or samples == len(whole) else whole.subset(samples, seed)
     if isinstance(data, DataLoader):
+        _refuse_shuffling(data)
         return _consume(data, input_size, samples, space, f"dataloader:{_name(data.dataset)}")
     if isinstance(data, IterableDataset) or (isinstance(data, Dataset) and not hasattr(data, "__len__")):
         return _consume(cast(Iterable[Any], data), input_size, samples, space, f"dataset:{_name(data)}")
@@ -147,6 +149,23 @@ def with_num_classes(data: EvalData, n: int) -> EvalData:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+
+RANDOM_SAMPLERS = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+
+
+def _refuse_shuffling(loader: DataLoader) -> None:
+    """A DataLoader that draws at random (``shuffle=True``: a RandomSampler on ``loader.sampler`` or on
+    ``loader.batch_sampler.sampler``) yields other images each time it is iterated: not reproducible."""
+    samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None)]
+    random = next((s for s in samplers if isinstance(s, RANDOM_SAMPLERS)), None)
+    if random is not None:
+        raise ConfigError(f"{{data}}: this DataLoader shuffles (shuffle=True, a {type(random).__name__}): its "
+                          "shuffling draws other images, in another order, each time it is iterated, so the results "
+                          "could not be reproduced, the run's seed would not decide the images and a resume into the "
+                          "same results database would be refused as other data. Give a DataLoader with "
+                          "shuffle=False, or pass its dataset (loader.dataset), which is drawn from with the seed",
+                          ("data",))
+
 
 def _name(obj: Any) -> str:
     inner = obj.dataset if isinstance(obj, Subset) else obj
