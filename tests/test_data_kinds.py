@@ -170,3 +170,37 @@ def test_a_shuffling_dataloader_is_refused_naming_data():
         assert e.value.fields == ("data",)
         assert "shuffle=False" in str(e.value) and "dataset" in str(e.value) and "each time" in str(e.value)
     assert len(lc.data.as_eval_data(DataLoader(ds, batch_size=2, shuffle=False))) == 6
+
+
+@pytest.mark.parametrize("bad, shown", [(2.9, "2.9"), (2.0, "2.0"), ("3", "'3'"), (True, "True"),
+                                        (torch.tensor([0.0, 1.0, 0.0]), "tensor("), (torch.tensor(1.0), "tensor("),
+                                        (torch.tensor([1]), "tensor(")])
+def test_dataset_labels_follow_the_tensor_rule(bad, shown):
+    items = _items(5)
+    items[3] = (items[3][0], bad)
+    with pytest.raises(ConfigError) as e:
+        lc.data.as_eval_data(_ListDataset(items), draw=False)
+    assert e.value.fields == ("data",)
+    assert "item 3" in str(e.value) and shown in str(e.value)
+    with pytest.raises(ConfigError) as e:  # the tensor path: the reference
+        lc.data.as_eval_data((torch.rand(2, 3, 8, 8), torch.tensor([1.0, 2.0])))
+    assert e.value.fields == ("data",)
+
+
+def test_dataset_labels_may_be_any_integer_scalar():
+    import numpy as np
+    labels = [0, np.int64(1), torch.tensor(2), torch.tensor(1, dtype=torch.int32), np.array(0)]
+    items = [(torch.rand(3, 8, 8), label) for label in labels]
+    data = lc.data.as_eval_data(_ListDataset(items), draw=False)
+    assert data.labels.tolist() == [0, 1, 2, 1, 0] and data.labels.dtype == torch.int64
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]

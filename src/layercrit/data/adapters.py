@@ -283,7 +283,41 @@ def _batch_items(part: Any, convert: _Converted) -> list[tuple[torch.Tensor, Any
                       "or a list of PIL images", ("data",))
 
 
-def _stack(images: list[torch.Tensor], labels: list[Any], space: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _label(value: Any) -> int | None:
+    """One item's label as an int where it is an integer scalar by the rule tensors ``(x, y)`` follow (a Python
+    or numpy integer, a 0-d integer tensor or array; no bool, float, string or one-hot vector), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        return None
+    if t.dim() != 0 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        return None
+    return int(t)
+
+
+def _item_labels(labels: list[Any], indices: Sequence[int] | None = None) -> torch.Tensor:
+    """The items' labels as ``[N]`` int64, each checked (:func:`_label`); ``indices``: the items' indices in the
+    dataset (default: their positions), what a refusal names."""
+    out = []
+    for k, value in enumerate(labels):
+        label = _label(value)
+        if label is None:
+            shown = " ".join(repr(value).split())
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            item = indices[k] if indices is not None else k
+            raise ConfigError(f"{{data}}: labels must be integer class indices (an int, a numpy integer or a 0-d "
+                              f"integer tensor; not a float, bool, string or one-hot vector), but item {item}'s "
+                              f"label is {shown} ({type(value).__name__})", ("data",))
+        out.append(label)
+    return _labels(torch.tensor(out, dtype=torch.int64))
+
+
+def _stack(images: list[torch.Tensor], labels: list[Any], space: str,
+           indices: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     shapes = {tuple(t.shape) for t in images}
     if len(shapes) > 1:
         raise ConfigError(f"{{data}}: the images have different shapes ({', '.join(map(str, sorted(shapes)[:3]))}): "
@@ -292,7 +326,7 @@ def _stack(images: list[torch.Tensor], labels: list[Any], space: str) -> tuple[t
     dtypes = {t.dtype for t in images}
     if len(dtypes) > 1:
         images = [t.float().div(255) if t.dtype == torch.uint8 else t.float() for t in images]
-    return _images(torch.stack(images), space), _labels([int(v) for v in labels])
+    return _images(torch.stack(images), space), _item_labels(labels, indices)
 
 
 def _draw(ds: Dataset, input_size: int | None, samples: int | None, seed: int, space: str,
@@ -305,7 +339,7 @@ def _draw(ds: Dataset, input_size: int | None, samples: int | None, seed: int, s
         num_workers = 0 if len(idx) < 256 else min(4, os.cpu_count() or 1)
     loader = DataLoader(Subset(ds, idx), batch_size=64, num_workers=num_workers, collate_fn=_ConvertAll(input_size))
     pairs = [p for batch in loader for p in batch]
-    images, labels = _stack([p[0] for p in pairs], [p[1] for p in pairs], space)
+    images, labels = _stack([p[0] for p in pairs], [p[1] for p in pairs], space, idx)
     return _eval_data(images, labels, _classes(ds), f"dataset:{_name(ds)}")
 
 
