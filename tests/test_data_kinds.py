@@ -204,3 +204,17 @@ class _ListDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.items[i]
+
+
+@pytest.mark.parametrize("n", [10, 300])  # from 256 items up, the items are converted in worker processes
+def test_a_refusal_in_a_dataset_is_the_same_error_with_workers(n):
+    from PIL import Image
+    items = [(Image.new("RGB", (10, 12)), i % 3) for i in range(n)]
+    with pytest.raises(ConfigError) as e:  # PIL images and no input_size
+        lc.data.as_eval_data(_ListDataset(items), num_workers=2 if n > 10 else 0)
+    assert e.value.fields == ("input_size",) and str(e.value).startswith("the data holds PIL images")
+    bad = _items(n)
+    bad[n - 1] = (torch.rand(8, 8), 0)  # not a [C, H, W] image
+    with pytest.raises(ConfigError) as e:
+        lc.data.as_eval_data(_ListDataset(bad), draw=False)
+    assert e.value.fields == ("data",) and str(e.value).startswith("data: each image must be")

@@ -30,7 +30,7 @@ from torch.utils.data import (DataLoader, Dataset, IterableDataset, RandomSample
                               WeightedRandomSampler)
 from torchvision import transforms
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LayercritError
 from .datasets import EvalData, draw_indices, eval_sizes
 from .folder import Notes, _to_rgb
 
@@ -252,14 +252,34 @@ class _Converted:
         return image, label
 
 
+class _Refused:
+    """A refusal met converting a batch, returned as a value: raised in a DataLoader worker process, it would
+    reach the caller wrapped in the worker's traceback (another message, other ``fields``); returned, the main
+    process raises the error itself, the same as without workers (as :class:`~layercrit.data.datasets._Decoded`
+    returns its refusals)."""
+
+    def __init__(self, error: LayercritError):
+        self.error = error
+
+
 class _ConvertAll:
-    """A DataLoader's ``collate_fn``: the converted items of one batch, as a list."""
+    """A DataLoader's ``collate_fn``: the converted items of one batch, as a list (or the batch's first
+    refusal, :class:`_Refused`)."""
 
     def __init__(self, input_size: int | None):
         self.convert = _Converted(input_size)
 
-    def __call__(self, items: list[Any]) -> list[tuple[torch.Tensor, Any]]:
-        return [self.convert(i) for i in items]
+    def __call__(self, items: list[Any]) -> list[tuple[torch.Tensor, Any]] | _Refused:
+        try:
+            return [self.convert(i) for i in items]
+        except LayercritError as e:  # a ConfigError (fields and all) or an image refused by the folder rules
+            return _Refused(e)
+
+
+def _converted(batch: list[tuple[torch.Tensor, Any]] | _Refused) -> list[tuple[torch.Tensor, Any]]:
+    if isinstance(batch, _Refused):
+        raise batch.error
+    return batch
 
 
 def _is_image(obj: Any) -> bool:
@@ -338,7 +358,7 @@ def _draw(ds: Dataset, input_size: int | None, samples: int | None, seed: int, s
     if num_workers is None:
         num_workers = 0 if len(idx) < 256 else min(4, os.cpu_count() or 1)
     loader = DataLoader(Subset(ds, idx), batch_size=64, num_workers=num_workers, collate_fn=_ConvertAll(input_size))
-    pairs = [p for batch in loader for p in batch]
+    pairs = [p for batch in loader for p in _converted(batch)]
     images, labels = _stack([p[0] for p in pairs], [p[1] for p in pairs], space, idx)
     return _eval_data(images, labels, _classes(ds), f"dataset:{_name(ds)}")
 
