@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,106 @@ def test_auto_refuses_tensors_without_a_partner(theirs):
                                           r"partner in the checkpoint \(classifier.weight \(weight 9x8\), "
                                           r"classifier.bias \(bias 9\)\)"):
         auto_map(theirs.state_dict(), Ours(9))
+
+
+class Stack(nn.Module):
+    """A stem and ``n`` identical convolutions, under names given (``blocks``/``stem`` in the "other codebase",
+    ``layers``/``conv_stem`` in ours)."""
+
+    def __init__(self, stem: str = "stem", blocks: str = "blocks", n: int = 12, bias: bool = True):
+        super().__init__()
+        self.names = stem, blocks
+        setattr(self, stem, nn.Conv2d(3, 4, 3, padding=1))
+        setattr(self, blocks, nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1, bias=bias) for _ in range(n)))
+
+    def forward(self, x):
+        x = torch.relu(getattr(self, self.names[0])(x))
+        for b in getattr(self, self.names[1]):
+            x = x + torch.tanh(b(x))
+        return x.mean((2, 3))
+
+
+def _sorted_file(net: nn.Module, tmp_path: Path) -> dict[str, torch.Tensor]:
+    """``net``'s state dict as a .safetensors file gives it back: sorted by name."""
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "w.safetensors")
+    state = load_file(tmp_path / "w.safetensors")
+    assert list(state) == sorted(net.state_dict())
+    return state
+
+
+def test_auto_refuses_a_pairing_that_splits_a_layer(tmp_path):
+    """Sorted names (blocks.10 after blocks.1, stem.bias last) keep the kinds' sequence of the model's order, so
+    in order they pair, but across layers: blocks.0.bias -> conv_stem.bias, blocks.0.weight -> layers.0.weight."""
+    torch.manual_seed(0)
+    state = _sorted_file(Stack(), tmp_path)
+    with pytest.raises(ConfigError) as e:
+        auto_map(state, Stack("conv_stem", "layers"))
+    text = str(e.value)
+    assert e.value.fields == ("key_map",) and "\n" not in text
+    assert text.startswith("key_map auto: ambiguous: paired by kind and shape in order, the tensors of checkpoint "
+                           "module blocks.0 go to 2 model modules (blocks.0.bias -> conv_stem.bias, blocks.0.weight "
+                           "-> layers.0.weight)")
+    assert "give rules (PATTERN=REPLACEMENT, or a TOML file of renames)" in text
+    ours = Stack("conv_stem", "layers")  # in the order its model saved it, the same network pairs right
+    theirs = Stack()
+    theirs.load_state_dict(state)
+    mapped, _ = remap(theirs.state_dict(), "auto", ours)
+    ours.load_state_dict(mapped)
+    _same_outputs(theirs, ours)
+
+
+def test_auto_refuses_two_tensors_of_one_shape_in_reverse_order():
+    """One repeated (kind, shape), two weights stored in reverse: the biases (unique shapes) pair right, the
+    weights in order would swap; the layers' tensors then go apart, and that is refused."""
+
+    def net(first: str, second: str) -> nn.Module:
+        m = nn.Module()
+        setattr(m, first, nn.Linear(6, 3))
+        setattr(m, second, nn.Linear(5, 3))
+        for lin in (getattr(m, first), getattr(m, second)):
+            lin.weight = nn.Parameter(torch.zeros(3, 3))  # one shape for both weights; the biases differ below
+        getattr(m, second).bias = nn.Parameter(torch.zeros(5))
+        return m
+
+    theirs = net("z", "y").state_dict()
+    reverse = {k: theirs[k] for k in ["y.weight", "y.bias", "z.weight", "z.bias"]}
+    with pytest.raises(ConfigError, match=r"the tensors of checkpoint module y go to 2 model modules \(y.weight -> "
+                                          r"p.weight, y.bias -> q.bias\)"):
+        auto_map(reverse, net("p", "q"))
+    assert dict(auto_map(theirs, net("p", "q")).pairs) == {"z.weight": "p.weight", "z.bias": "p.bias",
+                                                          "y.weight": "q.weight", "y.bias": "q.bias"}
+
+
+def test_auto_refuses_two_checkpoint_modules_going_to_one():
+    state = {"a.weight": torch.zeros(3, 2), "b.bias": torch.zeros(3)}
+    with pytest.raises(ConfigError, match=r"checkpoint modules a and b both go to model module fc \(a.weight -> "
+                                          r"fc.weight, b.bias -> fc.bias\)"):
+        auto_map(state, nn.Sequential(OrderedDict(fc=nn.Linear(2, 3))))
+
+
+def test_auto_refuses_sorted_indices_that_would_swap_whole_layers(tmp_path):
+    """Layers of one tensor each stay whole under any pairing; sorted, blocks.10 comes before blocks.2 and in
+    order would go to layers.2: the names' numbers say the file's order is not its model's, so refused."""
+    torch.manual_seed(0)
+    theirs = Stack(bias=False)
+    state = _sorted_file(theirs, tmp_path)
+    with pytest.raises(ConfigError) as e:
+        auto_map(state, Stack("conv_stem", "layers", bias=False))
+    text = str(e.value)
+    assert e.value.fields == ("key_map",) and "\n" not in text
+    assert text.startswith("key_map auto: ambiguous: the checkpoint's names come sorted as text (blocks.10.weight "
+                           "before blocks.2.weight), not by their numbers")
+    ours = Stack("conv_stem", "layers", bias=False)
+    mapped, mapping = remap(theirs.state_dict(), "auto", ours)  # in its model's order: paired by number
+    assert ("blocks.10.weight", "layers.10.weight") in mapping.pairs
+    ours.load_state_dict(mapped)
+    _same_outputs(theirs, ours)
+    few = Stack(n=3, bias=False)  # sorted and numbered alike (fewer than 10): nothing to refuse
+    mapped, _ = remap(_sorted_file(few, tmp_path), "auto", ours := Stack("conv_stem", "layers", n=3, bias=False))
+    ours.load_state_dict(mapped)
+    _same_outputs(few, ours)
 
 
 def test_the_written_map_pins_the_mapping(theirs, tmp_path):

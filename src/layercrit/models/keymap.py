@@ -25,9 +25,18 @@ and only where those repeated tensors, of all kinds and shapes together, come in
 both sides: then the pairing is the only one that matches every kind and shape and keeps their order.
 Anything else is refused, naming where it fails: a (kind, shape) that one side has more often than the
 other ("no pairing": a tensor without a partner), or repeated shapes in another sequence ("ambiguous":
-several pairings fit and nothing tells which is right). Auto needs a checkpoint that keeps the order in
-which its model was saved (``torch.save(model.state_dict())`` does; a ``.safetensors`` file sorts its
-names, so give rules for one of those unless the sorted names happen to pair uniquely).
+several pairings fit and nothing tells which is right). The pairing found is refused as ambiguous too where
+it does not keep layers whole, where a checkpoint module's tensors (those whose names differ only in the last
+dotted part: ``blocks.1.weight`` and ``blocks.1.bias`` are module ``blocks.1``) do not all go to one model
+module, or two checkpoint modules go to the same one; and where the tensors of a repeated (kind, shape) come
+sorted as text (``blocks.10`` before ``blocks.2``) and that is not the order of the numbers in their names, the
+sign of a file sorted by name that in order would pair layer 10 with the model's layer 2. Auto needs a
+checkpoint that keeps the order in which its model was saved (``torch.save(model.state_dict())`` does). A
+``.safetensors`` file sorts its names: the checks above refuse what that does to numbered layers and to layers
+whose tensors it puts out of the model's sequence (a Conv2d's ``bias`` before its ``weight``), but not a swap
+of whole layers of equal shapes whose names carry no numbers to tell (``head`` sorted before ``stem``). For a
+sorted file, give rules, e.g. the pairs auto writes (:func:`mapping_toml`) for a copy of the checkpoint saved
+in its model's order, unless its names sort in the order of its model's layers.
 
 Either way the result is strict (:meth:`KeyMapping.check`): every checkpoint tensor is used once, every
 parameter and buffer of the model is filled, shapes are equal; what breaks that is one error naming
@@ -255,6 +264,8 @@ def auto_map(state: Mapping[str, torch.Tensor], model: nn.Module | Mapping[str, 
         queues[s].append(k)
     taken = {s: iter(ks) for s, ks in queues.items()}
     pairs = {k: next(taken[s]) for k, s in src}
+    _check_layers_whole(pairs)
+    _check_numbered_order(src, repeated)
     # num_batches_tracked: with the BatchNorm its running_mean went to, where the model has one there
     for k in state:
         if _counter(k):
@@ -263,6 +274,77 @@ def auto_map(state: Mapping[str, torch.Tensor], model: nn.Module | Mapping[str, 
                 pairs[k] = sibling[: -len("running_mean")] + COUNTER
     return KeyMapping(AUTO, tuple((k, pairs[k]) for k in state if k in pairs),
                       dropped=tuple(k for k in state if k not in pairs))
+
+
+_GIVE_RULES = ("give rules (PATTERN=REPLACEMENT, or a TOML file of renames), e.g. the TOML file of pairs that auto "
+               "writes (mapping_toml; on the command line, its key-map output) for a copy of the checkpoint saved in "
+               "its model's order (torch.save(model.state_dict()))")
+
+
+def _module(name: str) -> str:
+    """The module a tensor belongs to: its name less the last dotted part ('' for a top-level tensor)."""
+    return name.rpartition(".")[0]
+
+
+def _shown_module(module: str) -> str:
+    return module or "(the top level)"
+
+
+def _check_layers_whole(pairs: Mapping[str, str]) -> None:
+    """Refused unless the pairing maps modules one to one: all tensors of one checkpoint module into one model
+    module, and no two checkpoint modules into the same one (num_batches_tracked aside: they follow)."""
+    onto: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))  # src module -> dst module -> src
+    for s, t in pairs.items():
+        onto[_module(s)][_module(t)].append(s)
+    for module, targets in onto.items():
+        if len(targets) > 1:
+            shown = [f"{ss[0]} -> {pairs[ss[0]]}" for ss in targets.values()]  # the first tensor to each
+            raise _fail(f"{{key_map}} auto: ambiguous: paired by kind and shape in order, the tensors of checkpoint "
+                        f"module {_shown_module(module)} go to {len(targets)} model modules ({_examples(shown)}): the "
+                        "order matches tensors of different layers (as a checkpoint whose names come sorted, a "
+                        f".safetensors file, can), so nothing tells which pairing is right: {_GIVE_RULES}")
+    into: dict[str, list[str]] = defaultdict(list)  # dst module -> src modules, in checkpoint order
+    for module, targets in onto.items():
+        into[next(iter(targets))].append(module)
+    for target, modules in into.items():
+        if len(modules) > 1:
+            shown = [f"{ss[0]} -> {pairs[ss[0]]}" for ss in (onto[m][target] for m in modules)]
+            names = (" and ".join(map(_shown_module, modules)) + " both" if len(modules) == 2
+                     else _examples(list(map(_shown_module, modules))) + f" (all {len(modules)})")
+            raise _fail(f"{{key_map}} auto: ambiguous: paired by kind and shape, checkpoint modules {names} go to "
+                        f"model module {_shown_module(target)} ({_examples(shown)}), so the pairing joins tensors "
+                        f"of different layers and nothing tells which is right: {_GIVE_RULES}")
+
+
+def _natural(name: str) -> tuple[str | int, ...]:
+    """Sort key reading runs of digits as numbers: blocks.2 before blocks.10."""
+    return tuple(int(part) if n % 2 else part for n, part in enumerate(re.split(r"(\d+)", name)))
+
+
+def _check_numbered_order(src: Sequence[tuple[str, tuple[str, str]]], repeated: set[tuple[str, str]]) -> None:
+    """Refused where the checkpoint's tensors of one repeated (kind, shape) come in text order (as a sorted file
+    gives them) and that is not the order of the numbers in their names (blocks.10 before blocks.2): in order
+    they would go to the model's tensors by the file's sorting, not by the layers' order."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for k, s in src:
+        if s in repeated:
+            groups[s].append(k)
+    for s, names in groups.items():
+        keys = [_natural(k) for k in names]
+        if names != sorted(names) or keys == sorted(keys):
+            continue
+        later_min = keys[-1]  # the first name some later name's numbers put after it
+        first = len(names) - 1
+        for i in range(len(names) - 2, -1, -1):
+            if later_min < keys[i]:
+                first = i
+            later_min = min(later_min, keys[i])
+        after = next(names[j] for j in range(first + 1, len(names)) if keys[j] < keys[first])
+        raise _fail(f"{{key_map}} auto: ambiguous: the checkpoint's names come sorted as text ({names[first]} before "
+                    f"{after}), not by their numbers, for its {len(names)} tensors of {s[0]} {s[1]}: paired in that "
+                    "order they would go to the model's by the file's sorting (as a .safetensors file sorts its "
+                    "names), not by the order of the layers, and nothing tells which pairing is right: "
+                    f"{_GIVE_RULES}")
 
 
 def _ordinal(n: int) -> str:
