@@ -218,3 +218,13 @@ def test_a_refusal_in_a_dataset_is_the_same_error_with_workers(n):
     with pytest.raises(ConfigError) as e:
         lc.data.as_eval_data(_ListDataset(bad), draw=False)
     assert e.value.fields == ("data",) and str(e.value).startswith("data: each image must be")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_images_must_have_three_channels(channels):
+    x, y = torch.rand(4, channels, 8, 8), torch.tensor([0, 1, 2, 0])
+    items = [(x[i], int(y[i])) for i in range(4)]
+    for data in [(x, y), _ListDataset(items), DataLoader(_ListDataset(items), batch_size=2)]:
+        with pytest.raises(ConfigError) as e:
+            lc.data.as_eval_data(data)
+        assert e.value.fields == ("data",) and "RGB" in str(e.value) and f"{channels} channel" in str(e.value)

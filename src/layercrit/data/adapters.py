@@ -206,6 +206,12 @@ def _images(x: torch.Tensor, space: str) -> torch.Tensor:
     """``[N, C, H, W]`` images as stored: 8-bit where float images are exactly 8-bit ones (``space`` "images")."""
     if x.dim() != 4:
         raise ConfigError(f"{{data}}: images must have shape [N, C, H, W], got {tuple(x.shape)}", ("data",))
+    channels = x.shape[1]
+    if channels != 3:  # never broadcast against the model's 3-channel mean/std, nor fed to its 3-channel input
+        raise ConfigError(f"{{data}}: images must have 3 channels (RGB), got {channels} "
+                          f"channel{'' if channels == 1 else 's'} (shape {tuple(x.shape)}): convert grayscale or "
+                          "RGBA images to RGB (a grayscale tensor x: x.expand(-1, 3, -1, -1); RGBA: drop or composite "
+                          "the alpha channel), or give PIL images, which are converted to RGB", ("data",))
     x = x.detach().cpu()
     if x.dtype == torch.uint8 or not x.is_floating_point():
         if x.dtype != torch.uint8:
