@@ -228,3 +228,16 @@ def test_images_must_have_three_channels(channels):
         with pytest.raises(ConfigError) as e:
             lc.data.as_eval_data(data)
         assert e.value.fields == ("data",) and "RGB" in str(e.value) and f"{channels} channel" in str(e.value)
+
+
+def test_samples_must_be_at_least_one_for_every_data_kind():
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    items = [(x[i], int(y[i])) for i in range(4)]
+    with pytest.raises(ConfigError) as e:
+        lc.data.as_eval_data((x, y), samples=0)
+    expected = str(e.value)
+    for data in [(x, y), lc.EvalData.from_tensors(x, y), _ListDataset(items), DataLoader(_ListDataset(items))]:
+        for samples in (0, -2):
+            with pytest.raises(ConfigError) as e:
+                lc.data.as_eval_data(data, samples=samples)
+            assert e.value.fields == ("samples",) and str(e.value) == expected.replace("0", str(samples))

@@ -98,6 +98,8 @@ def as_eval_data(data: Any, *, input_size: int | None = None, samples: int | Non
         (4, ['0', '1', '2'])
     """
     space = data_space_arg(data_space)
+    if samples is not None and samples < 1:  # for every kind (a DataLoader would yield no images), as draws say it
+        raise ConfigError(f"{{samples}} must be at least 1, got {samples}", ("samples",))
     if isinstance(data, EvalData):
         return data if samples is None or samples == len(data) else data.subset(samples, seed)
     if is_tensor_pair(data):
