@@ -241,3 +241,41 @@ def test_samples_must_be_at_least_one_for_every_data_kind():
             with pytest.raises(ConfigError) as e:
                 lc.data.as_eval_data(data, samples=samples)
             assert e.value.fields == ("samples",) and str(e.value) == expected.replace("0", str(samples))
+
+
+def _sorted_by_class(n: int = 150):
+    """``n`` images sorted by class, class 0 black: the order a prefix of which is no sample of the whole."""
+    torch.manual_seed(1)
+    y = torch.arange(n) * 3 // n
+    x = torch.rand(n, 3, 8, 8)
+    x[y == 0] = 0
+    return x, y
+
+
+def test_data_not_drawn_by_layercrit_is_put_in_a_seeded_order_on_request():
+    x, y = _sorted_by_class(30)
+    order = draw_indices(30, None, SEED)
+    loader = DataLoader(_ListDataset([(x[i], int(y[i])) for i in range(30)]), batch_size=4)
+    for data in [(x, y), lc.EvalData.from_tensors(x, y), loader]:
+        given = lc.data.as_eval_data(data, seed=SEED)
+        assert torch.equal(given.labels, y)  # as before: the given order
+        shuffled = lc.data.as_eval_data(data, seed=SEED, shuffle=True)
+        assert torch.equal(shuffled.labels, y[order]) and torch.equal(shuffled.images, given.images[order])
+        again = lc.data.as_eval_data(data, seed=SEED, shuffle=True)
+        assert again.fingerprint == shuffled.fingerprint
+        other = lc.data.as_eval_data(data, seed=SEED + 1, shuffle=True)
+        assert not torch.equal(other.labels, shuffled.labels)
+    capped = lc.data.as_eval_data(loader, samples=12, seed=SEED, shuffle=True)  # the loader's first 12, shuffled
+    assert torch.equal(capped.labels, y[:12][draw_indices(12, None, SEED)])
+
+
+@pytest.mark.xfail(strict=True, reason="needs layercrit.engine.measuring._prepared_data to pass "
+                                       "shuffle=config.target_ci is not None to as_eval_data (also for an EvalData)")
+def test_target_ci_measures_given_data_in_a_seeded_order(net):
+    from torch.utils.data import TensorDataset
+    x, y = _sorted_by_class(150)
+    kw = {**KW, "normalize": None, "target_ci": 50.0, "reset": ["zero"], "trials": 1, "batch_size": 10}
+    drawn = lc.measure(net, TensorDataset(x, y), samples=None, **kw)  # a Dataset is drawn with seed: the reference
+    for data in [(x, y), lc.EvalData.from_tensors(x, y), DataLoader(TensorDataset(x, y), batch_size=10)]:
+        pd.testing.assert_frame_equal(_rows(lc.measure(net, data, samples=None, **kw)), _rows(drawn),
+                                      check_exact=True, obj=type(data).__name__)

@@ -5,8 +5,11 @@ or a pair of tensors ``(x, y)``. The engine only ever sees an :class:`EvalData` 
   folder is: ``samples`` items chosen with ``seed`` (:func:`~layercrit.data.datasets.draw_indices`, the same
   indices and order as :func:`~layercrit.data.load_data` for a folder of as many images).
 - A ``DataLoader`` (or an ``IterableDataset``) is consumed in its own order; ``samples`` caps how many images.
-- Tensors ``(x, y)`` (``x`` of shape ``[N, C, H, W]``) are measured whole unless ``samples`` is given, as an
+  One that shuffles (a ``RandomSampler``) is refused: it yields other images each time.
+- Tensors ``(x, y)`` (``x`` of shape ``[N, 3, H, W]``) are measured whole unless ``samples`` is given, as an
   :class:`EvalData` is.
+- ``shuffle`` (for adaptive sampling, which measures prefixes) puts data layercrit did not draw in the random
+  order ``seed`` fixes, the order a draw of all of it makes.
 
 PIL images get the transform folder images get for the model's resolution (Resize, CenterCrop, 8-bit,
 :func:`~layercrit.data.datasets.eval_sizes`), after the folder rules' conversion to 8-bit RGB. Tensors are kept
@@ -65,7 +68,8 @@ def data_space_arg(value: Any) -> str:
 
 
 def as_eval_data(data: Any, *, input_size: int | None = None, samples: int | None = None, seed: int = 0,
-                 data_space: str = IMAGES, num_workers: int | None = None, draw: bool = True) -> EvalData:
+                 data_space: str = IMAGES, num_workers: int | None = None, draw: bool = True,
+                 shuffle: bool = False) -> EvalData:
     """Convert data held in memory into an :class:`EvalData`.
 
     Args:
@@ -83,6 +87,11 @@ def as_eval_data(data: Any, *, input_size: int | None = None, samples: int | Non
         num_workers: processes decoding a Dataset's items (default: none below 256 images, else up to 4).
         draw: False: all of a Dataset's items in its own order (``samples`` must be None), for a caller that
             draws from the result as from a folder (:meth:`EvalData.subset` makes the same draw).
+        shuffle: put data that layercrit did not draw (tensors, an EvalData made from tensors, a DataLoader or
+            an iterable dataset, none of them drawn with ``samples``) in a random order fixed by ``seed``: the
+            order a draw of all of it makes. For adaptive sampling (``target_ci``), which measures prefixes and
+            stops early: on data in a given order (sorted by class, say) a prefix is no sample of the whole.
+            Drawn data (a Dataset, a folder's EvalData, a draw of ``samples``) is in such an order already.
 
     Returns:
         The images and labels as an :class:`EvalData`, with a fingerprint of the decoded tensors and labels.
@@ -101,16 +110,22 @@ def as_eval_data(data: Any, *, input_size: int | None = None, samples: int | Non
     if samples is not None and samples < 1:  # for every kind (a DataLoader would yield no images), as draws say it
         raise ConfigError(f"{{samples}} must be at least 1, got {samples}", ("samples",))
     if isinstance(data, EvalData):
-        return data if samples is None or samples == len(data) else data.subset(samples, seed)
+        if samples is not None and samples != len(data):
+            return data.subset(samples, seed)
+        return _seeded(data, seed) if shuffle and data.origin is None else data  # origin: a folder's draw
     if is_tensor_pair(data):
         x, y = data
         whole = _eval_data(_images(x, space), _labels(y), None, "tensors")
-        return whole if samples is None or samples == len(whole) else whole.subset(samples, seed)
+        if samples is not None and samples != len(whole):
+            return whole.subset(samples, seed)
+        return _seeded(whole, seed) if shuffle else whole
     if isinstance(data, DataLoader):
         _refuse_shuffling(data)
-        return _consume(data, input_size, samples, space, f"dataloader:{_name(data.dataset)}")
+        consumed = _consume(data, input_size, samples, space, f"dataloader:{_name(data.dataset)}")
+        return _seeded(consumed, seed) if shuffle else consumed
     if isinstance(data, IterableDataset) or (isinstance(data, Dataset) and not hasattr(data, "__len__")):
-        return _consume(cast(Iterable[Any], data), input_size, samples, space, f"dataset:{_name(data)}")
+        consumed = _consume(cast(Iterable[Any], data), input_size, samples, space, f"dataset:{_name(data)}")
+        return _seeded(consumed, seed) if shuffle else consumed
     if isinstance(data, Dataset):
         if not draw and samples is not None:
             raise ValueError("as_eval_data(draw=False) converts all of a Dataset: samples must be None")
@@ -151,6 +166,11 @@ def with_num_classes(data: EvalData, n: int) -> EvalData:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+
+def _seeded(data: EvalData, seed: int) -> EvalData:
+    """All of ``data`` in the random order ``seed`` fixes (:func:`~layercrit.data.datasets.draw_indices`)."""
+    return data.subset(len(data), seed)
+
 
 RANDOM_SAMPLERS = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
 
