@@ -269,8 +269,6 @@ def test_data_not_drawn_by_layercrit_is_put_in_a_seeded_order_on_request():
     assert torch.equal(capped.labels, y[:12][draw_indices(12, None, SEED)])
 
 
-@pytest.mark.xfail(strict=True, reason="needs layercrit.engine.measuring._prepared_data to pass "
-                                       "shuffle=config.target_ci is not None to as_eval_data (also for an EvalData)")
 def test_target_ci_measures_given_data_in_a_seeded_order(net):
     from torch.utils.data import TensorDataset
     x, y = _sorted_by_class(150)

@@ -259,6 +259,12 @@ def _prepared_data(bundle: ModelBundle, data: Data, config: MeasureConfig,
                               "images (leave {data_space} out)", ("data_space",))
         return bundle, data, config  # type: ignore[return-value]
     whole = config.temperature == "calibrate"  # the plan draws measured and held-out images from all of it
+    # adaptive sampling stops on a prefix, which must be a random one: data layercrit did not draw (class-sorted
+    # tensors, say) is measured in the order the run's seed fixes
+    shuffle = config.target_ci is not None and not whole
+    if isinstance(data, EvalData) and shuffle:
+        data = as_eval_data(data, samples=config.samples, seed=config.seed, data_space=space, shuffle=True)
+        config = config.replace(samples=len(data))
     if not isinstance(data, EvalData):
         if whole and (isinstance(data, (DataLoader, IterableDataset)) or not hasattr(data, "__len__")):
             raise ConfigError("{temperature} calibrate fits T on images held out from the measured ones, drawn "
@@ -266,7 +272,7 @@ def _prepared_data(bundle: ModelBundle, data: Data, config: MeasureConfig,
                               "tensors, an EvalData or a folder", ("temperature", "data"))
         data = as_eval_data(data, input_size=config.input_size or bundle.input_size,
                             samples=None if whole else config.samples, seed=config.seed, data_space=space,
-                            draw=not whole)
+                            draw=not whole, shuffle=shuffle)
         data = with_num_classes(data, bundle.num_classes or _outputs(bundle.model, data))
         if not whole:
             config = config.replace(samples=len(data))  # drawn (or consumed) already
