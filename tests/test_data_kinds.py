@@ -116,8 +116,25 @@ def test_normalized_tensors_are_refused_as_images_and_measured_as_input(folder, 
     as_input = lc.measure(net, (normalized, y), data_space="input", **KW)
     as_images = lc.measure(net, (x, y), **KW)
     pd.testing.assert_frame_equal(_rows(as_input), _rows(as_images), check_exact=False, rtol=1e-4, atol=1e-3)
-    # without a normalization there is nothing to mismatch: the tensors are fed as they are
-    lc.measure(net, (normalized, y), **{**KW, "normalize": None})
+    # a model without a normalization takes [0, 1] images too: other values only as its input, said so
+    with pytest.raises(ConfigError, match="if they are what the network takes") as e:
+        lc.measure(net, (normalized, y), **{**KW, "normalize": None})
+    assert e.value.fields == ("data_space",)
+    lc.measure(net, (normalized, y), data_space="input", **{**KW, "normalize": None})
+
+
+def test_float_images_must_be_in_0_1_up_to_a_resampling_overshoot(folder, net):
+    x, y = _tensors(folder)
+    images = x.float().div(255)
+    with pytest.raises(ConfigError, match="look normalized .or mean-subtracted. already") as e:
+        lc.measure(net, (images - images.mean(), y), **KW)  # mean-subtracted: about -0.5..0.5
+    assert e.value.fields == ("data_space",)
+    with pytest.raises(ConfigError, match="0-255 pixel values; divide them by 255") as e:
+        lc.measure(net, (images * 255, y), **KW)
+    assert e.value.fields == ("data",)
+    overshoot = (images - 0.5) * 1.08 + 0.5  # a bicubic resize's ringing: -0.04 .. 1.04
+    plain = lc.measure(net, (images, y), **KW)
+    assert len(lc.measure(net, (overshoot, y), **KW)) == len(plain)
 
 
 def test_data_space_is_checked(folder, net):

@@ -18,8 +18,9 @@ PIL image) are stored as 8-bit, so the same images have the same fingerprint whi
 
 What the values mean is explicit (``data_space``): ``"images"`` (the default) are [0, 1] images (or 8-bit), and
 the model's normalization is applied to them, as to folder images; ``"input"`` are what the network itself takes
-(already normalized), fed as they are. A float tensor far outside [0, 1] given as images to a model that
-normalizes its input is refused (:func:`check_data_space`): it was almost surely normalized already.
+(already normalized), fed as they are. Float tensors given as images must lie in [0, 1] (within 0.1, a
+resampling filter's overshoot): 0-255 values, normalized or mean-subtracted ones are refused
+(:func:`check_data_space`), each with what to do.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ from .folder import Notes, _to_rgb
 
 IMAGES, INPUT = "images", "input"
 DATA_SPACES = (IMAGES, INPUT)
-FAR_BELOW, FAR_ABOVE = -0.5, 1.5  # a float "image" beyond these was normalized already (ImageNet's: about -2.1..2.6)
+# float images are [0, 1], up to a resampling filter's overshoot; beyond these they are something else: normalized
+# (ImageNet's: about -2.1..2.6), mean-subtracted (about -0.5..0.5) or 0-255 pixel values
+FAR_BELOW, FAR_ABOVE = -0.1, 1.1
 INPUT_SIZE_PY = "input_size=N (the resolution the model was trained on)"
 
 
@@ -135,9 +138,9 @@ def as_eval_data(data: Any, *, input_size: int | None = None, samples: int | Non
 
 
 def check_data_space(data: EvalData, *, normalizes: bool, data_space: str) -> None:
-    """Refuse a mismatch that can be seen: float images far outside [0, 1] given as images (``data_space``
-    "images") to a model that normalizes its input (they were normalized already), and 8-bit images given as
-    the network's input (``"input"``), which they cannot be."""
+    """Refuse a mismatch that can be seen: float images outside [0, 1] (beyond ``FAR_BELOW``/``FAR_ABOVE``) given
+    as images (``data_space`` "images"): 0-255 values, or normalized / mean-subtracted ones; and 8-bit images
+    given as the network's input (``"input"``), which they cannot be."""
     images = data.images
     if data_space == INPUT:
         if images.dtype == torch.uint8:
@@ -145,15 +148,22 @@ def check_data_space(data: EvalData, *, normalizes: bool, data_space: str) -> No
                               "8-bit images: leave {data_space} out (the model's normalization is applied to them)",
                               ("data_space",))
         return
-    if not normalizes or not images.is_floating_point() or images.numel() == 0:
+    if not images.is_floating_point() or images.numel() == 0:
         return
     low, high = float(images.min()), float(images.max())
-    if low < FAR_BELOW or high > FAR_ABOVE:
-        raise ConfigError(f"the images hold values in [{low:.3g}, {high:.3g}], far outside [0, 1], and the model "
-                          "normalizes its input with its mean/std: they look normalized already. Pass "
-                          "{data_space}='input' to feed them to the network as they are (the model's normalization "
-                          "is then not applied), or give [0, 1] images (e.g. ToTensor() without Normalize)",
-                          ("data_space",))
+    if FAR_BELOW <= low and high <= FAR_ABOVE:
+        return
+    seen = f"the images hold values in [{low:.3g}, {high:.3g}], not [0, 1]"
+    if low >= FAR_BELOW and 2.0 < high <= 255.5:
+        raise ConfigError(f"{seen}: they look like 0-255 pixel values; divide them by 255 (or give uint8 images)",
+                          ("data",))
+    if normalizes:
+        raise ConfigError(f"{seen}, and the model normalizes its input with its mean/std: they look normalized (or "
+                          "mean-subtracted) already. Pass {data_space}='input' to feed them to the network as they "
+                          "are (the model's normalization is then not applied), or give [0, 1] images (e.g. "
+                          "ToTensor() without Normalize)", ("data_space",))
+    raise ConfigError(f"{seen}: if they are what the network takes, pass {{data_space}}='input'; else give [0, 1] "
+                      "images", ("data_space",))
 
 
 def with_num_classes(data: EvalData, n: int) -> EvalData:

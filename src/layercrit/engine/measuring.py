@@ -126,8 +126,8 @@ def measure(model: Model, data: Data, config: MeasureConfig | None = None, *,
         normalize: for an ``nn.Module`` (required): ``(mean, std)``, the input normalization its training used,
             or None for a module that takes [0, 1] images as they are.
         data_space: what tensor values mean: ``"images"`` (default: [0, 1] images or 8-bit, and the model's
-            normalization is applied to them, as to folder images; float images far outside [0, 1] with a
-            normalization set are refused) or ``"input"`` (float tensors already in the network's input space,
+            normalization is applied to them, as to folder images; float images outside [0, 1]: 0-255 values,
+            normalized or mean-subtracted ones, are refused) or ``"input"`` (float tensors already in the network's input space,
             e.g. from a ``Normalize`` transform: fed as they are, the model's normalization is not applied).
         **overrides: any other :class:`MeasureConfig` field (e.g. of a subclass); an unknown name is an error.
 
