@@ -176,3 +176,64 @@ def test_measure_leaves_the_callers_module_as_it_found_it(tiny_model, tiny_data)
     for n, p in model.named_parameters():
         same, value, stride = params[n]
         assert p is same and torch.equal(p, value) and p.stride() == stride, n
+
+
+class DiscardedInplace(nn.Module):
+    """``out.add_(...)`` whose result is not used: the trace's out-of-place rewrite would lose the addition."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.c1(x)
+        out.add_(self.c2(x))
+        return self.fc(out.mean((2, 3)))
+
+
+class InplaceOnCached(nn.Module):
+    """``torch.relu_`` on a value another layer already read: it changes the cached activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.c1(x)
+        a = self.c2(h)
+        b = torch.relu_(h)
+        return self.fc((a + b).mean((2, 3)))
+
+
+class Tied(nn.Module):
+    """Two convolutions sharing one weight: a reset of one changes the other's output too."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.fc((self.a(x) + self.b(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("cls", [DiscardedInplace, InplaceOnCached, Tied])
+def test_code_the_trace_cannot_follow_is_measured_naively_with_a_warning(cls, caplog):
+    torch.manual_seed(0)
+    net = cls()
+    data = _data(12, 8, 3)
+    with caplog.at_level(logging.WARNING, logger="layercrit"):
+        naive, cached = _both_engines(net, cls, data, trials=2, reset=["random"])
+    warnings = [r.getMessage() for r in caplog.records if "does not reproduce a full forward pass" in r.getMessage()]
+    assert len(warnings) == 1 and "using engine naive" in warnings[0]
+    _assert_same(naive, cached, atol=0)
+
+
+def test_the_check_keeps_the_cached_engine_for_models_it_can_follow(caplog):
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=4)  # ReLU(inplace=True), residual additions
+    with caplog.at_level(logging.WARNING, logger="layercrit"):
+        naive, cached = _both_engines(net, lambda: torchvision.models.resnet18(num_classes=4), _data(8, 32, 4),
+                                      trials=1, layers=["layer1.*", "fc"])
+    assert not [r for r in caplog.records if "does not reproduce" in r.getMessage()]
+    _assert_same(naive, cached)

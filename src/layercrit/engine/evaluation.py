@@ -34,6 +34,7 @@ from .plan import Job, JobKey, Row, nonfinite_base_error
 log = logging.getLogger("layercrit")
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+VERIFY_IMAGES = 4  # images of the first batch on which the cached engine is checked against full passes
 MIN_ADAPTIVE_SAMPLES = 100  # never stop a job on fewer images: tiny samples misjudge the variance
 
 # on_batch(saved, finished): running sums of the jobs still in progress, and the rows finished on a batch
@@ -98,6 +99,7 @@ class _Evaluation:
         self.base = BaselineMetrics()
         self.base_correct_by_n = {0: 0.0}  # images seen -> unmodified top-1 hits, for each job's recovered_acc
         self.active = [j for j in jobs if j.metrics.n < self.n_total]
+        self.verified = False  # the cached engine checked against full passes (first batch it runs on)
         self.offset = 0
         self.start = time.perf_counter()
 
@@ -110,6 +112,10 @@ class _Evaluation:
         if self.conv:
             x = x.contiguous(memory_format=torch.channels_last)
         batch_jobs = [j for j in self.active if j.metrics.n == self.offset]
+        if self.graph is not None and batch_jobs and not self.verified:
+            self.verified = True
+            if not self._cached_matches_full(x, batch_jobs):
+                self.graph = None
         graph = self.graph if batch_jobs else None
         base_logits = (graph.run_base(x) if graph is not None else self.output(x)).float()
         if not bool(torch.isfinite(base_logits).all()):
@@ -138,6 +144,33 @@ class _Evaluation:
             self.active = [j for j in self.active if j.key not in done_keys]
         return finished, saved
 
+    def _cached_matches_full(self, x: torch.Tensor, jobs: list[Job]) -> bool:
+        """The cached engine against full forward passes on a few images of the first batch: the unmodified model
+        and every job due on it. Code the trace cannot follow (an in-place operation on a value used later,
+        parameters shared between modules) would give other numbers without an error; then the naive engine
+        measures, with one warning. Costs a full pass per job on ``VERIFY_IMAGES`` images."""
+        assert self.graph is not None
+        xs = x[:VERIFY_IMAGES]
+        graph, where = self.graph, "the unmodified model"
+        tol = 1e-4 if self.config.precision == "fp32" else 3e-2  # the same arithmetic; bf16/fp16 round coarsely
+        try:
+            with self.autocast():
+                same = _close(graph.run_base(xs), self.output(xs), tol)
+                for j in jobs:
+                    if not same:
+                        break
+                    where = f"a reset of {j.unit.name}"
+                    assert j.values is not None
+                    with parameters_set(self.network, j.unit.name, j.values):
+                        same = _close(graph.run_reset("model." + j.unit.name), self.output(xs), tol)
+        except Exception as e:  # noqa: BLE001  (any failure of the cached path: the naive one measures)
+            same, where = False, f"{where} ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})"
+        if not same:
+            log.warning(Message(f"the cached engine does not reproduce a full forward pass for {where} (code the "
+                                "trace cannot follow: an in-place operation on a value used later, or parameters "
+                                "shared between modules); using {engine} naive"))
+        return same
+
     def _done(self, j: Job) -> bool:
         """All images seen, or (adaptive sampling) the criticality known to within target_ci."""
         n, target = j.metrics.n, self.config.target_ci
@@ -151,6 +184,15 @@ class _Evaluation:
                 "unit": j.unit.level, "reset": j.reset.name, "trial": j.trial,
                 **j.metrics.result(base_top1, self.n_total, self.output.classes), "n_samples": n,
                 "elapsed_seconds": time.perf_counter() - self.start}
+
+
+def _close(cached: torch.Tensor, full: torch.Tensor, tol: float) -> bool:
+    """Equal up to float rounding, relative to the outputs' scale."""
+    a, b = cached.detach().float(), full.detach().float()
+    if a.shape != b.shape:
+        return False
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return bool(torch.allclose(a, b, rtol=tol, atol=tol * max(scale, 1e-6)))
 
 
 def progress_bar(image_evals: int, n_images: int, desc: str | None, progress: bool) -> Any:
