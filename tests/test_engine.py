@@ -237,3 +237,16 @@ def test_the_check_keeps_the_cached_engine_for_models_it_can_follow(caplog):
                                       trials=1, layers=["layer1.*", "fc"])
     assert not [r for r in caplog.records if "does not reproduce" in r.getMessage()]
     _assert_same(naive, cached)
+
+
+def test_a_factory_building_another_shape_is_refused_not_broadcast():
+    from conftest import TinyCNN
+
+    torch.manual_seed(0)
+    net = TinyCNN(num_classes=4)
+    data = _data(8, 8, 4)
+    with pytest.raises(lc.LayercritError, match=r"reset random of fc.weight gives shape \(1, 8\), the model's is "
+                                                r"\(4, 8\): factory") as e:
+        lc.measure(net, data, factory=lambda: TinyCNN(num_classes=1), normalize=None, reset="random",
+                   layers=["fc"], trials=1, progress=False)
+    assert e.value.fields == ("factory",)

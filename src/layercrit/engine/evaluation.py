@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data import EvalData
 from ..models import ModelBundle
-from ..errors import Message
+from ..errors import ConfigError, Message
 from ..models.state import out_of_place, parameters_set
 from .config import MeasureConfig
 from .graph import try_cached_graph
@@ -92,6 +92,7 @@ class _Evaluation:
                                     "using {engine} naive"))
         for j in jobs:  # draw every reset once, up front: the same draw for every batch
             j.values = {k: v.detach().to(device) for k, v in j.reset.values(self.network, j.unit, j.trial).items()}
+            _check_shapes(self.network, j)
         # temperature scaling: every softmax metric sees logits / T (plan_measurement has fitted a "calibrate")
         if isinstance(config.temperature, str):
             raise ValueError("evaluate: temperature 'calibrate' must be fitted first (plan_measurement does)")
@@ -184,6 +185,20 @@ class _Evaluation:
                 "unit": j.unit.level, "reset": j.reset.name, "trial": j.trial,
                 **j.metrics.result(base_top1, self.n_total, self.output.classes), "n_samples": n,
                 "elapsed_seconds": time.perf_counter() - self.start}
+
+
+def _check_shapes(network: nn.Module, j: Job) -> None:
+    """A reset's values must fit its parameters as they are: copying would broadcast a (4, 8) weight from a
+    factory's (1, 8) one without an error (a factory building another class count, say)."""
+    module = network.get_submodule(j.unit.name)
+    for k, v in (j.values or {}).items():
+        have = tuple(module.get_parameter(k).shape)
+        if tuple(v.shape) != have:
+            source = "{factory} (or the architecture it was built from)" if j.reset.name == "random" else \
+                "the reset's weights"
+            raise ConfigError(f"reset {j.reset.name} of {j.unit.name}.{k} gives shape {tuple(v.shape)}, the model's "
+                              f"is {have}: {source} builds another network than the one measured (another class "
+                              "count or width?)", ("factory",) if j.reset.name == "random" else ("reset",))
 
 
 def _close(cached: torch.Tensor, full: torch.Tensor, tol: float) -> bool:
