@@ -139,3 +139,18 @@ def test_interpolate_endpoints(tiny_model, tiny_data, tmp_path):
     assert len(init_rows) == len(at1) == 3
     np.testing.assert_allclose(at1.loc[init_rows.index, "criticality"], init_rows.criticality, atol=1e-9)
     assert (init_rows.criticality > 0).all()
+
+
+def test_another_checkpoint_under_the_same_init_name_is_refused_on_resume(tiny_model, tiny_data, tmp_path):
+    from layercrit.models import save_safetensors
+
+    model, factory = tiny_model
+    ckpt, db = tmp_path / "init.safetensors", tmp_path / "r.db"
+    torch.manual_seed(1)
+    save_safetensors(factory(), ckpt)
+    kw = dict(factory=factory, normalize=None, reset=[f"init:{ckpt}"], progress=False, store=str(db))
+    lc.measure(model, tiny_data, layers=["conv1"], **kw)
+    torch.manual_seed(2)
+    save_safetensors(factory(), ckpt)  # other weights, same file name
+    with pytest.raises(lc.LayercritError, match="reset_files"):
+        lc.measure(model, tiny_data, layers=["conv1", "conv2"], **kw)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_
+import hashlib
 import os
 import socket
 import tempfile
@@ -246,3 +247,12 @@ def lock_holder(folder: str | Path) -> str | None:
     finally:
         os.close(fd)  # closing drops the shared lock taken to look
     return None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

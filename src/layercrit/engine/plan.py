@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..data import EvalData, load_data
 from ..errors import ConfigError, LayercritError, Message
+from ..paths import file_sha256
 from ..models import ModelBundle, NormalizedModel
 from ..resets import Reset, ResetContext, Unit, discover_blocks, discover_layers, parse_reset
 from .batching import choose_for_plan
@@ -170,6 +171,9 @@ def plan_measurement(bundle: ModelBundle, data: EvalData | str | os.PathLike[str
         identity["temperature"] = "calibrate" if calibration is not None else config.temperature
     if config.output != "probs":  # likewise: runs from before it compared the softmax
         identity["output"] = output_label(config.output)
+    files = {f for r in resets for f in r.files()}
+    if files:  # init:/interpolate: checkpoints are named by their path: what is in them decides the rows
+        identity["reset_files"] = {f: file_sha256(f) for f in sorted(files)}
     record = {**identity, "model_spec": bundle.spec, "num_classes": data.num_classes, "samples": len(data),
               "data_source": data.source, "trials": config.trials, "resets": [r.name for r in resets],
               "unit": config.unit, "types": list(config.types) if config.unit == "layer" else [],

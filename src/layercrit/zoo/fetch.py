@@ -7,13 +7,12 @@ size and sha256. timm and torchvision weights stay in those libraries' own cache
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 
 from ..errors import ConfigError, LayercritError
-from ..paths import cache_dir, path_inside
+from ..paths import cache_dir, file_sha256, path_inside
 from .registry import Source, ZooModel, get_zoo_model
 
 
@@ -51,11 +50,7 @@ def read_record(path: Path) -> dict | None:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def fetch_model(model: str | ZooModel, *, force: bool = False, progress: bool = True) -> dict[str, Path]:

@@ -79,6 +79,11 @@ class Reset:
         """Build what :meth:`values` needs for one model (fresh instances, checkpoints); returns self."""
         return self
 
+    def files(self) -> list[str]:
+        """Files whose contents decide this reset's values beyond its name (a checkpoint): a run records their
+        sha256, so a resume with another file under the same name is refused."""
+        return []
+
     def values(self, network: nn.Module, unit: Unit | str, trial: int) -> dict[str, torch.Tensor]:
         """The unit's new parameters by name (relative to the unit's module); the network is not changed."""
         raise NotImplementedError

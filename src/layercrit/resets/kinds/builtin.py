@@ -98,6 +98,9 @@ class InitReset(Reset):
             raise RuntimeError(f"{self!r} used before prepare()")
         return params_of(self.initial, unit)
 
+    def files(self) -> list[str]:
+        return [self.path]
+
     def portable(self) -> InitReset:
         out = InitReset(absolute(self.path))
         out.name = self.name
@@ -134,6 +137,9 @@ class InterpolateReset(Reset):
     def prepare(self, context: ResetContext) -> InterpolateReset:
         self.target.prepare(context)
         return self
+
+    def files(self) -> list[str]:
+        return self.target.files()
 
     def values(self, network, unit, trial):
         import torch  # lazy: kinds are listed without importing PyTorch
