@@ -154,3 +154,17 @@ def test_another_checkpoint_under_the_same_init_name_is_refused_on_resume(tiny_m
     save_safetensors(factory(), ckpt)  # other weights, same file name
     with pytest.raises(lc.LayercritError, match="reset_files"):
         lc.measure(model, tiny_data, layers=["conv1", "conv2"], **kw)
+
+
+
+def test_an_init_reset_leaves_the_callers_random_state_alone(tiny_model, tiny_data, tmp_path):
+    from layercrit.models import save_safetensors
+
+    model, factory = tiny_model
+    ckpt = tmp_path / "init.safetensors"
+    save_safetensors(factory(), ckpt)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    lc.measure(model, tiny_data, factory=factory, normalize=None, reset=[f"init:{ckpt}", "random"], trials=1,
+               layers=["conv1"], progress=False)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -87,8 +87,9 @@ class InitReset(Reset):
 
     def prepare(self, context: ResetContext) -> InitReset:
         from ...models.checkpoint import load_into, load_state_dict  # lazy: kinds are listed without PyTorch
+        from ...models.factory import build_seeded
 
-        net = context.any_factory()()
+        net = build_seeded(context.any_factory(), 0)  # its draw is overwritten; the caller's RNG stays as it was
         load_into(net, load_state_dict(self.path, trust_pickle=context.trust_pickle), self.path)
         self.initial = net.eval()
         return self
