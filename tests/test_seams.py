@@ -314,3 +314,15 @@ def _length(path: Path, qualified: str) -> int:
 @pytest.mark.parametrize("where", sorted(FUNCTIONS), ids=[f for _, f in sorted(FUNCTIONS)])
 def test_functions_a_newcomer_can_hold_in_their_head(where):
     assert _length(SRC / where[0], where[1]) < 60
+
+
+def test_noise_on_weights_without_spread_is_said_not_silent(caplog):
+    from layercrit.resets import parse_reset
+
+    layer = nn.Sequential(nn.Linear(3, 2))
+    with torch.no_grad():
+        layer[0].weight.fill_(0.5)  # all equal: std 0, so sigma x std is 0
+    with caplog.at_level(logging.WARNING, logger="layercrit"):
+        values = parse_reset("noise:0.5").values(layer, "0", 0)
+    assert torch.equal(values["weight"], layer[0].weight) and torch.equal(values["bias"], layer[0].bias)
+    assert any("no spread" in r.getMessage() for r in caplog.records)

@@ -14,11 +14,14 @@ files, Python and Ray take ``noise:<sigma>`` from the registry.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 
 from ... import validate
 from ...errors import ConfigError
 from .base import Reset, ResetContext, params_of, register_reset, unit_name
+
+log = logging.getLogger("layercrit")
 
 
 def noise_seed(seed: int, trial: int, unit: str, parameter: str) -> int:
@@ -62,6 +65,9 @@ class NoiseReset(Reset):
             owner = name.rpartition(".")[0]
             weight = params.get(f"{owner}.weight" if owner else "weight", p)
             scale = self.sigma * float(weight.detach().double().std()) if weight.numel() > 1 else 0.0
+            if scale == 0.0 and trial == 0:  # once per tensor: its criticality would be 0 by construction
+                log.warning(f"{self.name} on {unit_name(unit)}.{name}: the scaling weight has no spread (one "
+                            "element, or all equal), so the noise is 0 and this tensor is left as trained")
             generator = torch.Generator().manual_seed(noise_seed(self.seed, trial, unit_name(unit), name))
             noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
             out[name] = (p.detach().double().cpu() + scale * noise).to(p)
