@@ -154,16 +154,15 @@ class _Evaluation:
         xs = x[:VERIFY_IMAGES]
         graph, where = self.graph, "the unmodified model"
         tol = 1e-4 if self.config.precision == "fp32" else 3e-2  # the same arithmetic; bf16/fp16 round coarsely
-        try:
-            with self.autocast():
-                same = _close(graph.run_base(xs), self.output(xs), tol)
-                for j in jobs:
-                    if not same:
-                        break
-                    where = f"a reset of {j.unit.name}"
-                    assert j.values is not None
-                    with parameters_set(self.network, j.unit.name, j.values):
-                        same = _close(graph.run_reset("model." + j.unit.name), self.output(xs), tol)
+        try:  # inside evaluate's autocast, like the batches
+            same = _close(graph.run_base(xs), self.output(xs), tol)
+            for j in jobs:
+                if not same:
+                    break
+                where = f"a reset of {j.unit.name}"
+                assert j.values is not None
+                with parameters_set(self.network, j.unit.name, j.values):
+                    same = _close(graph.run_reset("model." + j.unit.name), self.output(xs), tol)
         except Exception as e:  # noqa: BLE001  (any failure of the cached path: the naive one measures)
             same, where = False, f"{where} ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})"
         if not same:
@@ -193,12 +192,12 @@ def _check_shapes(network: nn.Module, j: Job) -> None:
     module = network.get_submodule(j.unit.name)
     for k, v in (j.values or {}).items():
         have = tuple(module.get_parameter(k).shape)
-        if tuple(v.shape) != have:
-            source = "{factory} (or the architecture it was built from)" if j.reset.name == "random" else \
+        if tuple(v.shape) != have:  # from a fresh instance (random, interpolate toward it), else a checkpoint
+            source = "{factory} (or the architecture it was built from)" if j.reset.needs_factory else \
                 "the reset's weights"
             raise ConfigError(f"reset {j.reset.name} of {j.unit.name}.{k} gives shape {tuple(v.shape)}, the model's "
                               f"is {have}: {source} builds another network than the one measured (another class "
-                              "count or width?)", ("factory",) if j.reset.name == "random" else ("reset",))
+                              "count or width?)", ("factory",) if j.reset.needs_factory else ("reset",))
 
 
 def _close(cached: torch.Tensor, full: torch.Tensor, tol: float) -> bool:

@@ -99,9 +99,10 @@ class ResetMetrics:
             s["pred_agreement"] = (logits.argmax(1) == base_logits.argmax(1)).sum().item()
             v, base_v = (p, base_p) if compare == "probs" else (logits.double(), base_logits.double())
         cos = F.cosine_similarity(v, base_v, dim=1)
-        # two zero vectors (a feature gate closed for an image in both models) are the same output: cosine 1,
-        # where the formula gives 0 and would count the image as fully changed; one zero vector stays 0
-        cos = torch.where((v.abs().amax(1) == 0) & (base_v.abs().amax(1) == 0), torch.ones_like(cos), cos)
+        if compare != "probs":  # a softmax vector is never zero
+            # two zero vectors (a feature gate closed for an image in both models) are the same output: cosine 1,
+            # where the formula gives 0 and would count the image as fully changed; one zero vector stays 0
+            cos = torch.where((v.abs().amax(1) == 0) & (base_v.abs().amax(1) == 0), torch.ones_like(cos), cos)
         s["pred_cos_sim"] = cos.sum().item()
         s["pred_cos_sim_sq"] = cos.square().sum().item()
         s["pred_l1_err"] = (v - base_v).abs().sum(1).sum().item()

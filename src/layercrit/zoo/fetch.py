@@ -49,10 +49,6 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
-def sha256_file(path: Path) -> str:
-    return file_sha256(path)
-
-
 def fetch_model(model: str | ZooModel, *, force: bool = False, progress: bool = True) -> dict[str, Path]:
     """Download what ``model`` needs (unless cached); returns role -> file path (empty for timm/torchvision)."""
     entry = get_zoo_model(model) if isinstance(model, str) else model
@@ -89,7 +85,7 @@ def download(entry: ZooModel, source: Source, dest: Path, *, progress: bool = Tr
                           f"download it by hand to {dest}, or pass {{checkpoint}} PATH") from None
     part.replace(dest)
     record = {"model_id": entry.id, "source": source.ref, "kind": source.kind, "role": source.role,
-              "size": dest.stat().st_size, "sha256": sha256_file(dest),
+              "size": dest.stat().st_size, "sha256": file_sha256(dest),
               "downloaded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     dest.with_name(dest.name + ".json").write_text(json.dumps(record, indent=1) + "\n")
 
