@@ -149,14 +149,16 @@ class _Evaluation:
         """The cached engine against full forward passes on a few images of the first batch: the unmodified model
         and every job due on it. Code the trace cannot follow (an in-place operation on a value used later,
         parameters shared between modules) would give other numbers without an error; then the naive engine
-        measures, with one warning. Costs a full pass per job on ``VERIFY_IMAGES`` images."""
+        measures, with one warning. Costs a cached and a full pass on ``VERIFY_IMAGES`` images per unit (about
+        4 s of CPU for cifar_resnet50's 54 layers: ``python benchmarks/cached_check.py``)."""
         assert self.graph is not None
         xs = x[:VERIFY_IMAGES]
         graph, where = self.graph, "the unmodified model"
         tol = 1e-4 if self.config.precision == "fp32" else 3e-2  # the same arithmetic; bf16/fp16 round coarsely
         try:  # inside evaluate's autocast, like the batches
             same = _close(graph.run_base(xs), self.output(xs), tol)
-            for j in jobs:
+            one_per_unit = {j.unit.name: j for j in jobs}.values()  # what the trace gets wrong depends on the unit
+            for j in one_per_unit:
                 if not same:
                     break
                 where = f"a reset of {j.unit.name}"
